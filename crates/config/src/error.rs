@@ -1,0 +1,66 @@
+//! Configuration problems, each with the file, line and key path it is about.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `lane[1].queue.timeout`.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    pub fn io(file: &Path, err: std::io::Error) -> Self {
+        Self {
+            file: Some(file.to_owned()),
+            problems: vec![Problem {
+                line: None,
+                path: String::new(),
+                message: format!("cannot read the file: {err}"),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self
+            .file
+            .as_deref()
+            .map_or_else(|| "<config>".to_string(), |p| p.display().to_string());
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{file}")?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}")?;
+            }
+            if !p.path.is_empty() {
+                write!(f, ": {}", p.path)?;
+            }
+            write!(f, ": {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}

@@ -1,0 +1,78 @@
+//! Laneway's configuration, read in two stages.
+//!
+//! # Layout
+//! - [`raw`]: the TOML file as written (`deny_unknown_fields`, `${ENV}` substitution).
+//! - [`validate`]: raw → [`Config`], collecting every problem with its line and key path.
+//! - [`model`]: the validated types the rest of Laneway uses; they cannot hold invalid values.
+//! - [`describe`]: the effective configuration as `laneway check` prints it, secrets masked.
+//! - [`error`]: [`ConfigError`], one entry per problem.
+
+pub mod describe;
+pub mod env;
+pub mod error;
+pub mod model;
+pub mod raw;
+pub mod validate;
+
+use std::path::Path;
+
+pub use error::{ConfigError, Problem};
+pub use model::*;
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+        Self::parse(&text).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError {
+                file: None,
+                problems: vec![Problem {
+                    line: inner.span().map(|s| error::line_of(text, s.start)),
+                    path: if path == "." { String::new() } else { path },
+                    message: inner.message().trim().to_string(),
+                }],
+            }
+        })?;
+        validate::validate(raw, text).map_err(|problems| ConfigError {
+            file: None,
+            problems,
+        })
+    }
+
+    /// The built-in demo: one in-process mock lane named `mock` serving `mock-*`, no auth.
+    pub fn demo() -> Self {
+        Self::parse(
+            r#"
+            [[lane]]
+            name = "mock"
+            kind = "mock"
+
+            [[route]]
+            model = "mock-*"
+            lanes = ["mock"]
+            "#,
+        )
+        .expect("the demo config is valid")
+    }
+
+    /// The first route whose pattern matches the model.
+    pub fn route_for(&self, model: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| laneway_core::glob::matches(&r.model, model))
+    }
+}
+
+#[cfg(test)]
+mod tests;

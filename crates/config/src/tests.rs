@@ -1,0 +1,202 @@
+use std::time::Duration;
+
+use super::*;
+
+/// The example from the interface contract, with its variables set.
+pub const CONTRACT_EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8400"
+admin_key = "${LW_TEST_ADMIN}"
+request_timeout = "10m"
+shutdown_grace = "30s"
+max_body = "32MiB"
+
+[[lane]]
+name = "deepseek-a"
+url = "https://api.deepseek.com/v1"
+api_key = "${LW_TEST_KEY_A}"
+model = "deepseek-chat"
+kind = "openai"
+concurrency_limit = { max_concurrent_requests = 8 }
+rate_limit = { requests_per_second = 5, burst_size = 10 }
+rpm = 300
+tpm = 100000
+queue = { max_len = 1000, timeout = "60s" }
+adaptive = true
+
+[[lane]]
+name = "glm"
+url = "http://127.0.0.1:9/v1"
+kind = "local"
+
+[[route]]
+model = "deepseek-*"
+lanes = ["deepseek-a"]
+fallbacks = ["glm-*"]
+
+[[route]]
+model = "glm-*"
+lanes = ["glm"]
+
+[[key]]
+name = "team-a"
+key = "${LW_TEST_TEAM}"
+models = ["deepseek-*", "glm-*"]
+concurrency_limit = { max_concurrent_requests = 4 }
+rate_limit = { requests_per_second = 2, burst_size = 4 }
+rpm = 120
+tpm = 50000
+priority = 0
+weight = 1
+on_limit = "reject"
+
+[retry]
+max_attempts = 3
+budget = { ratio = 0.2, min_per_second = 10 }
+backoff = { base = "200ms", max = "30s" }
+
+[limits]
+store = "memory"
+on_store_error = "open"
+
+[storage]
+path = "laneway-data"
+"#;
+
+fn set_vars() {
+    // Tests in this module only ever set these to the same values, so parallel tests agree.
+    std::env::set_var("LW_TEST_ADMIN", "admin-secret");
+    std::env::set_var("LW_TEST_KEY_A", "sk-upstream");
+    std::env::set_var("LW_TEST_TEAM", "sk-team-a");
+}
+
+#[test]
+fn the_contract_example_is_valid() {
+    set_vars();
+    let c = Config::parse(CONTRACT_EXAMPLE).unwrap();
+    assert_eq!(c.lanes.len(), 2);
+    let a = &c.lanes[0];
+    assert_eq!(a.api_key.as_ref().unwrap().expose(), "sk-upstream");
+    assert_eq!(a.limits.max_concurrent.unwrap().get(), 8);
+    assert_eq!(a.limits.rate.unwrap().burst.get(), 10);
+    assert_eq!(a.queue.timeout, Duration::from_secs(60));
+    assert!(a.adaptive);
+    assert_eq!(c.lanes[1].kind, LaneKind::Local);
+    assert_eq!(
+        c.lanes[1].limits.max_concurrent.unwrap().get(),
+        1,
+        "local lanes run one at a time"
+    );
+    assert_eq!(c.server.max_body, 32 << 20);
+    assert_eq!(c.server.request_timeout, Duration::from_secs(600));
+    assert_eq!(c.keys[0].on_limit, OnLimit::Reject);
+    assert_eq!(c.lanes[0].on_limit, OnLimit::Queue);
+    assert_eq!(c.route_for("deepseek-reasoner"), Some(0));
+    assert_eq!(c.route_for("glm-4"), Some(1));
+    assert_eq!(c.route_for("gpt-4"), None);
+    assert!(c.keys[0].allows("glm-4") && !c.keys[0].allows("gpt-4"));
+
+    let text = describe::describe(&c);
+    assert!(text.contains("deepseek-a [openai]"), "{text}");
+    assert!(
+        !text.contains("sk-upstream")
+            && !text.contains("sk-team-a")
+            && !text.contains("admin-secret")
+    );
+}
+
+#[test]
+fn unknown_keys_name_their_path_and_line() {
+    let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\n\n[[lane]]\nname = \"a\"\nurl = \"http://x.example\"\nconcurency = 3\n")
+        .unwrap_err();
+    let p = &err.problems[0];
+    assert_eq!(p.line, Some(7), "{err}");
+    assert!(p.path.starts_with("lane"), "{err}");
+    assert!(p.message.contains("concurency"), "{err}");
+}
+
+#[test]
+fn unset_variables_are_named() {
+    let err = Config::parse("[server]\nadmin_key = \"${LW_TEST_SURELY_UNSET}\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("LW_TEST_SURELY_UNSET") && text.contains("server.admin_key"),
+        "{text}"
+    );
+    assert_eq!(err.problems[0].line, Some(2), "{text}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported() {
+    let err = Config::parse(
+        r#"
+[server]
+request_timeout = "soon"
+
+[[lane]]
+name = "a"
+url = "ftp://nope"
+concurrency_limit = { max_concurrent_requests = 0 }
+
+[[lane]]
+name = "a"
+url = "http://127.0.0.1:1"
+
+[[route]]
+model = "x-*"
+lanes = ["a", "missing"]
+fallbacks = ["y-*"]
+
+[[key]]
+name = "k"
+key = "s"
+weight = 0
+on_limit = "maybe"
+"#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "server.request_timeout",
+        "lane[0].url",
+        "lane[0].concurrency_limit.max_concurrent_requests",
+        "lane[1].name: lane `a` is defined twice",
+        "route[0].lanes[1]: no lane is named `missing`",
+        "route[0].fallbacks[0]",
+        "key[0].weight",
+        "key[0].on_limit",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+    assert!(err
+        .problems
+        .iter()
+        .all(|p| p.path == "server.request_timeout" || p.line.is_some()));
+    assert_eq!(
+        err.problems
+            .iter()
+            .find(|p| p.path == "lane[1].name")
+            .unwrap()
+            .line,
+        Some(10)
+    );
+}
+
+#[test]
+fn sizes() {
+    use validate::parse_size;
+    assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+    assert_eq!(parse_size("1KB"), Ok(1000));
+    assert_eq!(parse_size("77"), Ok(77));
+    assert!(parse_size("12 parsecs").is_err());
+    assert!(parse_size("MiB").is_err());
+}
+
+#[test]
+fn demo_serves_mock_models() {
+    let c = Config::demo();
+    assert_eq!(c.lanes[0].name, "mock");
+    assert_eq!(c.lanes[0].kind, LaneKind::Mock);
+    assert_eq!(c.route_for("mock-anything"), Some(0));
+    assert!(c.keys.is_empty() && c.server.admin_key.is_none());
+}

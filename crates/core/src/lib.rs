@@ -1,0 +1,19 @@
+//! Shared vocabulary of Laneway's crates.
+//!
+//! # Layout
+//! - [`error`]: the catalogue of gateway error codes and the OpenAI error envelope. Every crate
+//!   speaks in [`error::ApiError`]; exactly one place in the gateway turns it into a response.
+//! - [`wire`]: reads the few fields Laneway needs (`model`, `stream`, `max_tokens`, …) from a
+//!   request body without re-serialising it, and rewrites the model name in place.
+//! - [`secret`]: [`Secret`], a wrapper whose `Debug`/`Display`/`Serialize` never print the value.
+//! - [`glob`]: the tiny `*`/`?` matcher used for model patterns.
+//! - [`id`]: request ids.
+
+pub mod error;
+pub mod glob;
+pub mod id;
+pub mod secret;
+pub mod wire;
+
+pub use error::{ApiError, ErrorCode};
+pub use secret::Secret;

@@ -1,0 +1,283 @@
+//! Reading just enough of an OpenAI request body, and rewriting its model name in place.
+//!
+//! Bodies pass through Laneway as bytes. The gateway needs a handful of fields for routing and
+//! admission; [`peek`] borrows them from the body (unknown fields are skipped by the parser, not
+//! built into values) and remembers where the model string sits so that [`RequestMeta::rewrite_model`]
+//! can splice a new name in without re-serialising the document.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Which OpenAI endpoint a body was sent to; decides which fields are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path under the lane's base URL (which already ends in `/v1` or similar).
+    pub const fn upstream_suffix(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+
+    const fn body_field(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "messages",
+            Self::Completions => "prompt",
+            Self::Embeddings => "input",
+        }
+    }
+}
+
+/// What Laneway needs to know about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub model: String,
+    /// Byte range of the model's JSON string (quotes included) inside the body.
+    pub model_span: Range<usize>,
+    pub stream: bool,
+    /// `max_tokens` or `max_completion_tokens`, when the client set one.
+    pub max_tokens: Option<u64>,
+    /// Whether the client itself asked for a usage chunk at the end of a stream.
+    pub include_usage: bool,
+    /// Size in bytes of the prompt field, the basis of the token estimate.
+    pub prompt_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeekError {
+    #[error("the request body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the request body must be a JSON object")]
+    NotObject,
+    #[error("missing required parameter `{0}`")]
+    Missing(&'static str),
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+impl PeekError {
+    /// The parameter the error is about, for the envelope's `param`.
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::Missing(p) => Some(p),
+            Self::WrongType { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    stream: Option<bool>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    stream_options: Option<StreamOptions>,
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// Reads the routing and admission fields of a request body.
+pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
+    let trimmed = body.trim_ascii_start();
+    if !trimmed.starts_with(b"{") {
+        return Err(
+            if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+                PeekError::NotObject
+            } else {
+                PeekError::NotJson(first_json_error(body))
+            },
+        );
+    }
+    // A data error here is valid JSON with a field of the wrong type (`stream: "yes"`,
+    // `max_tokens: -1`); serde's message names the field and the position.
+    let p: Peek<'_> =
+        serde_json::from_slice(body).map_err(|e| PeekError::NotJson(e.to_string()))?;
+    let raw_model = p.model.ok_or(PeekError::Missing("model"))?;
+    let model: String =
+        serde_json::from_str(raw_model.get()).map_err(|_| PeekError::WrongType {
+            field: "model",
+            expected: "a string",
+        })?;
+    if model.is_empty() {
+        return Err(PeekError::Missing("model"));
+    }
+    let prompt = match endpoint {
+        Endpoint::ChatCompletions => p.messages,
+        Endpoint::Completions => p.prompt,
+        Endpoint::Embeddings => p.input,
+    };
+    let prompt = prompt.ok_or(PeekError::Missing(endpoint.body_field()))?;
+    if endpoint == Endpoint::ChatCompletions && !prompt.get().starts_with('[') {
+        return Err(PeekError::WrongType {
+            field: "messages",
+            expected: "an array of messages",
+        });
+    }
+    let start = offset_in(body, raw_model.get().as_bytes());
+    Ok(RequestMeta {
+        model,
+        model_span: start..start + raw_model.get().len(),
+        stream: p.stream.unwrap_or(false),
+        max_tokens: p.max_completion_tokens.or(p.max_tokens),
+        include_usage: p
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        prompt_bytes: prompt.get().len(),
+    })
+}
+
+fn first_json_error(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(e) => e.to_string(),
+        Ok(_) => "expected a JSON object".into(),
+    }
+}
+
+/// Where `part`, a sub-slice borrowed from `whole`, starts. Both come from the same allocation,
+/// so the address difference is the offset.
+fn offset_in(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
+
+impl RequestMeta {
+    /// A rough token estimate for admission: about four bytes of JSON per token. It is settled
+    /// against the upstream's reported `usage` when the response ends.
+    pub fn prompt_token_estimate(&self) -> u64 {
+        (self.prompt_bytes as u64).div_ceil(4)
+    }
+
+    /// Returns the body with the model name replaced, copying the body once; the original body is
+    /// returned untouched (no copy) when the name is the same.
+    pub fn rewrite_model(&self, body: &Bytes, new_model: &str) -> Bytes {
+        if new_model == self.model {
+            return body.clone();
+        }
+        let quoted = serde_json::to_string(new_model).unwrap_or_default();
+        let mut out = BytesMut::with_capacity(body.len() + quoted.len());
+        out.extend_from_slice(&body[..self.model_span.start]);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(&body[self.model_span.end..]);
+        out.freeze()
+    }
+
+    /// Returns the body with `stream_options.include_usage = true` added, so the upstream reports
+    /// usage at the end of a stream even when the client did not ask for it. Only called for
+    /// streams on lanes with token limits.
+    pub fn with_stream_usage(body: &Bytes) -> Bytes {
+        let Ok(mut v) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+        else {
+            return body.clone();
+        };
+        let opts = v
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+        serde_json::to_vec(&v)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| body.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CHAT: Endpoint = Endpoint::ChatCompletions;
+
+    #[test]
+    fn reads_the_fields() {
+        let body = br#"{"messages":[{"role":"user","content":"hi"}],"model":"mock-1","stream":true,"max_tokens":7,"stream_options":{"include_usage":true}}"#;
+        let m = peek(CHAT, body).unwrap();
+        assert_eq!(m.model, "mock-1");
+        assert!(m.stream && m.include_usage);
+        assert_eq!(m.max_tokens, Some(7));
+        assert_eq!(&body[m.model_span.clone()], br#""mock-1""#);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        assert!(matches!(peek(CHAT, b"{nope"), Err(PeekError::NotJson(_))));
+        assert_eq!(peek(CHAT, b"[1]"), Err(PeekError::NotObject));
+        assert_eq!(
+            peek(CHAT, br#"{"messages":[]}"#),
+            Err(PeekError::Missing("model"))
+        );
+        assert_eq!(
+            peek(CHAT, br#"{"model":"m"}"#),
+            Err(PeekError::Missing("messages"))
+        );
+        assert!(matches!(
+            peek(CHAT, br#"{"model":5,"messages":[]}"#),
+            Err(PeekError::WrongType { field: "model", .. })
+        ));
+        assert!(matches!(
+            peek(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#),
+            Ok(_)
+        ));
+    }
+
+    #[test]
+    fn rewrite_splices_only_the_model() {
+        let body = Bytes::from_static(br#"{ "model" : "a\"b", "messages": [] }"#);
+        let m = peek(CHAT, &body).unwrap();
+        assert_eq!(m.model, "a\"b");
+        let out = m.rewrite_model(&body, "deepseek-chat");
+        assert_eq!(
+            &out[..],
+            br#"{ "model" : "deepseek-chat", "messages": [] }"#
+        );
+        assert_eq!(m.rewrite_model(&body, "a\"b").as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn stream_usage_is_added() {
+        let body = Bytes::from_static(br#"{"model":"m","messages":[],"stream":true}"#);
+        let out = RequestMeta::with_stream_usage(&body);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    proptest! {
+        #[test]
+        fn rewrite_round_trips(model in "\\PC{1,20}", new in "\\PC{1,20}", extra in "\\PC{0,20}") {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "a": extra, "model": model, "messages": [{"role": "user", "content": extra}]
+            })).unwrap();
+            let body = Bytes::from(body);
+            let m = peek(CHAT, &body).unwrap();
+            prop_assert_eq!(&m.model, &model);
+            let out = m.rewrite_model(&body, &new);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            prop_assert_eq!(v["model"].as_str().unwrap(), new.as_str());
+            prop_assert_eq!(v["a"].as_str().unwrap(), extra.as_str());
+        }
+    }
+}
