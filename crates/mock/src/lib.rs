@@ -1,1 +1,104 @@
+//! An OpenAI-compatible fake upstream for demos, tests and benchmarks.
+//!
+//! It depends on nothing else in Laneway, so tests never confirm the gateway with its own logic.
+//! It must stay much faster than the gateway, because benchmarks use it as the baseline: the
+//! request path is a handful of atomics, one small JSON parse and one pre-sized write.
+//!
+//! # Layout
+//! - [`MockConfig`]: latency, pacing, limits and failure injection (the `laneway mock` flags).
+//! - `stats`: the counters behind `GET /mock/stats`.
+//! - `bucket`: continuously refilling request and token buckets for `--rpm` / `--tpm`.
+//! - `handlers`: the OpenAI endpoints and admission into the mock.
+//! - `body`: JSON and SSE response bodies.
 
+mod body;
+mod bucket;
+mod handlers;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use stats::StatsSnapshot;
+
+/// What the mock does; every field maps to a `laneway mock` flag.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// Time to first byte, in milliseconds.
+    pub latency_ms: u64,
+    /// Uniform jitter added to or taken from the latency, in milliseconds.
+    pub jitter_ms: u64,
+    /// Streaming pace of output tokens; 0 sends them all at once.
+    pub tokens_per_second: f64,
+    /// Completion length in tokens (a request's smaller `max_tokens` wins).
+    pub output_tokens: u32,
+    /// Above this many in flight, answer 429 with `Retry-After`.
+    pub max_concurrent: Option<u32>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    /// Fraction of requests answered 500.
+    pub error_rate: f64,
+    /// Above this many in flight, each extra in-flight request adds 10% of the latency.
+    pub slowdown_above: Option<u32>,
+    pub seed: Option<u64>,
+}
+
+impl MockConfig {
+    pub fn new() -> Self {
+        Self {
+            output_tokens: 16,
+            ..Self::default()
+        }
+    }
+}
+
+/// A running mock: its address and counters; it stops when dropped.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    state: Arc<handlers::MockState>,
+    stop: CancellationToken,
+}
+
+impl MockServer {
+    /// Binds `listen` (port 0 for a free one) and serves in the background.
+    pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(handlers::MockState::new(config));
+        let stop = CancellationToken::new();
+        let app = handlers::router(state.clone());
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        Ok(Self { addr, state, stop })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    pub fn reset(&self) {
+        self.state.stats.reset();
+    }
+
+    /// Waits until the server has stopped accepting; in-flight requests end on their own.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,228 @@
+//! The mock's endpoints. Each completion request is admitted like a provider would: concurrency,
+//! then requests per minute, then tokens per minute, then injected errors, then the latency.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::body::{self, Kind};
+use crate::bucket::{openai_duration, Bucket, Taken};
+use crate::stats::{InFlight, Stats};
+use crate::MockConfig;
+
+pub struct MockState {
+    pub cfg: MockConfig,
+    pub stats: Arc<Stats>,
+    rpm: Option<Bucket>,
+    tpm: Option<Bucket>,
+    /// Numbers requests, for response ids and for per-request random streams.
+    seq: AtomicU64,
+}
+
+impl MockState {
+    pub fn new(cfg: MockConfig) -> Self {
+        Self {
+            rpm: cfg.rpm.map(|r| Bucket::per_minute(r.into())),
+            tpm: cfg.tpm.map(Bucket::per_minute),
+            cfg,
+            stats: Arc::default(),
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+pub fn router(state: Arc<MockState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/mock/stats", get(stats))
+        .route("/mock/reset", post(reset))
+        .with_state(state)
+}
+
+async fn chat(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+    handle(s, Kind::Chat, body).await
+}
+
+async fn completions(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+    handle(s, Kind::Text, body).await
+}
+
+async fn embeddings(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+    handle(s, Kind::Embedding, body).await
+}
+
+async fn models() -> Response {
+    let data: Vec<_> = ["mock-1", "mock-large", "mock-embed"]
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "laneway-mock"}))
+        .collect();
+    Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn stats(State(s): State<Arc<MockState>>) -> Response {
+    Json(s.stats.snapshot()).into_response()
+}
+
+async fn reset(State(s): State<Arc<MockState>>) -> Response {
+    s.stats.reset();
+    for b in [&s.rpm, &s.tpm].into_iter().flatten() {
+        b.reset();
+    }
+    Json(s.stats.snapshot()).into_response()
+}
+
+#[derive(Deserialize)]
+struct Req {
+    model: Option<String>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"message": message, "type": code, "code": code, "param": null}});
+    (status, Json(body)).into_response()
+}
+
+fn too_many(retry_after: Duration, code: &str, message: &str) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, code, message);
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let h = r.headers_mut();
+    h.insert("retry-after", HeaderValue::from(secs.max(1)));
+    h.insert(
+        "retry-after-ms",
+        HeaderValue::from(retry_after.as_millis().max(1) as u64),
+    );
+    r
+}
+
+fn put_limit_headers(h: &mut HeaderMap, which: &str, t: &Taken) {
+    let name = |part: &str| format!("x-ratelimit-{part}-{which}");
+    if let (Ok(a), Ok(b), Ok(c)) = (
+        name("limit").parse::<http::HeaderName>(),
+        name("remaining").parse::<http::HeaderName>(),
+        name("reset").parse::<http::HeaderName>(),
+    ) {
+        h.insert(a, HeaderValue::from(t.limit));
+        h.insert(b, HeaderValue::from(t.remaining));
+        if let Ok(v) = HeaderValue::from_str(&openai_duration(t.reset)) {
+            h.insert(c, v);
+        }
+    }
+}
+
+async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
+    s.stats.requests.fetch_add(1, Relaxed);
+    let (guard, in_flight) = InFlight::enter(&s.stats);
+    let Ok(req) = serde_json::from_slice::<Req>(&raw) else {
+        guard.complete(false);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "the body is not a JSON object with a `model` string",
+        );
+    };
+    let n = s.seq.fetch_add(1, Relaxed);
+    let mut rng = fastrand::Rng::with_seed(
+        s.cfg.seed.unwrap_or(0x5eed) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    let cfg = &s.cfg;
+
+    if let Some(max) = cfg.max_concurrent {
+        if in_flight > u64::from(max) {
+            s.stats.rejected_429.fetch_add(1, Relaxed);
+            guard.complete(false);
+            let hint = Duration::from_millis(cfg.latency_ms.max(1));
+            return too_many(hint, "rate_limit_exceeded", "too many requests in flight");
+        }
+    }
+    let output = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .map_or(cfg.output_tokens, |m| m.min(cfg.output_tokens));
+    let prompt = (raw.len() as u64).div_ceil(4);
+    let mut limit_headers = HeaderMap::new();
+    for (bucket, which, cost) in [
+        (&s.rpm, "requests", 1.0),
+        (&s.tpm, "tokens", (prompt + u64::from(output)) as f64),
+    ] {
+        let Some(b) = bucket else { continue };
+        let t = b.take(cost);
+        put_limit_headers(&mut limit_headers, which, &t);
+        if !t.ok {
+            s.stats.rejected_429.fetch_add(1, Relaxed);
+            guard.complete(false);
+            let mut r = too_many(
+                t.retry_after,
+                "rate_limit_exceeded",
+                &format!("rate limit reached for {which} per minute"),
+            );
+            r.headers_mut().extend(limit_headers);
+            return r;
+        }
+    }
+    if cfg.error_rate > 0.0 && rng.f64() < cfg.error_rate {
+        s.stats.errors_injected.fetch_add(1, Relaxed);
+        guard.complete(false);
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "injected failure",
+        );
+    }
+
+    let mut latency = cfg.latency_ms as f64;
+    if cfg.jitter_ms > 0 {
+        latency += (rng.f64() * 2.0 - 1.0) * cfg.jitter_ms as f64;
+    }
+    if let Some(above) = cfg.slowdown_above {
+        let extra = in_flight.saturating_sub(u64::from(above));
+        latency += cfg.latency_ms as f64 * 0.1 * extra as f64;
+    }
+    if latency >= 1.0 {
+        tokio::time::sleep(Duration::from_secs_f64(latency / 1000.0)).await;
+    }
+
+    let model = req.model.unwrap_or_else(|| "mock-1".into());
+    let usage = body::Usage {
+        prompt,
+        completion: u64::from(output),
+    };
+    let mut response = if req.stream && kind != Kind::Embedding {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        body::stream(
+            kind,
+            n,
+            model,
+            output,
+            cfg.tokens_per_second,
+            include_usage.then_some(usage),
+            guard,
+        )
+    } else {
+        let r = body::json(kind, n, &model, output, usage);
+        guard.complete(true);
+        r
+    };
+    response.headers_mut().extend(limit_headers);
+    response
+}
