@@ -1,1 +1,253 @@
+//! Admission control for Laneway: who may send a request upstream, on which lane, and when.
+//!
+//! It knows nothing of HTTP. The gateway, the batch runner and library users all call
+//! [`acquire`] with a key, a pool of lanes and a token estimate, and get a [`Permit`] (or a
+//! typed [`AdmissionError`] carrying an honest retry hint). Time comes from tokio, so every
+//! limit, queue and timeout is tested with paused time.
+//!
+//! # Layout
+//! - [`gcra`]: the one rate algorithm (per second with burst, per minute, tokens per minute).
+//! - [`rates`]: the three rate limits of a scope, taken all-or-nothing.
+//! - [`queue`]: the fair queue (priority classes, weighted virtual time per key, FIFO per key).
+//! - [`lane`]: a lane's slots, rates, queue and dispatcher.
+//! - [`key`]: a client key's limits, in reject or queue mode.
+//! - `waiter`: a queued request, possibly waiting on several lanes of a pool at once.
+//! - [`permit`]: the RAII permit.
+//! - [`error`]: why a request was refused.
 
+pub mod error;
+pub mod gcra;
+pub mod key;
+pub mod lane;
+pub mod permit;
+pub mod queue;
+pub mod rates;
+mod waiter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{AdmissionError, RateKind, Scope};
+pub use key::{Key, KeySpec, KeyUsage};
+pub use lane::{Lane, LaneSnapshot, LaneSpec};
+pub use permit::Permit;
+pub use rates::RateSpec;
+
+/// What to do when a limit is exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Reject,
+    Queue,
+}
+
+/// One request asking for capacity.
+pub struct Ask<'a> {
+    pub key: &'a Arc<Key>,
+    /// Effective priority: the key's, possibly lowered by the request.
+    pub priority: i32,
+    /// Prompt estimate plus the completion budget, reserved against token limits.
+    pub tokens: u64,
+    /// End-to-end deadline of the request.
+    pub deadline: Instant,
+    pub cancel: &'a CancellationToken,
+    /// The request's tag in the gateway's table, shown by queue inspection.
+    pub tag: u64,
+}
+
+/// Admits a request: first its key's limits, then a slot on the pool's lane with the most
+/// headroom, waiting in the lanes' queues if every lane is busy.
+pub async fn acquire(lanes: &[Arc<Lane>], ask: Ask<'_>) -> Result<Permit, AdmissionError> {
+    let start = Instant::now();
+    // A request larger than every lane's token limit would wait forever: refuse it now.
+    if !lanes.iter().any(|l| l.fits(ask.tokens).is_ok()) {
+        return Err(match lanes.first() {
+            Some(l) => l
+                .fits(ask.tokens)
+                .err()
+                .unwrap_or(AdmissionError::Cancelled),
+            None => AdmissionError::NoLaneAvailable {
+                retry_after: Duration::from_secs(1),
+            },
+        });
+    }
+    let mut key = ask.key.admit(ask.tokens, ask.deadline, ask.cancel).await?;
+    match admit_lane(lanes, &ask).await {
+        Ok(lane) => Ok(Permit::new(lane, key, ask.tokens, start.elapsed())),
+        Err(e) => {
+            key.used = false;
+            Err(e)
+        }
+    }
+}
+
+/// Lanes ordered by headroom: open ones first, then most free slots, then fewest queued.
+fn by_headroom(lanes: &[Arc<Lane>], now: Instant, tokens: u64) -> Vec<&Arc<Lane>> {
+    if lanes.len() == 1 {
+        return lanes.iter().collect();
+    }
+    let offset = fastrand_offset(lanes.len());
+    let mut scored: Vec<_> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (open, free, queued) = l.headroom(now, tokens);
+            // Rotating tie-break so equal lanes share the load instead of the first taking all.
+            let rot = (i + lanes.len() - offset) % lanes.len();
+            (
+                (
+                    std::cmp::Reverse(open),
+                    std::cmp::Reverse(free),
+                    queued,
+                    rot,
+                ),
+                l,
+            )
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.cmp(&b.0));
+    scored.into_iter().map(|(_, l)| l).collect()
+}
+
+fn fastrand_offset(n: usize) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) % n
+}
+
+async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<Arc<Lane>, AdmissionError> {
+    let now = Instant::now();
+    let ordered = by_headroom(lanes, now, ask.tokens);
+    let mut first_refusal = None;
+    for lane in &ordered {
+        match lane.try_take(now, ask.tokens) {
+            Ok(()) => return Ok(Arc::clone(lane)),
+            Err(busy) => {
+                if first_refusal.is_none() {
+                    first_refusal = Some(lane.refusal(busy, now, ask.tokens));
+                }
+            }
+        }
+    }
+    let queueing: Vec<Arc<Lane>> = ordered
+        .iter()
+        .filter(|l| l.mode() == Mode::Queue && l.fits(ask.tokens).is_ok())
+        .map(|l| Arc::clone(l))
+        .collect();
+    if queueing.is_empty() {
+        return Err(first_refusal.unwrap_or(AdmissionError::Cancelled));
+    }
+    let open: Vec<Arc<Lane>> = queueing
+        .iter()
+        .filter(|l| l.queued() < l.queue_limits().0)
+        .cloned()
+        .collect();
+    if open.is_empty() {
+        let lane = &queueing[0];
+        return Err(AdmissionError::QueueFull {
+            lane: lane.name().to_owned(),
+            max_len: lane.queue_limits().0,
+            retry_after: lane.wait_estimate(),
+        });
+    }
+    let timeout = open
+        .iter()
+        .map(|l| l.queue_limits().1)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let queue_deadline = now + timeout;
+    let (waiter, mut rx) = waiter::Waiter::new(
+        ask.tokens,
+        ask.key.id,
+        ask.priority,
+        ask.key.spec.weight,
+        ask.tag,
+        open.clone(),
+    );
+    // Dropping this guard (timeout, cancel, or the client going away) leaves every queue at once.
+    let guard = LeaveOnDrop {
+        waiter: &waiter,
+        rx: &mut rx,
+        tokens: ask.tokens,
+        done: false,
+    };
+    for lane in &open {
+        lane.enqueue(waiter.clone());
+    }
+    guard
+        .wait(queue_deadline, ask.deadline, ask.cancel, &open)
+        .await
+}
+
+struct LeaveOnDrop<'a> {
+    waiter: &'a Arc<waiter::Waiter>,
+    rx: &'a mut tokio::sync::oneshot::Receiver<waiter::Grant>,
+    tokens: u64,
+    done: bool,
+}
+
+impl LeaveOnDrop<'_> {
+    async fn wait(
+        mut self,
+        queue_deadline: Instant,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        lanes: &[Arc<Lane>],
+    ) -> Result<Arc<Lane>, AdmissionError> {
+        let limit = queue_deadline.min(deadline);
+        let outcome = tokio::select! {
+            grant = &mut *self.rx => Some(grant),
+            () = tokio::time::sleep_until(limit) => None,
+            () = cancel.cancelled() => None,
+        };
+        if let Some(grant) = outcome {
+            self.done = true;
+            // The sender is dropped only after a claim, so a closed channel cannot happen
+            // without a grant; treat it as a cancellation to be safe.
+            return grant.unwrap_or(Err(AdmissionError::Cancelled));
+        }
+        if !self.waiter.abandon() {
+            // A lane claimed us at the same instant: take the slot after all.
+            if let Ok(grant) = self.rx.try_recv() {
+                self.done = true;
+                return grant;
+            }
+        }
+        self.done = true;
+        Err(if cancel.is_cancelled() {
+            AdmissionError::Cancelled
+        } else if deadline <= queue_deadline {
+            AdmissionError::DeadlineExceeded
+        } else {
+            let waited = Instant::now() - self.waiter.enqueued_at;
+            let retry_after = lanes
+                .iter()
+                .map(|l| l.wait_estimate())
+                .min()
+                .unwrap_or(Duration::from_secs(1));
+            AdmissionError::QueueTimeout {
+                waited,
+                retry_after,
+            }
+        })
+    }
+}
+
+impl Drop for LeaveOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if !self.waiter.abandon() {
+            // Claimed but never received: hand the slot back.
+            if let Ok(Ok(lane)) = self.rx.try_recv() {
+                lane.unclaim(self.tokens);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,424 @@
+//! A lane: one upstream account or endpoint, with its concurrency limit, rate limits and FIFO
+//! (fair) queue.
+//!
+//! All of a lane's mutable state sits behind one short-lived mutex, never held across an await
+//! and never while taking another lane's lock, so lanes never contend with each other. Slots are
+//! handed out in two ways: inline, by the request itself when the queue is empty and capacity is
+//! free (the fast path: one lock, no task hop), or by [`Lane::dispatch`], which runs whenever a
+//! slot frees, a waiter arrives, or a rate-limit timer fires, and claims waiters in fair order.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::{AdmissionError, Scope};
+use crate::gcra::Denied;
+use crate::queue::FairQueue;
+use crate::rates::{Blocked, RateSpec, Rates};
+use crate::waiter::Waiter;
+use crate::Mode;
+
+/// How a lane is limited. Rebuilt from the config on every (re)load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneSpec {
+    pub name: String,
+    /// Requests in flight at most; `None` is unlimited.
+    pub max_concurrent: Option<u32>,
+    pub rates: RateSpec,
+    pub queue_max_len: usize,
+    pub queue_timeout: Duration,
+    pub on_limit: Mode,
+}
+
+/// What the admin API and metrics show of a lane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneSnapshot {
+    pub name: String,
+    pub in_flight: u32,
+    pub queued: usize,
+    /// Concurrency limit in force; `None` is unlimited.
+    pub limit: Option<u32>,
+    pub rpm_used: Option<u64>,
+    pub tpm_used: Option<u64>,
+    pub cooldown_until: Option<Duration>,
+}
+
+struct State {
+    spec: LaneSpec,
+    /// Concurrency limit in force (the configured one, or what an adaptive controller set).
+    limit: u32,
+    in_flight: u32,
+    rates: Rates,
+    queue: FairQueue<Arc<Waiter>>,
+    paused_until: Option<Instant>,
+    /// When the timer task should next run [`Lane::dispatch`].
+    next_wake: Option<Instant>,
+    /// Smoothed time a request holds a slot, for honest Retry-After estimates.
+    ewma_service: Duration,
+}
+
+pub struct Lane {
+    name: String,
+    state: Mutex<State>,
+    /// Live waiters registered in this lane's queue (stale entries of pool mates excluded).
+    queued: AtomicUsize,
+    timer: Arc<Notify>,
+}
+
+/// Why the fast path failed.
+pub(crate) enum Busy {
+    Paused(Instant),
+    Full,
+    Rate(Blocked),
+    Queue,
+}
+
+const UNLIMITED: u32 = u32::MAX;
+
+impl Lane {
+    /// Creates a lane and its timer task (which ends when the lane is dropped).
+    pub fn new(spec: LaneSpec) -> Arc<Self> {
+        let lane = Arc::new(Self {
+            name: spec.name.clone(),
+            state: Mutex::new(State {
+                limit: spec.max_concurrent.unwrap_or(UNLIMITED),
+                in_flight: 0,
+                rates: Rates::new(spec.rates),
+                queue: FairQueue::default(),
+                paused_until: None,
+                next_wake: None,
+                ewma_service: Duration::from_secs(1),
+                spec,
+            }),
+            queued: AtomicUsize::new(0),
+            timer: Arc::new(Notify::new()),
+        });
+        spawn_timer(Arc::downgrade(&lane), lane.timer.clone());
+        lane
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves counters that are still consistent
+        // (every mutation is a single step), so a poisoned lock is safe to keep using.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spec(&self) -> LaneSpec {
+        self.lock().spec.clone()
+    }
+
+    /// Applies a new spec (hot reload): limits change, counters, usage and queue stay.
+    pub fn reconfigure(self: &Arc<Self>, spec: LaneSpec) {
+        {
+            let mut st = self.lock();
+            st.rates.reconfigure(spec.rates);
+            st.limit = spec.max_concurrent.unwrap_or(UNLIMITED);
+            st.spec = spec;
+        }
+        self.dispatch();
+    }
+
+    /// Sets the concurrency limit in force (adaptive control); `None` restores the configured one.
+    pub fn set_limit(self: &Arc<Self>, limit: Option<u32>) {
+        {
+            let mut st = self.lock();
+            st.limit = limit.or(st.spec.max_concurrent).unwrap_or(UNLIMITED).max(1);
+        }
+        self.dispatch();
+    }
+
+    /// Takes no new requests until `until` (an upstream said so); queued ones wait or go to
+    /// pool mates.
+    pub fn pause_until(&self, until: Instant) {
+        let mut st = self.lock();
+        if st.paused_until.is_none_or(|p| p < until) {
+            st.paused_until = Some(until);
+            st.next_wake = Some(until);
+            self.timer.notify_one();
+        }
+    }
+
+    pub fn snapshot(&self) -> LaneSnapshot {
+        let now = Instant::now();
+        let st = self.lock();
+        LaneSnapshot {
+            name: self.name.clone(),
+            in_flight: st.in_flight,
+            queued: self.queued.load(Ordering::Acquire),
+            limit: (st.limit != UNLIMITED).then_some(st.limit),
+            rpm_used: st.rates.requests_used(now).map(|(_, used, _)| used),
+            tpm_used: st.rates.tokens_used(now).map(|(_, used, _)| used),
+            cooldown_until: st
+                .paused_until
+                .filter(|&p| p > now)
+                .map(|p| p.duration_since(now)),
+        }
+    }
+
+    /// Tags of the requests waiting here, highest priority first and FIFO within a key; the
+    /// interleaving between keys is approximate (it is decided only when a slot frees).
+    pub fn waiting(&self) -> Vec<u64> {
+        let st = self.lock();
+        let mut live: Vec<(i32, Instant, u64)> = st
+            .queue
+            .iter()
+            .filter(|w| w.is_pending())
+            .map(|w| (w.priority, w.enqueued_at, w.tag))
+            .collect();
+        live.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        live.into_iter().map(|(_, _, tag)| tag).collect()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn forget_waiter(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Free slots and whether rates allow a request now; used to rank pool members.
+    pub(crate) fn headroom(&self, now: Instant, tokens: u64) -> (bool, u32, usize) {
+        let st = self.lock();
+        let open = st.paused_until.is_none_or(|p| p <= now) && st.rates.check(now, tokens).is_ok();
+        (open, st.limit.saturating_sub(st.in_flight), self.queued())
+    }
+
+    /// The fast path: takes a slot at once if nobody is waiting and capacity is free.
+    pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> Result<(), Busy> {
+        let mut st = self.lock();
+        if let Some(p) = st.paused_until.filter(|&p| p > now) {
+            return Err(Busy::Paused(p));
+        }
+        if self.queued() > 0 {
+            return Err(Busy::Queue);
+        }
+        if st.in_flight >= st.limit {
+            return Err(Busy::Full);
+        }
+        st.rates.check(now, tokens).map_err(Busy::Rate)?;
+        st.rates.take(now, tokens);
+        st.in_flight += 1;
+        Ok(())
+    }
+
+    /// The refusal a reject-mode lane gives for `busy`.
+    pub(crate) fn refusal(&self, busy: Busy, now: Instant, tokens: u64) -> AdmissionError {
+        let scope = Scope::Lane(self.name.clone());
+        let st = self.lock();
+        match busy {
+            Busy::Rate(Blocked {
+                denied: Denied::Never,
+                ..
+            }) => AdmissionError::NeverFits {
+                scope,
+                needed: tokens,
+                limit: st.spec.rates.tpm.unwrap_or(0),
+            },
+            Busy::Rate(Blocked {
+                kind,
+                denied: Denied::Until(at),
+            }) => AdmissionError::RateLimited {
+                scope,
+                kind,
+                retry_after: at - now,
+            },
+            Busy::Paused(until) => AdmissionError::NoLaneAvailable {
+                retry_after: until - now,
+            },
+            Busy::Full | Busy::Queue => AdmissionError::ConcurrencyLimited {
+                scope,
+                retry_after: estimate_wait(&st, 0),
+            },
+        }
+    }
+
+    /// Whether a request of `tokens` can ever pass this lane's token limit.
+    pub(crate) fn fits(&self, tokens: u64) -> Result<(), AdmissionError> {
+        let st = self.lock();
+        match st.spec.rates.tpm {
+            Some(limit) if tokens > limit => Err(AdmissionError::NeverFits {
+                scope: Scope::Lane(self.name.clone()),
+                needed: tokens,
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        self.lock().spec.on_limit
+    }
+
+    pub(crate) fn queue_limits(&self) -> (usize, Duration) {
+        let st = self.lock();
+        (st.spec.queue_max_len, st.spec.queue_timeout)
+    }
+
+    /// Expected wait for a newcomer behind everyone queued now.
+    pub(crate) fn wait_estimate(&self) -> Duration {
+        let st = self.lock();
+        estimate_wait(&st, self.queued())
+    }
+
+    /// Puts a waiter in line and lets the dispatcher serve it if capacity is already free.
+    pub(crate) fn enqueue(self: &Arc<Self>, w: Arc<Waiter>) {
+        {
+            let mut st = self.lock();
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            st.queue.push(w.priority, w.key, w.weight, w);
+            // Entries served by a pool mate linger until popped; sweep when they dominate.
+            if st.queue.len() > 2 * self.queued() + 64 {
+                st.queue.retain(|w| w.is_pending());
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Frees a slot held for `held` and serves the next waiter.
+    pub(crate) fn release(self: &Arc<Self>, held: Duration) {
+        {
+            let mut st = self.lock();
+            st.in_flight = st.in_flight.saturating_sub(1);
+            // Smooth over about eight requests: reacts in a few completions, ignores one outlier.
+            st.ewma_service = (st.ewma_service * 7 + held) / 8;
+        }
+        self.dispatch();
+    }
+
+    /// Gives back a slot and its rate reservation that were never used.
+    pub(crate) fn unclaim(self: &Arc<Self>, tokens: u64) {
+        {
+            let mut st = self.lock();
+            st.in_flight = st.in_flight.saturating_sub(1);
+            st.rates.untake(tokens);
+        }
+        self.dispatch();
+    }
+
+    pub(crate) fn settle_tokens(&self, reserved: u64, actual: u64) {
+        self.lock()
+            .rates
+            .settle_tokens(Instant::now(), reserved, actual);
+    }
+
+    /// Serves waiters while capacity allows, in fair order; arms the timer when a rate limit or
+    /// a pause is what holds the head of the queue back.
+    pub fn dispatch(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let wake = loop {
+            if let Some(p) = st.paused_until {
+                if p > now {
+                    break Some(p);
+                }
+                st.paused_until = None;
+            }
+            if st.in_flight >= st.limit {
+                break None;
+            }
+            let Some(head) = st.queue.peek() else {
+                break None;
+            };
+            if !head.is_pending() {
+                st.queue.pop();
+                continue;
+            }
+            let tokens = head.tokens;
+            match st.rates.check(now, tokens) {
+                Ok(()) => {}
+                Err(Blocked {
+                    denied: Denied::Until(at),
+                    ..
+                }) => break Some(at),
+                Err(Blocked {
+                    denied: Denied::Never,
+                    ..
+                }) => {
+                    // Only after a reload lowered the limit below what this waiter needs.
+                    if let Some(w) = st.queue.pop() {
+                        if w.claim() {
+                            let limit = st.spec.rates.tpm.unwrap_or(0);
+                            let scope = Scope::Lane(self.name.clone());
+                            let _ = w.send(Err(AdmissionError::NeverFits {
+                                scope,
+                                needed: tokens,
+                                limit,
+                            }));
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(w) = st.queue.pop() else { break None };
+            if !w.claim() {
+                continue;
+            }
+            st.rates.take(now, tokens);
+            st.in_flight += 1;
+            if w.send(Ok(self.clone())).is_err() {
+                // The client left between claim and delivery: undo.
+                st.in_flight -= 1;
+                st.rates.untake(tokens);
+            }
+        };
+        let changed = wake != st.next_wake;
+        st.next_wake = wake;
+        if changed && wake.is_some() {
+            self.timer.notify_one();
+        }
+    }
+}
+
+/// Expected time until `ahead + 1` slots have freed, from the smoothed service time.
+fn estimate_wait(st: &State, ahead: usize) -> Duration {
+    let slots = st.limit.min(st.in_flight.max(1)).max(1);
+    let rounds = (ahead as u32 + 1).div_ceil(slots);
+    let per = st.ewma_service / slots;
+    (per * rounds.max(1)).max(Duration::from_millis(1))
+}
+
+fn spawn_timer(lane: Weak<Lane>, timer: Arc<Notify>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        loop {
+            let notified = timer.notified();
+            let wake = {
+                let Some(lane) = lane.upgrade() else { return };
+                let due = lane.lock().next_wake;
+                match due {
+                    Some(at) if at <= Instant::now() => {
+                        lane.dispatch();
+                        lane.lock().next_wake
+                    }
+                    other => other,
+                }
+            };
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    });
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Wakes the timer task so it sees the lane is gone and ends.
+        self.timer.notify_one();
+    }
+}

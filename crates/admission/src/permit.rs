@@ -1,0 +1,65 @@
+//! The permit: a lane slot, its rate reservation and the key's share, released on drop.
+//!
+//! The gateway keeps the permit inside the response body, so it lives exactly as long as the
+//! request: it is released when the body ends, the client goes away, the deadline passes, an
+//! operator stops the request, or a task panics — every path runs `Drop`.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::key::KeyPermit;
+use crate::lane::Lane;
+
+pub struct Permit {
+    lane: Arc<Lane>,
+    key: KeyPermit,
+    tokens: u64,
+    started: Instant,
+    /// Time spent waiting for the slot.
+    pub queued_for: std::time::Duration,
+}
+
+impl Permit {
+    pub(crate) fn new(
+        lane: Arc<Lane>,
+        key: KeyPermit,
+        tokens: u64,
+        queued_for: std::time::Duration,
+    ) -> Self {
+        Self {
+            lane,
+            key,
+            tokens,
+            started: Instant::now(),
+            queued_for,
+        }
+    }
+
+    pub fn lane(&self) -> &Arc<Lane> {
+        &self.lane
+    }
+
+    pub fn key(&self) -> &KeyPermit {
+        &self.key
+    }
+
+    /// Tokens reserved against the tokens-per-minute limits.
+    pub fn reserved_tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Corrects the token reservation to the upstream's reported usage: refunds what was
+    /// over-estimated, charges what was under. Called once, when the response's usage is known.
+    pub fn settle_tokens(&mut self, actual: u64) {
+        self.lane.settle_tokens(self.tokens, actual);
+        self.key.settle_tokens(actual);
+        self.tokens = actual;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.lane.release(self.started.elapsed());
+    }
+}

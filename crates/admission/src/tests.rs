@@ -1,0 +1,401 @@
+//! Admission with paused time: limits, queues, timeouts, pools, fairness and cleanup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{advance, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+fn lane(name: &str, max: Option<u32>, mode: Mode) -> Arc<Lane> {
+    Lane::new(LaneSpec {
+        name: name.into(),
+        max_concurrent: max,
+        rates: RateSpec::default(),
+        queue_max_len: 3,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: mode,
+    })
+}
+
+fn anon() -> Arc<Key> {
+    Key::new(0, KeySpec::anonymous())
+}
+
+fn key(id: u32, weight: u32) -> Arc<Key> {
+    Key::new(
+        id,
+        KeySpec {
+            name: format!("k{id}"),
+            weight,
+            ..KeySpec::anonymous()
+        },
+    )
+}
+
+async fn ask(
+    lanes: &[Arc<Lane>],
+    key: &Arc<Key>,
+    cancel: &CancellationToken,
+) -> Result<Permit, AdmissionError> {
+    acquire(
+        lanes,
+        Ask {
+            key,
+            priority: key.spec.priority,
+            tokens: 10,
+            deadline: Instant::now() + Duration::from_secs(60),
+            cancel,
+            tag: 0,
+        },
+    )
+    .await
+}
+
+/// Lets spawned tasks run until they are all blocked.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_are_served_in_order_as_slots_free() {
+    let l = lane("a", Some(2), Mode::Queue);
+    let k = anon();
+    let c = CancellationToken::new();
+    let p1 = ask(&[l.clone()], &k, &c).await.unwrap();
+    let p2 = ask(&[l.clone()], &k, &c).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..3 {
+        let (l, k, c, tx) = (l.clone(), k.clone(), c.clone(), tx.clone());
+        tokio::spawn(async move {
+            let p = ask(&[l], &k, &c).await.unwrap();
+            tx.send((i, p)).unwrap();
+        });
+        settle().await;
+    }
+    assert_eq!(l.snapshot().queued, 3);
+    assert_eq!(l.snapshot().in_flight, 2);
+    drop(p1);
+    let (first, p3) = rx.recv().await.unwrap();
+    assert_eq!(first, 0);
+    drop(p2);
+    drop(p3);
+    let (a, pa) = rx.recv().await.unwrap();
+    let (b, pb) = rx.recv().await.unwrap();
+    assert_eq!((a, b), (1, 2));
+    assert_eq!(l.snapshot().in_flight, 2);
+    drop((pa, pb));
+    let s = l.snapshot();
+    assert_eq!((s.in_flight, s.queued), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_mode_refuses_with_a_hint() {
+    let l = lane("a", Some(1), Mode::Reject);
+    let k = anon();
+    let c = CancellationToken::new();
+    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let err = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    assert!(
+        matches!(err, AdmissionError::ConcurrencyLimited { .. }),
+        "{err:?}"
+    );
+    assert!(err.retry_after().unwrap() > Duration::ZERO);
+    assert_eq!(l.snapshot().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_and_a_timeout_expires() {
+    let l = lane("a", Some(1), Mode::Queue);
+    let k = anon();
+    let c = CancellationToken::new();
+    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        let (l, k, c) = (l.clone(), k.clone(), c.clone());
+        waiting.push(tokio::spawn(async move { ask(&[l], &k, &c).await.err() }));
+    }
+    settle().await;
+    let full = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    assert!(
+        matches!(full, AdmissionError::QueueFull { max_len: 3, .. }),
+        "{full:?}"
+    );
+    advance(Duration::from_secs(10)).await;
+    for w in waiting {
+        let e = w.await.unwrap().unwrap();
+        assert!(matches!(e, AdmissionError::QueueTimeout { .. }), "{e:?}");
+        assert!(e.retry_after().unwrap() > Duration::ZERO);
+    }
+    assert_eq!(l.snapshot().queued, 0);
+    assert_eq!(l.snapshot().in_flight, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_and_disconnect_leave_the_queue_at_once() {
+    let l = lane("a", Some(1), Mode::Queue);
+    let k = anon();
+    let c = CancellationToken::new();
+    let p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let cancel = CancellationToken::new();
+    let (l2, k2, c2) = (l.clone(), k.clone(), cancel.clone());
+    let cancelled = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.err() });
+    let (l3, k3, c3) = (l.clone(), k.clone(), c.clone());
+    let abandoned = tokio::spawn(async move { ask(&[l3], &k3, &c3).await.is_ok() });
+    settle().await;
+    assert_eq!(l.snapshot().queued, 2);
+    cancel.cancel();
+    assert_eq!(cancelled.await.unwrap(), Some(AdmissionError::Cancelled));
+    abandoned.abort();
+    let _ = abandoned.await;
+    assert_eq!(l.snapshot().queued, 0);
+    drop(p);
+    let s = l.snapshot();
+    assert_eq!(
+        (s.in_flight, s.queued),
+        (0, 0),
+        "no slot leaked to a waiter that left"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_the_wait() {
+    let l = lane("a", Some(1), Mode::Queue);
+    let k = anon();
+    let c = CancellationToken::new();
+    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let err = acquire(
+        &[l.clone()],
+        Ask {
+            key: &k,
+            priority: 0,
+            tokens: 1,
+            deadline: Instant::now() + Duration::from_secs(2),
+            cancel: &c,
+            tag: 0,
+        },
+    )
+    .await
+    .err();
+    assert_eq!(err, Some(AdmissionError::DeadlineExceeded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_follow_the_rate_limit() {
+    let l = Lane::new(LaneSpec {
+        name: "r".into(),
+        max_concurrent: None,
+        rates: RateSpec {
+            per_second: Some((10.0, 1)),
+            ..RateSpec::default()
+        },
+        queue_max_len: 100,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: Mode::Queue,
+    });
+    let k = anon();
+    let c = CancellationToken::new();
+    let t0 = Instant::now();
+    let mut at = Vec::new();
+    for _ in 0..5 {
+        let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+        at.push(Instant::now() - t0);
+    }
+    let expected: Vec<_> = (0..5).map(|i| Duration::from_millis(100 * i)).collect();
+    assert_eq!(at, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_the_token_limit_is_refused_at_once() {
+    let l = Lane::new(LaneSpec {
+        name: "t".into(),
+        max_concurrent: None,
+        rates: RateSpec {
+            tpm: Some(1000),
+            ..RateSpec::default()
+        },
+        queue_max_len: 100,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: Mode::Queue,
+    });
+    let k = anon();
+    let c = CancellationToken::new();
+    let err = acquire(
+        &[l.clone()],
+        Ask {
+            key: &k,
+            priority: 0,
+            tokens: 5000,
+            deadline: Instant::now() + Duration::from_secs(60),
+            cancel: &c,
+            tag: 0,
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(
+            err,
+            AdmissionError::NeverFits {
+                needed: 5000,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_are_settled_to_actual_usage() {
+    let l = Lane::new(LaneSpec {
+        name: "t".into(),
+        max_concurrent: None,
+        rates: RateSpec {
+            tpm: Some(1000),
+            ..RateSpec::default()
+        },
+        queue_max_len: 100,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: Mode::Reject,
+    });
+    let k = anon();
+    let c = CancellationToken::new();
+    let big = |t| Ask {
+        key: &k,
+        priority: 0,
+        tokens: t,
+        deadline: Instant::now() + Duration::from_secs(60),
+        cancel: &c,
+        tag: 0,
+    };
+    let mut p = acquire(&[l.clone()], big(900)).await.unwrap();
+    assert!(
+        acquire(&[l.clone()], big(200)).await.is_err(),
+        "900 + 200 > 1000"
+    );
+    p.settle_tokens(100);
+    assert_eq!(l.snapshot().tpm_used, Some(100));
+    assert!(
+        acquire(&[l.clone()], big(200)).await.is_ok(),
+        "the refund made room"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_uses_the_lane_with_headroom_and_the_first_that_frees() {
+    let a = lane("a", Some(1), Mode::Queue);
+    let b = lane("b", Some(1), Mode::Queue);
+    let pool = [a.clone(), b.clone()];
+    let k = anon();
+    let c = CancellationToken::new();
+    let p1 = ask(&pool, &k, &c).await.unwrap();
+    let p2 = ask(&pool, &k, &c).await.unwrap();
+    assert_ne!(
+        p1.lane().name(),
+        p2.lane().name(),
+        "the second goes to the idle lane"
+    );
+    let (pool2, k2, c2) = (pool.clone(), k.clone(), c.clone());
+    let queued = tokio::spawn(async move {
+        ask(&pool2, &k2, &c2)
+            .await
+            .map(|p| p.lane().name().to_owned())
+    });
+    settle().await;
+    assert_eq!((a.queued(), b.queued()), (1, 1), "waits in both lanes");
+    let freed = p2.lane().name().to_owned();
+    drop(p2);
+    assert_eq!(queued.await.unwrap().unwrap(), freed);
+    assert_eq!((a.queued(), b.queued()), (0, 0));
+    drop(p1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn weights_share_a_contended_lane() {
+    let l = Lane::new(LaneSpec {
+        name: "f".into(),
+        max_concurrent: Some(1),
+        rates: RateSpec::default(),
+        queue_max_len: 1000,
+        queue_timeout: Duration::from_secs(600),
+        on_limit: Mode::Queue,
+    });
+    let heavy = key(1, 3);
+    let light = key(2, 1);
+    let c = CancellationToken::new();
+    let gate = ask(&[l.clone()], &heavy, &c).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for k in [&heavy, &light] {
+        for _ in 0..100 {
+            let (l, k, c, tx) = (l.clone(), k.clone(), c.clone(), tx.clone());
+            tokio::spawn(async move {
+                let p = ask(&[l], &k, &c).await.unwrap();
+                tx.send(k.id).unwrap();
+                drop(p);
+            });
+        }
+    }
+    settle().await;
+    drop(gate);
+    let mut served = [0; 3];
+    for _ in 0..80 {
+        served[rx.recv().await.unwrap() as usize] += 1;
+    }
+    assert!(
+        (58..=62).contains(&served[1]),
+        "3:1 weights served {served:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_limits_reject_by_default() {
+    let l = lane("a", None, Mode::Queue);
+    let k = Key::new(
+        1,
+        KeySpec {
+            name: "team".into(),
+            max_concurrent: Some(1),
+            rates: RateSpec {
+                rpm: Some(2),
+                ..RateSpec::default()
+            },
+            ..KeySpec::anonymous()
+        },
+    );
+    let c = CancellationToken::new();
+    let p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let e = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    assert!(
+        matches!(
+            e,
+            AdmissionError::ConcurrencyLimited {
+                scope: Scope::Key(_),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    drop(p);
+    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    drop(_p);
+    let e = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    let AdmissionError::RateLimited {
+        retry_after,
+        kind: RateKind::PerMinute,
+        ..
+    } = e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        retry_after,
+        Duration::from_secs(30),
+        "2 rpm refills one request every 30 s"
+    );
+    assert_eq!(k.usage().requests, Some((2, 0, Duration::from_secs(60))));
+}
