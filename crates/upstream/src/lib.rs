@@ -1,1 +1,19 @@
+//! Laneway's side of the conversation with upstreams.
+//!
+//! # Layout
+//! - [`client`]: one pooled HTTP/1.1 client (plain HTTP for local servers, rustls with bundled
+//!   roots for hosted providers) with connect and first-byte timeouts.
+//! - [`classify`]: what an upstream answer means: success, retryable or final, and the hints in
+//!   `Retry-After`, `retry-after-ms` and `x-ratelimit-*`.
+//! - [`sse`]: watches a response body go by to learn its token usage, and removes the usage chunk
+//!   Laneway asked for on the client's behalf.
+//! - [`error`]: transport failures, each saying whether a retry may help.
 
+pub mod classify;
+pub mod client;
+pub mod error;
+pub mod sse;
+
+pub use classify::{Hints, Outcome};
+pub use client::{UpstreamClient, UpstreamRequest};
+pub use error::UpstreamError;

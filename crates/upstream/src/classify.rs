@@ -1,0 +1,227 @@
+//! What an upstream's answer means for Laneway.
+//!
+//! The commit point: once the first byte of a response has gone to the client nothing is
+//! retried. Classification therefore only looks at the status and headers, before any byte is
+//! forwarded; the body of an error is read only when the status is already known to be an error.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+
+/// Pacing hints an upstream sent, parsed from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Hints {
+    /// `retry-after-ms`, else `Retry-After` (seconds or an HTTP date).
+    pub retry_after: Option<Duration>,
+    pub remaining_requests: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub reset_requests: Option<Duration>,
+    pub reset_tokens: Option<Duration>,
+}
+
+impl Hints {
+    pub fn from_headers(h: &HeaderMap) -> Self {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let retry_after = text("retry-after-ms")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .or_else(|| text("retry-after").and_then(parse_retry_after));
+        Self {
+            retry_after,
+            remaining_requests: text("x-ratelimit-remaining-requests").and_then(|v| v.parse().ok()),
+            remaining_tokens: text("x-ratelimit-remaining-tokens").and_then(|v| v.parse().ok()),
+            reset_requests: text("x-ratelimit-reset-requests").and_then(parse_reset),
+            reset_tokens: text("x-ratelimit-reset-tokens").and_then(parse_reset),
+        }
+    }
+
+    /// When the upstream's budget is exhausted, how long until it refills; `None` when there is
+    /// budget left or no header said.
+    pub fn exhausted_for(&self) -> Option<Duration> {
+        let req = (self.remaining_requests == Some(0))
+            .then_some(self.reset_requests)
+            .flatten();
+        let tok = (self.remaining_tokens == Some(0))
+            .then_some(self.reset_tokens)
+            .flatten();
+        req.max(tok)
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = httpdate(v)?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// OpenAI's reset durations: `1s`, `850ms`, `6m0s`, `1h2m3.5s`, or plain seconds.
+pub fn parse_reset(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let mut total = 0.0;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        total += n * match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = next;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// The IMF-fixdate form, `Sun, 06 Nov 1994 08:49:37 GMT`, the only one servers send today.
+fn httpdate(v: &str) -> Option<SystemTime> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: u64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == mon)? as i64
+        + 1;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if mon <= 2 {
+        (year - 1, mon + 9)
+    } else {
+        (year, mon - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// The meaning of one attempt's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Worth another attempt (on this lane after the hint, or on a pool mate).
+    Retryable {
+        overloaded: bool,
+    },
+    /// Final: pass it to the client as it is.
+    Final,
+}
+
+/// Classifies a status. 429 needs the body to tell a rate limit (retry) from an exhausted quota
+/// (final): pass `quota_exhausted` from [`is_quota_error`].
+pub fn classify(status: StatusCode, quota_exhausted: bool) -> Outcome {
+    match status.as_u16() {
+        200..=399 => Outcome::Success,
+        429 if quota_exhausted => Outcome::Final,
+        429 => Outcome::Retryable { overloaded: true },
+        408 | 409 => Outcome::Retryable { overloaded: false },
+        503 => Outcome::Retryable { overloaded: true },
+        500 | 502 | 504 => Outcome::Retryable { overloaded: false },
+        _ => Outcome::Final,
+    }
+}
+
+/// Whether an error body says the account is out of quota (never fixed by waiting).
+pub fn is_quota_error(body: &[u8]) -> bool {
+    let needle = b"insufficient_quota";
+    body.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_formats() {
+        assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("850ms"), Some(Duration::from_millis(850)));
+        assert_eq!(parse_reset("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_reset("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(parse_reset("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_reset("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        h.insert("retry-after-ms", "1500".parse().unwrap());
+        h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "6m0s".parse().unwrap());
+        let hints = Hints::from_headers(&h);
+        assert_eq!(
+            hints.retry_after,
+            Some(Duration::from_millis(1500)),
+            "the ms header is more precise"
+        );
+        assert_eq!(hints.exhausted_for(), Some(Duration::from_secs(360)));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(classify(StatusCode::OK, false), Outcome::Success);
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, false),
+            Outcome::Retryable { overloaded: true }
+        );
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, true),
+            Outcome::Final
+        );
+        assert_eq!(classify(StatusCode::BAD_REQUEST, false), Outcome::Final);
+        assert_eq!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE, false),
+            Outcome::Final
+        );
+        assert_eq!(
+            classify(StatusCode::REQUEST_TIMEOUT, false),
+            Outcome::Retryable { overloaded: false }
+        );
+        assert_eq!(
+            classify(StatusCode::BAD_GATEWAY, false),
+            Outcome::Retryable { overloaded: false }
+        );
+        assert!(is_quota_error(
+            br#"{"error":{"code":"insufficient_quota"}}"#
+        ));
+    }
+}
