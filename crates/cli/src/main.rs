@@ -1,1 +1,56 @@
-fn main() {}
+//! `laneway`: the gateway, the mock upstream, the batch runner and the config checker.
+
+mod check;
+mod logging;
+mod mock;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An OpenAI-compatible LLM gateway: lanes, limits, fair queues and retries.
+#[derive(Parser)]
+#[command(name = "laneway", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (with no config: the built-in demo on 127.0.0.1:8400)
+    Serve(serve::Args),
+    /// Run the OpenAI-compatible mock upstream
+    Mock(mock::Args),
+    /// Validate a config and print the effective lanes, routes, keys and limits
+    Check(check::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("laneway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Mock(a) => mock::run(a).await,
+            Command::Check(a) => Ok(check::run(&a)),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("laneway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `laneway mock`: the OpenAI-compatible fake upstream.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use laneway_mock::{MockConfig, MockServer};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port
+    #[arg(long, default_value = "127.0.0.1:8401")]
+    listen: SocketAddr,
+    /// Time to first byte, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Uniform jitter around the latency, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// Streaming pace of output tokens; 0 sends them all at once
+    #[arg(long, default_value_t = 0.0)]
+    tokens_per_second: f64,
+    /// Completion length in tokens
+    #[arg(long, default_value_t = 16)]
+    output_tokens: u32,
+    /// Above this many requests in flight, answer 429 with Retry-After
+    #[arg(long)]
+    max_concurrent: Option<u32>,
+    /// Requests per minute; beyond it 429 with Retry-After and x-ratelimit-* headers
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Tokens per minute; beyond it 429 with Retry-After and x-ratelimit-* headers
+    #[arg(long)]
+    tpm: Option<u64>,
+    /// Fraction of requests answered 500 (0 to 1)
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Above this many in flight, each extra request adds 10% of the latency
+    #[arg(long)]
+    slowdown_above: Option<u32>,
+    /// Seed for jitter and injected errors
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    crate::logging::init(false);
+    if !(0.0..=1.0).contains(&a.error_rate) {
+        anyhow::bail!("--error-rate must be between 0 and 1, got {}", a.error_rate);
+    }
+    let cfg = MockConfig {
+        latency_ms: a.latency_ms,
+        jitter_ms: a.jitter_ms,
+        tokens_per_second: a.tokens_per_second.max(0.0),
+        output_tokens: a.output_tokens,
+        max_concurrent: a.max_concurrent,
+        rpm: a.rpm,
+        tpm: a.tpm,
+        error_rate: a.error_rate,
+        slowdown_above: a.slowdown_above,
+        seed: a.seed,
+    };
+    let server = MockServer::start(a.listen, cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;
+    println!("listening on http://{}", server.addr);
+    println!("  try: curl -s http://{}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'", server.addr);
+    println!("  stats: http://{}/mock/stats", server.addr);
+    crate::serve::terminated().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,109 @@
+//! `laneway serve`: load the config (or the built-in demo), serve, reload on SIGHUP, drain on
+//! SIGTERM / Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use laneway_config::{Config, LogFormat};
+use laneway_gateway::Gateway;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Config file (default: ./laneway.toml if present, else the built-in demo)
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding server.listen; port 0 picks a free port
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Request log format: text or json (overrides server.log_format)
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let default = PathBuf::from("laneway.toml");
+    let path = a
+        .config
+        .clone()
+        .or_else(|| default.exists().then_some(default));
+    let config = match &path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => Config::demo(),
+    };
+    let json = match a.log_format.as_deref() {
+        Some("json") => true,
+        Some("text") => false,
+        Some(other) => anyhow::bail!("--log-format must be text or json, not `{other}`"),
+        None => config.server.log_format == LogFormat::Json,
+    };
+    crate::logging::init(json);
+    let demo = path.is_none();
+    let gw = Gateway::start(config, path.clone(), a.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    let addr = gw.addr;
+    println!("listening on http://{addr}");
+    if demo {
+        println!("Laneway demo: one in-process mock lane `mock` serves every model matching `mock-*`; no API key needed.");
+    } else if let Some(p) = &path {
+        println!("Laneway serving {}", p.display());
+    }
+    println!("  API:     http://{addr}/v1  (try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}')");
+    println!("  panel:   http://{addr}/ui");
+    println!("  metrics: http://{addr}/metrics");
+    reload_on_hangup(&gw);
+    terminated().await;
+    eprintln!("laneway: draining (up to server.shutdown_grace)");
+    let left = gw.drain().await;
+    if left > 0 {
+        eprintln!("laneway: {left} requests were still running when the grace period ended");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reload_on_hangup(gw: &Gateway) {
+    #[cfg(unix)]
+    {
+        let app = gw.app.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                if let Err(e) = app.reload().await {
+                    tracing::error!("reload refused, the old configuration stays:\n{e}");
+                }
+            }
+        });
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn terminated() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

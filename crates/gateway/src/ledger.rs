@@ -1,0 +1,138 @@
+//! What happened to one request, recorded once at its end: the request-log line and the
+//! per-request metrics. A ledger dropped without being closed means the client went away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use laneway_upstream::sse::Usage;
+use tokio::time::Instant;
+
+use crate::metrics::{LaneKind, LaneLabel, Reason, RequestLabels};
+use crate::App;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Complete,
+    ClientGone,
+    Operator,
+    Deadline,
+    UpstreamBroke,
+}
+
+pub struct Ledger {
+    app: Arc<App>,
+    pub id: Arc<str>,
+    pub key: Arc<str>,
+    pub model: String,
+    pub lane: Option<Arc<str>>,
+    created: Instant,
+    pub queue_wait: Option<Duration>,
+    pub upstream_start: Option<Instant>,
+    pub attempts: u32,
+    pub status: u16,
+    pub code: String,
+    closed: bool,
+}
+
+impl Ledger {
+    pub fn new(app: Arc<App>, id: Arc<str>) -> Self {
+        Self {
+            app,
+            id,
+            key: Arc::from("-"),
+            model: String::from("-"),
+            lane: None,
+            created: Instant::now(),
+            queue_wait: None,
+            upstream_start: None,
+            attempts: 0,
+            status: 0,
+            code: String::new(),
+            closed: false,
+        }
+    }
+
+    /// Records the end of the request.
+    pub fn close(&mut self, end: End, usage: Option<Usage>) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        let m = &self.app.metrics;
+        let lane = self.lane.as_deref().unwrap_or("-");
+        let code = match end {
+            End::Complete => &self.code,
+            End::ClientGone => "client_disconnect",
+            End::Operator => "request_cancelled",
+            End::Deadline => "deadline_exceeded",
+            End::UpstreamBroke => "upstream_broke",
+        };
+        m.requests
+            .get_or_create(&RequestLabels {
+                lane: lane.to_owned(),
+                key: self.key.to_string(),
+                model: self.model.clone(),
+                code: code.to_owned(),
+            })
+            .inc();
+        let reason = match end {
+            End::ClientGone => Some("client_disconnect"),
+            End::Operator => Some("operator"),
+            End::Deadline => Some("deadline"),
+            _ => None,
+        };
+        if let Some(r) = reason {
+            m.cancelled
+                .get_or_create(&Reason {
+                    reason: r.to_owned(),
+                })
+                .inc();
+        }
+        let upstream = self.upstream_start.map(|s| s.elapsed());
+        if let (Some(d), Some(l)) = (upstream, &self.lane) {
+            m.upstream_duration
+                .get_or_create(&LaneLabel {
+                    lane: l.to_string(),
+                })
+                .observe(d.as_secs_f64());
+        }
+        if let (Some(u), Some(l)) = (usage, &self.lane) {
+            for (kind, n) in [
+                ("prompt", u.prompt_tokens),
+                ("completion", u.completion_tokens),
+            ] {
+                m.tokens
+                    .get_or_create(&LaneKind {
+                        lane: l.to_string(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
+        tracing::info!(
+            target: "laneway::request",
+            id = %self.id,
+            key = %self.key,
+            model = %self.model,
+            lane = lane,
+            status = self.status,
+            code = code,
+            queue_ms = ms(self.queue_wait),
+            upstream_ms = ms(upstream),
+            total_ms = self.created.elapsed().as_millis() as u64,
+            attempts = self.attempts,
+            prompt_tokens = usage.map_or(0, |u| u.prompt_tokens),
+            completion_tokens = usage.map_or(0, |u| u.completion_tokens),
+            "request finished"
+        );
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.close(End::ClientGone, None);
+        }
+    }
+}

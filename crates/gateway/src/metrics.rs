@@ -1,0 +1,171 @@
+//! Prometheus metrics (contract section 6). Labels carry lane, key *names* and route models,
+//! never secrets; the model label is the requested id only for literal routes and the route's
+//! pattern for glob routes, so a client cannot explode cardinality by inventing model names.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::runtime::Runtime;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub lane: String,
+    pub key: String,
+    pub model: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabel {
+    pub lane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneReason {
+    pub lane: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneKind {
+    pub lane: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 2 minutes: LLM calls span four orders of magnitude.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 18,
+    ))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub in_flight: Family<LaneLabel, Gauge>,
+    pub queued: Family<LaneLabel, Gauge>,
+    pub concurrency_limit: Family<LaneLabel, Gauge>,
+    pub queue_wait: Family<LaneLabel, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<LaneLabel, Histogram, fn() -> Histogram>,
+    pub upstream_429: Family<LaneLabel, Counter>,
+    pub retries: Family<LaneReason, Counter>,
+    pub rejected: Family<Reason, Counter>,
+    pub tokens: Family<LaneKind, Counter>,
+    pub cancelled: Family<Reason, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            requests: Family::default(),
+            in_flight: Family::default(),
+            queued: Family::default(),
+            concurrency_limit: Family::default(),
+            queue_wait: Family::new_with_constructor(latency_histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_429: Family::default(),
+            retries: Family::default(),
+            rejected: Family::default(),
+            tokens: Family::default(),
+            cancelled: Family::default(),
+            registry: Registry::default(),
+        };
+        // Names are registered without the `_total` suffix; the encoder appends it to counters.
+        registry.register(
+            "laneway_requests",
+            "Requests answered, by lane, key, model and code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "laneway_in_flight",
+            "Requests running upstream, by lane",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "laneway_queued",
+            "Requests waiting for a lane slot, by lane",
+            m.queued.clone(),
+        );
+        registry.register(
+            "laneway_concurrency_limit",
+            "Concurrency limit in force (fixed or adaptive), by lane; absent when unlimited",
+            m.concurrency_limit.clone(),
+        );
+        registry.register(
+            "laneway_queue_wait_seconds",
+            "Time from arrival to a lane slot",
+            m.queue_wait.clone(),
+        );
+        registry.register(
+            "laneway_upstream_duration_seconds",
+            "Time from sending upstream to the end of the response",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "laneway_upstream_429",
+            "429 answers received from upstreams",
+            m.upstream_429.clone(),
+        );
+        registry.register(
+            "laneway_retries",
+            "Upstream attempts retried, by lane and reason",
+            m.retries.clone(),
+        );
+        registry.register(
+            "laneway_rejected",
+            "Requests refused by the gateway, by error code",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "laneway_tokens",
+            "Tokens reported by upstreams, by lane and kind",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "laneway_cancelled",
+            "Requests ended early, by reason",
+            m.cancelled.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Refreshes the lane gauges from the live lanes and encodes everything.
+    pub fn render(&self, rt: &Runtime) -> String {
+        for l in &rt.lanes {
+            let s = l.lane.snapshot();
+            let label = LaneLabel {
+                lane: s.name.clone(),
+            };
+            self.in_flight
+                .get_or_create(&label)
+                .set(i64::from(s.in_flight));
+            self.queued.get_or_create(&label).set(s.queued as i64);
+            match s.limit {
+                Some(limit) => {
+                    self.concurrency_limit
+                        .get_or_create(&label)
+                        .set(i64::from(limit));
+                }
+                None => {
+                    self.concurrency_limit.remove(&label);
+                }
+            }
+        }
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,77 @@
+//! Operational endpoints: health, readiness, metrics, the model list, and the 404/405 answers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use laneway_core::{ApiError, ErrorCode};
+use serde_json::json;
+
+use crate::respond::GatewayError;
+use crate::App;
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready when a configuration is loaded and the gateway is not draining.
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.draining.load(Ordering::Acquire) {
+        let e = ApiError::new(ErrorCode::NoLaneAvailable, "the gateway is shutting down");
+        return GatewayError::from(e).into_response();
+    }
+    let rt = app.rt.load();
+    Json(json!({"status": "ready", "lanes": rt.lanes.len(), "routes": rt.routes.len()}))
+        .into_response()
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app.metrics.render(&app.rt.load());
+    let mut r = text.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+/// The models the caller's key may use: every route's model (patterns listed as written).
+pub async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
+    let rt = app.rt.load();
+    let presented = crate::proxy::bearer(req.headers());
+    let Some(key) = rt.key(presented) else {
+        let e = ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "send a valid API key as `Authorization: Bearer <key>`",
+        );
+        return GatewayError::from(e).into_response();
+    };
+    let data: Vec<_> = rt
+        .routes
+        .iter()
+        .filter(|r| key.allows(&r.pattern))
+        .map(|r| json!({"id": r.pattern, "object": "model", "created": 0, "owned_by": "laneway"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn not_found(req: Request) -> Response {
+    let e = ApiError::new(
+        ErrorCode::NotFound,
+        format!("no endpoint at {} {}", req.method(), req.uri().path()),
+    );
+    GatewayError::from(e).into_response()
+}
+
+pub async fn method_not_allowed(req: Request) -> Response {
+    let e = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    );
+    let mut r = GatewayError::from(e).into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}

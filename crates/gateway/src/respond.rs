@@ -1,0 +1,183 @@
+//! The one place where every error becomes an HTTP response: the OpenAI envelope, the status,
+//! the code, and `Retry-After` / `retry-after-ms` on every 429 and 503.
+//!
+//! Handlers return `Result<Response, GatewayError>` and use `?`; nothing else builds an error
+//! response.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use laneway_admission::{AdmissionError, Scope};
+use laneway_core::error::{retry_after_millis, retry_after_secs};
+use laneway_core::wire::PeekError;
+use laneway_core::{ApiError, ErrorCode};
+use laneway_upstream::UpstreamError;
+
+#[derive(Debug)]
+pub enum GatewayError {
+    Api(ApiError),
+    /// An upstream answer that is passed to the client as it is.
+    PassThrough(Response),
+}
+
+impl From<ApiError> for GatewayError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<PeekError> for GatewayError {
+    fn from(e: PeekError) -> Self {
+        let param = e.param();
+        let mut err = ApiError::new(ErrorCode::InvalidRequest, e.to_string());
+        err.param = param;
+        Self::Api(err)
+    }
+}
+
+impl From<AdmissionError> for GatewayError {
+    fn from(e: AdmissionError) -> Self {
+        let msg = e.to_string();
+        let (code, advice) = match &e {
+            AdmissionError::RateLimited { .. } => (
+                ErrorCode::RateLimit,
+                "slow down or retry after the indicated time",
+            ),
+            AdmissionError::NeverFits { .. } => (
+                ErrorCode::RateLimit,
+                "it can never fit: lower `max_tokens` or shorten the prompt",
+            ),
+            AdmissionError::ConcurrencyLimited {
+                scope: Scope::Key(_),
+                ..
+            } => (
+                ErrorCode::ConcurrencyLimitExceeded,
+                "wait for one of your running requests to finish",
+            ),
+            AdmissionError::ConcurrencyLimited { .. } => (
+                ErrorCode::ConcurrencyLimitExceeded,
+                "retry after the indicated time",
+            ),
+            AdmissionError::QueueFull { .. } => (
+                ErrorCode::QueueFull,
+                "the gateway is saturated; retry later",
+            ),
+            AdmissionError::QueueTimeout { .. } => (
+                ErrorCode::QueueTimeout,
+                "the lane is saturated; retry later",
+            ),
+            AdmissionError::DeadlineExceeded => (
+                ErrorCode::DeadlineExceeded,
+                "raise `x-laneway-timeout` or server.request_timeout if the request needs longer",
+            ),
+            AdmissionError::Cancelled => (
+                ErrorCode::RequestCancelled,
+                "an operator cancelled it; send it again if still needed",
+            ),
+            AdmissionError::NoLaneAvailable { .. } => {
+                (ErrorCode::NoLaneAvailable, "retry after the indicated time")
+            }
+        };
+        let mut err = ApiError::new(code, format!("{msg}; {advice}"));
+        if let Some(after) = e.retry_after() {
+            err = err.with_retry_after(after);
+        }
+        Self::Api(err)
+    }
+}
+
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        let code = match e {
+            UpstreamError::FirstByteTimeout(_) => ErrorCode::DeadlineExceeded,
+            _ => ErrorCode::UpstreamUnreachable,
+        };
+        Self::Api(ApiError::new(
+            code,
+            format!("{e}; check that the lane's upstream is running"),
+        ))
+    }
+}
+
+/// Builds the response for a Laneway error.
+pub fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = Response::new(Body::from(e.to_body()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let after = match (e.retry_after, status.as_u16()) {
+        (Some(a), _) => Some(a),
+        // Every 429 and 503 says when to come back, even when only an estimate exists.
+        (None, 429 | 503) => Some(Duration::from_secs(1)),
+        _ => None,
+    };
+    if let Some(after) = after {
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after).max(1)),
+        );
+        h.insert(
+            "retry-after-ms",
+            HeaderValue::from(retry_after_millis(after).max(1) as u64),
+        );
+    }
+    r
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Api(e) => error_response(&e),
+            Self::PassThrough(r) => r,
+        }
+    }
+}
+
+impl GatewayError {
+    /// The error code for logs and metrics; `upstream_<status>` for pass-through answers.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Api(e) => e.code.as_str().to_owned(),
+            Self::PassThrough(r) => format!("upstream_{}", r.status().as_u16()),
+        }
+    }
+}
+
+/// An upstream error answer, passed through with its status and body. It keeps the upstream's
+/// content type and retry hints, and gains a `Retry-After` if a 429/503 came without one.
+pub fn upstream_error(
+    parts: http::response::Parts,
+    body: bytes::Bytes,
+    hint: Option<Duration>,
+) -> GatewayError {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = parts.status;
+    let h = r.headers_mut();
+    for name in [
+        header::CONTENT_TYPE.as_str(),
+        "retry-after",
+        "retry-after-ms",
+    ] {
+        if let Some(v) = parts.headers.get(name) {
+            h.insert(header::HeaderName::from_static(name), v.clone());
+        }
+    }
+    if matches!(parts.status.as_u16(), 429 | 503) && !h.contains_key(header::RETRY_AFTER) {
+        let after = hint.unwrap_or(Duration::from_secs(1));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after).max(1)),
+        );
+        h.insert(
+            "retry-after-ms",
+            HeaderValue::from(retry_after_millis(after).max(1) as u64),
+        );
+    }
+    GatewayError::PassThrough(r)
+}

@@ -1,0 +1,117 @@
+//! Retry pacing: full-jitter exponential backoff, the upstream's hint winning when it is longer,
+//! and a per-lane retry budget.
+//!
+//! Why a budget and not just `max_attempts`: when an upstream is down, every request retrying
+//! three times triples the load on it exactly when it can take least. A budget lets retries add
+//! at most `ratio` of recent first attempts (plus a small floor so a quiet lane can still retry),
+//! so a failing upstream sees about `(1 + ratio) ×` the client load, never `max_attempts ×`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use laneway_config::RetryConfig;
+use tokio::time::Instant;
+
+/// Delay before retry number `retry` (1 for the first retry): uniform in `[0, min(max, base × 2^(retry-1))]`.
+pub fn backoff(cfg: &RetryConfig, retry: u32) -> Duration {
+    let exp = cfg
+        .backoff_base
+        .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20));
+    let cap = exp.min(cfg.backoff_max);
+    cap.mul_f64(fastrand::f64())
+}
+
+/// A token bucket of retries, refilled by first attempts (`ratio` each) and by time
+/// (`min_per_second`), capped at what ten seconds of that floor plus a burst would hold.
+pub struct Budget {
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((0.0, Instant::now())),
+        }
+    }
+}
+
+impl Budget {
+    fn refill(cfg: &RetryConfig, s: &mut (f64, Instant)) {
+        let now = Instant::now();
+        let cap = (cfg.budget_min_per_second * 10.0).max(1.0) + 100.0 * cfg.budget_ratio;
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * cfg.budget_min_per_second).min(cap);
+        s.1 = now;
+    }
+
+    /// A first attempt was sent: it earns `ratio` of a retry.
+    pub fn deposit(&self, cfg: &RetryConfig) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Self::refill(cfg, &mut s);
+        s.0 += cfg.budget_ratio;
+    }
+
+    /// Takes one retry from the budget, if there is one.
+    pub fn withdraw(&self, cfg: &RetryConfig) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Self::refill(cfg, &mut s);
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(ratio: f64, floor: f64) -> RetryConfig {
+        RetryConfig {
+            budget_ratio: ratio,
+            budget_min_per_second: floor,
+            ..RetryConfig::default()
+        }
+    }
+
+    #[test]
+    fn backoff_stays_within_its_cap() {
+        let c = RetryConfig::default();
+        for retry in 1..40 {
+            let d = backoff(&c, retry);
+            let cap = c
+                .backoff_base
+                .saturating_mul(1 << (retry - 1).min(20))
+                .min(c.backoff_max);
+            assert!(d <= cap, "retry {retry}: {d:?} > {cap:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_bounds_retries_to_a_ratio_of_attempts() {
+        let c = cfg(0.2, 0.0);
+        let b = Budget::default();
+        let mut retries = 0;
+        for _ in 0..1000 {
+            b.deposit(&c);
+            if b.withdraw(&c) {
+                retries += 1;
+            }
+        }
+        assert!(
+            (199..=200).contains(&retries),
+            "{retries} retries for 1000 requests at 20%"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_refills_with_time() {
+        let c = cfg(0.0, 10.0);
+        let b = Budget::default();
+        assert!(!b.withdraw(&c));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let n = (0..100).filter(|_| b.withdraw(&c)).count();
+        assert_eq!(n, 5);
+    }
+}

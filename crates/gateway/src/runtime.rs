@@ -1,0 +1,240 @@
+//! The configuration in force, turned into live objects: lanes with their admission state, the
+//! routing table, keys by secret. A reload builds a new `Runtime` and swaps it in atomically;
+//! lanes and keys with the same name are carried over (their counters, queues and running
+//! requests survive), only their limits change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use laneway_admission::{Key, KeySpec, Lane, LaneSpec, Mode, RateSpec};
+use laneway_config::{Config, KeyConfig, LaneConfig, LaneKind, Limits, OnLimit};
+use laneway_core::wire::Endpoint;
+use laneway_core::Secret;
+use laneway_mock::{MockConfig, MockServer};
+
+use crate::retry::Budget;
+
+pub struct LaneRt {
+    pub lane: Arc<Lane>,
+    pub config: LaneConfig,
+    /// Full upstream URLs per endpoint, built once instead of per request.
+    pub urls: [String; 3],
+    /// Whether responses must be watched for usage to settle token limits.
+    pub has_tpm: bool,
+    /// Retries this lane may still spend; carried across reloads.
+    pub budget: Arc<Budget>,
+}
+
+impl LaneRt {
+    pub fn url(&self, e: Endpoint) -> &str {
+        &self.urls[e as usize]
+    }
+}
+
+pub struct RouteRt {
+    pub pattern: String,
+    /// The pool, in config order.
+    pub pool: Vec<Arc<Lane>>,
+    pub fallbacks: Vec<String>,
+    /// Whether the pattern is a literal model id (then it doubles as the metrics label).
+    pub literal: bool,
+}
+
+pub struct KeyRt {
+    pub key: Arc<Key>,
+    pub config: Option<KeyConfig>,
+}
+
+impl KeyRt {
+    pub fn name(&self) -> &str {
+        &self.key.spec.name
+    }
+
+    pub fn allows(&self, model: &str) -> bool {
+        self.config.as_ref().is_none_or(|c| c.allows(model))
+    }
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub lanes: Vec<LaneRt>,
+    by_name: HashMap<String, usize>,
+    pub routes: Vec<RouteRt>,
+    keys: HashMap<String, Arc<KeyRt>>,
+    anonymous: Arc<KeyRt>,
+}
+
+/// In-process mock upstreams for `kind = "mock"` lanes, kept across reloads by lane name.
+#[derive(Default)]
+pub struct Mocks(Mutex<HashMap<String, Arc<MockServer>>>);
+
+impl Mocks {
+    async fn url_for(&self, lane: &str) -> std::io::Result<String> {
+        if let Some(m) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(lane) {
+            return Ok(m.url());
+        }
+        let mock =
+            Arc::new(MockServer::start(([127, 0, 0, 1], 0).into(), MockConfig::new()).await?);
+        let url = mock.url();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lane.to_owned(), mock);
+        Ok(url)
+    }
+}
+
+fn rates(l: &Limits) -> RateSpec {
+    RateSpec {
+        per_second: l.rate.map(|r| (r.per_second, r.burst.get())),
+        rpm: l.rpm.map(|r| r.get()),
+        tpm: l.tpm.map(|t| t.get()),
+    }
+}
+
+fn mode(o: OnLimit) -> Mode {
+    match o {
+        OnLimit::Reject => Mode::Reject,
+        OnLimit::Queue => Mode::Queue,
+    }
+}
+
+pub fn lane_spec(c: &LaneConfig) -> LaneSpec {
+    LaneSpec {
+        name: c.name.clone(),
+        max_concurrent: c.limits.max_concurrent.map(|n| n.get()),
+        rates: rates(&c.limits),
+        queue_max_len: c.queue.max_len,
+        queue_timeout: c.queue.timeout,
+        on_limit: mode(c.on_limit),
+    }
+}
+
+fn key_spec(c: &KeyConfig) -> KeySpec {
+    KeySpec {
+        name: c.name.clone(),
+        priority: c.priority,
+        weight: c.weight.get(),
+        on_limit: mode(c.on_limit),
+        max_concurrent: c.limits.max_concurrent.map(|n| n.get()),
+        rates: rates(&c.limits),
+    }
+}
+
+impl Runtime {
+    /// Builds the live objects for `config`, reusing lanes and unchanged keys of `previous`.
+    pub async fn build(
+        mut config: Config,
+        previous: Option<&Runtime>,
+        mocks: &Mocks,
+    ) -> std::io::Result<Self> {
+        for lane in &mut config.lanes {
+            if lane.kind == LaneKind::Mock && lane.url.is_empty() {
+                lane.url = mocks.url_for(&lane.name).await?;
+            }
+        }
+        let mut lanes = Vec::with_capacity(config.lanes.len());
+        let mut by_name = HashMap::new();
+        for (i, c) in config.lanes.iter().enumerate() {
+            let spec = lane_spec(c);
+            let (lane, budget) = match previous.and_then(|p| p.lane(&c.name)) {
+                Some(old) => {
+                    old.lane.reconfigure(spec);
+                    (old.lane.clone(), old.budget.clone())
+                }
+                None => (Lane::new(spec), Arc::default()),
+            };
+            let urls = [
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Embeddings,
+            ]
+            .map(|e| format!("{}{}", c.url, e.upstream_suffix()));
+            by_name.insert(c.name.clone(), i);
+            lanes.push(LaneRt {
+                lane,
+                budget,
+                has_tpm: c.limits.tpm.is_some(),
+                urls,
+                config: c.clone(),
+            });
+        }
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteRt {
+                pattern: r.model.clone(),
+                pool: r.lanes.iter().map(|&i| lanes[i].lane.clone()).collect(),
+                fallbacks: r.fallbacks.clone(),
+                literal: laneway_core::glob::is_literal(&r.model),
+            })
+            .collect();
+        let mut keys = HashMap::new();
+        for (i, c) in config.keys.iter().enumerate() {
+            let spec = key_spec(c);
+            let key = match previous.and_then(|p| p.key_named(&c.name)) {
+                Some(old) if old.key.spec == spec => old.key.clone(),
+                _ => Key::new(i as u32 + 1, spec),
+            };
+            keys.insert(
+                c.key.expose().clone(),
+                Arc::new(KeyRt {
+                    key,
+                    config: Some(c.clone()),
+                }),
+            );
+        }
+        let anonymous = previous.map_or_else(
+            || {
+                Arc::new(KeyRt {
+                    key: Key::new(0, KeySpec::anonymous()),
+                    config: None,
+                })
+            },
+            |p| p.anonymous.clone(),
+        );
+        Ok(Self {
+            config,
+            lanes,
+            by_name,
+            routes,
+            keys,
+            anonymous,
+        })
+    }
+
+    pub fn lane(&self, name: &str) -> Option<&LaneRt> {
+        self.by_name.get(name).map(|&i| &self.lanes[i])
+    }
+
+    fn key_named(&self, name: &str) -> Option<&Arc<KeyRt>> {
+        self.keys.values().find(|k| k.name() == name)
+    }
+
+    pub fn route_for(&self, model: &str) -> Option<&RouteRt> {
+        self.routes
+            .iter()
+            .find(|r| laneway_core::glob::matches(&r.pattern, model))
+    }
+
+    pub fn requires_key(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The key a presented secret belongs to; the anonymous key when no keys are configured.
+    pub fn key(&self, presented: Option<&str>) -> Option<&Arc<KeyRt>> {
+        if self.keys.is_empty() {
+            return Some(&self.anonymous);
+        }
+        self.keys.get(presented?)
+    }
+
+    pub fn admin_key(&self) -> Option<&Secret<String>> {
+        self.config.server.admin_key.as_ref()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.server.request_timeout
+    }
+}

@@ -1,0 +1,151 @@
+//! The request table: every request inside the gateway, queued or running, with what the admin
+//! API and the panel show and the token an operator uses to cancel or stop it.
+//!
+//! Sharded by request tag so that registering and removing requests never contends on one lock;
+//! the admin view walks the shards one at a time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const SHARDS: usize = 32;
+
+pub struct Entry {
+    pub tag: u64,
+    pub id: Arc<str>,
+    pub key: Arc<str>,
+    pub model: String,
+    pub stream: bool,
+    pub created: Instant,
+    /// Set when a lane slot is granted.
+    pub started: OnceLock<(Instant, Arc<str>)>,
+    pub attempt: AtomicU32,
+    pub cancel: CancellationToken,
+    /// Why `cancel` fired: an operator (true) or the gateway itself.
+    pub by_operator: AtomicBool,
+}
+
+impl Entry {
+    pub fn is_running(&self) -> bool {
+        self.started.get().is_some()
+    }
+
+    pub fn lane(&self) -> Option<&str> {
+        self.started.get().map(|(_, l)| &**l)
+    }
+
+    pub fn operator_cancel(&self) {
+        self.by_operator.store(true, Ordering::Release);
+        self.cancel.cancel();
+    }
+
+    pub fn cancelled_by_operator(&self) -> bool {
+        self.by_operator.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+pub struct Table {
+    shards: [Mutex<HashMap<u64, Arc<Entry>>>; SHARDS],
+    next: AtomicU64,
+}
+
+/// Removes the entry from the table when dropped.
+pub struct Registration {
+    table: Arc<Table>,
+    pub entry: Arc<Entry>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.table.shard(self.entry.tag).remove(&self.entry.tag);
+    }
+}
+
+/// One row of `GET /admin/requests`.
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    pub id: String,
+    pub state: &'static str,
+    pub lane: Option<String>,
+    pub key: String,
+    pub model: String,
+    pub stream: bool,
+    pub queued_ms: u64,
+    pub running_ms: Option<u64>,
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// Lanes the request waits for (its route's pool), while queued.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<String>,
+}
+
+impl Table {
+    fn shard(&self, tag: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Entry>>> {
+        // Only inserts and removes happen under these locks; a poisoned one is still consistent.
+        self.shards[tag as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(
+        self: &Arc<Self>,
+        id: Arc<str>,
+        key: Arc<str>,
+        model: String,
+        stream: bool,
+    ) -> Registration {
+        let tag = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            tag,
+            id,
+            key,
+            model,
+            stream,
+            created: Instant::now(),
+            started: OnceLock::new(),
+            attempt: AtomicU32::new(0),
+            cancel: CancellationToken::new(),
+            by_operator: AtomicBool::new(false),
+        });
+        self.shard(tag).insert(tag, entry.clone());
+        Registration {
+            table: self.clone(),
+            entry,
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            out.extend(
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned(),
+            );
+        }
+        out.sort_by_key(|e| e.tag);
+        out
+    }
+
+    pub fn find(&self, id: &str) -> Option<Arc<Entry>> {
+        self.all().into_iter().find(|e| &*e.id == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
