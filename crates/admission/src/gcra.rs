@@ -104,7 +104,8 @@ impl Gcra {
         let ahead = self
             .tat
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-        let units = ahead.as_nanos() / self.interval.as_nanos().max(1);
+        // Rounded up: a unit partly refilled is not available yet, so `remaining` never overstates.
+        let units = ahead.as_nanos().div_ceil(self.interval.as_nanos().max(1));
         (units as u64).min(self.capacity)
     }
 

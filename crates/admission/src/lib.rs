@@ -107,7 +107,7 @@ fn by_headroom(lanes: &[Arc<Lane>], now: Instant, tokens: u64) -> Vec<&Arc<Lane>
             )
         })
         .collect();
-    scored.sort_by(|a, b| a.0.cmp(&b.0));
+    scored.sort_by_key(|s| s.0);
     scored.into_iter().map(|(_, l)| l).collect()
 }
 

@@ -21,6 +21,14 @@ use crate::table::Registration;
 /// Resolves when the request must end early.
 pub type Watch = Pin<Box<dyn Future<Output = End> + Send>>;
 
+/// What a request holds until its body ends.
+pub struct Held {
+    pub permit: Permit,
+    pub registration: Registration,
+    pub ledger: Ledger,
+    pub watch: Watch,
+}
+
 pub struct ProxyBody {
     inner: Incoming,
     tap: UsageTap,
@@ -36,23 +44,14 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn new(
-        inner: Incoming,
-        tap: UsageTap,
-        permit: Permit,
-        registration: Registration,
-        ledger: Ledger,
-        watch: Watch,
-        sse: bool,
-        exact_size: bool,
-    ) -> Self {
+    pub fn new(inner: Incoming, tap: UsageTap, held: Held, sse: bool, exact_size: bool) -> Self {
         Self {
             inner,
             tap,
-            permit: Some(permit),
-            _registration: registration,
-            ledger,
-            watch,
+            permit: Some(held.permit),
+            _registration: held.registration,
+            ledger: held.ledger,
+            watch: held.watch,
             sse,
             exact_size,
             done: false,

@@ -24,7 +24,7 @@ use laneway_upstream::sse::UsageTap;
 use laneway_upstream::{Hints, UpstreamRequest};
 use tokio::time::Instant;
 
-use crate::body::{ProxyBody, Watch};
+use crate::body::{Held, ProxyBody, Watch};
 use crate::ledger::{End, Ledger};
 use crate::metrics::{LaneLabel, LaneReason, Reason};
 use crate::respond::{self, GatewayError};
@@ -352,16 +352,13 @@ async fn run(
     ledger.status = parts.status.as_u16();
     ledger.code = "ok".into();
     let watch = watch(entry.clone(), deadline);
-    let body = ProxyBody::new(
-        incoming,
-        tap,
+    let held = Held {
         permit,
         registration,
         ledger,
         watch,
-        sse,
-        !settle_stream,
-    );
+    };
+    let body = ProxyBody::new(incoming, tap, held, sse, !settle_stream);
     out.body(Body::new(body))
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()).into())
 }

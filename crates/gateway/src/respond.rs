@@ -19,7 +19,7 @@ use laneway_upstream::UpstreamError;
 pub enum GatewayError {
     Api(ApiError),
     /// An upstream answer that is passed to the client as it is.
-    PassThrough(Response),
+    PassThrough(Box<Response>),
 }
 
 impl From<ApiError> for GatewayError {
@@ -134,7 +134,7 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         match self {
             Self::Api(e) => error_response(&e),
-            Self::PassThrough(r) => r,
+            Self::PassThrough(r) => *r,
         }
     }
 }
@@ -179,5 +179,5 @@ pub fn upstream_error(
             HeaderValue::from(retry_after_millis(after).max(1) as u64),
         );
     }
-    GatewayError::PassThrough(r)
+    GatewayError::PassThrough(Box::new(r))
 }

@@ -1,1 +1,8 @@
+//! Laneway's integration tests: real gateways and mock upstreams on 127.0.0.1:0.
+#![allow(clippy::unwrap_used)]
 
+mod admission;
+mod binary;
+mod errors;
+mod proxy;
+mod util;

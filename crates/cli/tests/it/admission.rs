@@ -1,0 +1,369 @@
+//! Lane and key limits, queues, fairness and permits, against real mock upstreams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+async fn flood(
+    c: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    n: usize,
+    key: Option<&str>,
+) -> Vec<reqwest::Response> {
+    join_all((0..n).map(|_| {
+        let mut r = c
+            .post(url(addr, "/v1/chat/completions"))
+            .json(&chat_body("mock-1"));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        async move { r.send().await.unwrap() }
+    }))
+    .await
+}
+
+fn retry_after(r: &reqwest::Response) -> (u64, u64) {
+    let secs = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ms = r.headers()["retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (secs, ms)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_limit_keeps_the_upstream_within_its_capacity() {
+    let mut cfg = mock_cfg();
+    cfg.max_concurrent = Some(8);
+    cfg.latency_ms = 10;
+    let m = mock(cfg).await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 8 }",
+        "",
+    )
+    .await;
+    let rs = flood(&client(), g.addr, 400, None).await;
+    assert!(
+        rs.iter().all(|r| r.status() == 200),
+        "every client is served"
+    );
+    let s = m.stats();
+    assert!(s.max_in_flight <= 8, "{s:?}");
+    assert_eq!((s.rejected_429, s.completed), (0, 400), "{s:?}");
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_mode_answers_429_with_an_honest_hint() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 300;
+    let m = mock(cfg).await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 8 }\non_limit = \"reject\"",
+        "",
+    )
+    .await;
+    let rs = flood(&client(), g.addr, 40, None).await;
+    let ok = rs.iter().filter(|r| r.status() == 200).count();
+    let refused: Vec<_> = rs.into_iter().filter(|r| r.status() == 429).collect();
+    assert_eq!(ok + refused.len(), 40);
+    assert!(ok >= 8 && !refused.is_empty(), "{ok} served");
+    assert!(m.stats().max_in_flight <= 8);
+    for r in refused {
+        let (secs, ms) = retry_after(&r);
+        assert!(
+            secs >= 1 && ms >= 1 && ms <= 1000 * secs,
+            "{secs} s / {ms} ms"
+        );
+        assert_eq!(error_code(r).await, "concurrency_limit_exceeded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_and_a_queue_timeout_are_429s() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 1500;
+    let m = mock(cfg).await;
+    let lane = "concurrency_limit = { max_concurrent_requests = 1 }\nqueue = { max_len = 2, timeout = \"300ms\" }";
+    let g = simple(&m.url(), lane, "").await;
+    let rs = flood(&client(), g.addr, 5, None).await;
+    let mut codes: Vec<String> = Vec::new();
+    for r in rs {
+        if r.status() == 200 {
+            codes.push("ok".into());
+        } else {
+            assert_eq!(r.status(), 429);
+            assert!(retry_after(&r).1 >= 1);
+            codes.push(error_code(r).await);
+        }
+    }
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "queue_full",
+            "queue_full",
+            "queue_timeout",
+            "queue_timeout"
+        ]
+    );
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_can_never_fit_the_token_limit_is_refused_at_once() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "tpm = 1000", "").await;
+    let mut body = chat_body("mock-1");
+    body["max_tokens"] = json!(50_000);
+    let r = chat(&client(), g.addr, &body).await;
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never fit"),
+        "{v}"
+    );
+    assert_eq!(m.stats().requests, 0);
+}
+
+const TEAM: &str = r#"
+[[key]]
+name = "team"
+key = "sk-team"
+concurrency_limit = { max_concurrent_requests = 1 }
+rpm = 3
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_limits_refuse_and_report_remaining_requests() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 200;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", TEAM).await;
+    let c = client();
+    let rs = flood(&c, g.addr, 2, Some("sk-team")).await;
+    let mut statuses: Vec<u16> = rs.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 429]);
+    let refused = rs.into_iter().find(|r| r.status() == 429).unwrap();
+    assert!(refused.headers().contains_key("x-ratelimit-limit-requests"));
+    assert_eq!(error_code(refused).await, "concurrency_limit_exceeded");
+    let ok = flood(&c, g.addr, 1, Some("sk-team")).await.pop().unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-ratelimit-limit-requests"], "3");
+    assert_eq!(ok.headers()["x-ratelimit-remaining-requests"], "1");
+    let ok = flood(&c, g.addr, 1, Some("sk-team")).await.pop().unwrap();
+    assert_eq!(ok.headers()["x-ratelimit-remaining-requests"], "0");
+    let limited = flood(&c, g.addr, 1, Some("sk-team")).await.pop().unwrap();
+    assert_eq!(limited.status(), 429);
+    let (secs, ms) = retry_after(&limited);
+    // 3 rpm refills one request every 20 s; some of it has passed during the test.
+    assert!(
+        (15..=20).contains(&secs) && ms > 14_000,
+        "{secs} s, {ms} ms"
+    );
+    assert_eq!(error_code(limited).await, "rate_limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_keys_share_a_contended_lane() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 15;
+    let m = mock(cfg).await;
+    let keys = r#"
+[[key]]
+name = "heavy"
+key = "sk-heavy"
+weight = 3
+[[key]]
+name = "light"
+key = "sk-light"
+weight = 1
+"#;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 2 }",
+        keys,
+    )
+    .await;
+    let c = client();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks = ["sk-heavy", "sk-light"].into_iter().flat_map(|k| {
+        (0..80).map({
+            let (c, order) = (c.clone(), order.clone());
+            move |_| {
+                let (c, order) = (c.clone(), order.clone());
+                async move {
+                    let r = c
+                        .post(url(g.addr, "/v1/chat/completions"))
+                        .bearer_auth(k)
+                        .json(&chat_body("mock-1"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    order.lock().unwrap().push(k);
+                }
+            }
+        })
+    });
+    join_all(tasks).await;
+    let order = order.lock().unwrap();
+    // While both keys have a backlog (the middle of the run), heavy gets about 3 of every 4.
+    let window = &order[20..100];
+    let heavy = window.iter().filter(|k| **k == "sk-heavy").count();
+    assert!(
+        (52..=68).contains(&heavy),
+        "heavy served {heavy} of 80 while contended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_spreads_load_and_local_lanes_run_one_at_a_time() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 20;
+    let a = mock(cfg.clone()).await;
+    let b = mock(cfg.clone()).await;
+    let local = mock(cfg).await;
+    let toml = format!(
+        r#"
+[[lane]]
+name = "a"
+url = "{}"
+concurrency_limit = {{ max_concurrent_requests = 2 }}
+[[lane]]
+name = "b"
+url = "{}"
+concurrency_limit = {{ max_concurrent_requests = 2 }}
+[[lane]]
+name = "llama"
+url = "{}"
+kind = "local"
+[[route]]
+model = "pool-*"
+lanes = ["a", "b"]
+[[route]]
+model = "local-*"
+lanes = ["llama"]
+"#,
+        a.url(),
+        b.url(),
+        local.url()
+    );
+    let g = gateway(&toml, "").await;
+    let c = client();
+    let reqs = (0..40).map(|i| {
+        let model = if i % 2 == 0 { "pool-x" } else { "local-x" };
+        c.post(url(g.addr, "/v1/chat/completions"))
+            .json(&chat_body(model))
+            .send()
+    });
+    for r in join_all(reqs).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let (sa, sb, sl) = (a.stats(), b.stats(), local.stats());
+    assert_eq!(sa.completed + sb.completed, 20);
+    assert!(
+        sa.completed >= 4 && sb.completed >= 4,
+        "both pool lanes served: {sa:?} {sb:?}"
+    );
+    assert!(sa.max_in_flight <= 2 && sb.max_in_flight <= 2);
+    assert_eq!(
+        (sl.completed, sl.max_in_flight),
+        (20, 1),
+        "a local lane runs one at a time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_no_permit_or_queue_slot_behind() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 5;
+    cfg.jitter_ms = 5;
+    cfg.error_rate = 0.1;
+    cfg.tokens_per_second = 400.0;
+    cfg.output_tokens = 8;
+    cfg.seed = Some(7);
+    let m = mock(cfg).await;
+    let lane = "concurrency_limit = { max_concurrent_requests = 4 }\nqueue = { max_len = 5000, timeout = \"30s\" }";
+    let g = simple(
+        &m.url(),
+        lane,
+        "[retry]\nmax_attempts = 2\nbackoff = { base = \"1ms\", max = \"10ms\" }",
+    )
+    .await;
+    let c = client();
+    let mut rng = fastrand_like(42);
+    let tasks = (0..1500).map(|i| {
+        let c = c.clone();
+        let stream = rng() % 2 == 0;
+        let abort_after = (rng() % 3 == 0).then(|| Duration::from_millis(rng() % 40));
+        let timeout = (rng() % 5 == 0).then(|| format!("{}ms", 5 + rng() % 30));
+        async move {
+            let mut body = chat_body("mock-1");
+            body["stream"] = json!(stream);
+            let mut req = c.post(url(g.addr, "/v1/chat/completions")).json(&body);
+            if let Some(t) = timeout {
+                req = req.header("x-laneway-timeout", t);
+            }
+            let run = async move {
+                if let Ok(r) = req.send().await {
+                    let _ = r.bytes().await;
+                }
+            };
+            match abort_after {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, run).await;
+                }
+                None => run.await,
+            }
+            i
+        }
+    });
+    join_all(tasks).await;
+    assert!(
+        lanes_idle(&g).await,
+        "lanes: {:?}",
+        g.app
+            .rt
+            .load()
+            .lanes
+            .iter()
+            .map(|l| l.lane.snapshot())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        until(Duration::from_secs(5), || async {
+            m.stats().in_flight == 0
+        })
+        .await
+    );
+    assert!(m.stats().max_in_flight <= 4);
+}
+
+/// A tiny deterministic generator (xorshift) so the churn is the same every run.
+fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

@@ -1,0 +1,175 @@
+//! The `laneway` binary as users run it: port 0, the demo, SIGTERM drain, `check`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_laneway");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `laneway ARGS` and reads the `listening on http://ADDR` line.
+fn start(args: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("laneway starts");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+        .expect("a listening line");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_on_port_zero_and_drains_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("laneway-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let c = client();
+    let base = format!("http://{addr}");
+    let v: Value = c
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&chat_body("mock-demo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    for path in ["/healthz", "/readyz", "/metrics", "/ui"] {
+        assert_eq!(
+            c.get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+    // A streaming request in progress finishes after SIGTERM; then the process exits 0.
+    let mut body = chat_body("mock-demo");
+    body["stream"] = true.into();
+    let r = c
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let code = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(code.success(), "{code:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reads_a_config_and_mock_runs_standalone() {
+    let (_mock, maddr) = start(&["mock", "--listen", "127.0.0.1:0"]);
+    let dir = std::env::temp_dir().join(format!("laneway-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[lane]]\nname = \"up\"\nurl = \"http://{maddr}/v1\"\n[[route]]\nmodel = \"*\"\nlanes = [\"up\"]\n"),
+    )
+    .unwrap();
+    let (_gw, gaddr) = start(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let r = client()
+        .post(format!("http://{gaddr}/v1/chat/completions"))
+        .json(&chat_body("anything"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let stats: Value = client()
+        .get(format!("http://{maddr}/mock/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["completed"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_prints_every_problem_with_its_line_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("laneway-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/v1\"\n\n[[route]]\nmodel = \"x-*\"\nlanes = [\"a\", \"b\"]\n\n[[key]]\nname = \"k\"\nkey = \"s\"\nweight = 0\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:5: route[0].lanes[1]: no lane is named `b`"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:9: key[0].weight"), "{err}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/v1\"\napi_key = \"sk-secret-value\"\n[[route]]\nmodel = \"x-*\"\nlanes = [\"a\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("x-* -> a") && !text.contains("sk-secret-value"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

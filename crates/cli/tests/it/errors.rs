@@ -1,0 +1,211 @@
+//! Bad input and failing upstreams: every error is OpenAI-shaped, names the problem, and leaves
+//! nothing behind.
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const KEYS: &str = r#"
+[[key]]
+name = "team-a"
+key = "sk-team-a"
+models = ["mock-1"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_naming_the_problem() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    let post = |body: &'static str| {
+        c.post(url(g.addr, "/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, needle, param) in [
+        ("{not json", "not valid JSON", Value::Null),
+        ("[1,2]", "JSON object", Value::Null),
+        (r#"{"messages":[]}"#, "`model`", json!("model")),
+        (r#"{"model":"mock-1"}"#, "`messages`", json!("messages")),
+        (
+            r#"{"model":7,"messages":[]}"#,
+            "`model` must be a string",
+            json!("model"),
+        ),
+        (
+            r#"{"model":"mock-1","messages":[],"stream":"yes"}"#,
+            "invalid type",
+            Value::Null,
+        ),
+    ] {
+        let r = post(body).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_request", "{body}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
+        assert_eq!(v["error"]["param"], param, "{body}");
+    }
+    assert_eq!(m.stats().requests, 0, "nothing bad reached the upstream");
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_models_keys_and_forbidden_models() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", KEYS).await;
+    let c = client();
+    let send = |key: Option<&'static str>, model: &'static str| {
+        let mut r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .json(&chat_body(model));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let r = send(None, "mock-1").await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(error_code(r).await, "invalid_api_key");
+    let r = send(Some("sk-wrong"), "mock-1").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = send(Some("sk-team-a"), "gpt-nothing").await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "model_not_found");
+    let r = send(Some("sk-team-a"), "mock-2").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(error_code(r).await, "model_not_allowed");
+    let r = send(Some("sk-team-a"), "mock-1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = c
+        .get(url(g.addr, "/v1/models"))
+        .bearer_auth("sk-team-a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        0,
+        "mock-* is wider than the key's mock-1"
+    );
+    assert_eq!(
+        c.get(url(g.addr, "/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(m.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_gets_413() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "[server]\nmax_body = \"1KiB\"").await;
+    let c = client();
+    let mut body = chat_body("mock-1");
+    body["messages"][0]["content"] = json!("x".repeat(2000));
+    let r = chat(&c, g.addr, &body).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(error_code(r).await, "payload_too_large");
+    // Without a Content-Length the limit still holds while streaming the body in.
+    let chunks = futures_util::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 400]))),
+    );
+    let r = c
+        .post(url(g.addr, "/v1/chat/completions"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_refusing_connections_gives_502_after_retries() {
+    let dead = format!("http://127.0.0.1:{}/v1", closed_port());
+    let g = simple(
+        &dead,
+        "",
+        "[retry]\nmax_attempts = 2\nbackoff = { base = \"1ms\", max = \"5ms\" }",
+    )
+    .await;
+    let r = chat(&client(), g.addr, &chat_body("mock-1")).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unreachable");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("connect"),
+        "{v}"
+    );
+    let metrics = client()
+        .get(url(g.addr, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("laneway_retries_total{lane=\"m\",reason=\"connect\"} 1"),
+        "{metrics}"
+    );
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_upstream_hits_the_deadline_and_is_dropped() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 60_000;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "").await;
+    let r = client()
+        .post(url(g.addr, "/v1/chat/completions"))
+        .header("x-laneway-timeout", "300ms")
+        .json(&chat_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(error_code(r).await, "deadline_exceeded");
+    let s = stats_until(&m, |s| s.cancelled == 1).await;
+    assert_eq!(s.cancelled, 1, "the upstream request was dropped");
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_request_headers_are_named() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    for (h, v) in [
+        ("x-laneway-timeout", "soon"),
+        ("x-laneway-priority", "high"),
+    ] {
+        let r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .header(h, v)
+            .json(&chat_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["param"], h);
+    }
+    let r = c
+        .get(url(g.addr, "/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+}

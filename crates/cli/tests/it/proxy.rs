@@ -1,0 +1,193 @@
+//! The request path end to end: endpoints, streaming, rewriting, disconnects.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_openai_endpoint_answers_through_a_lane() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    let r = chat(&c, g.addr, &chat_body("mock-1")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-request-id").is_some());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["usage"]["completion_tokens"], 16);
+
+    let r = c
+        .post(url(g.addr, "/v1/completions"))
+        .json(&json!({"model": "mock-1", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["object"],
+        "text_completion"
+    );
+
+    let r = c
+        .post(url(g.addr, "/v1/embeddings"))
+        .json(&json!({"model": "mock-embed", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["data"][0]["object"],
+        "embedding"
+    );
+
+    let v: Value = c
+        .get(url(g.addr, "/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["id"], "mock-*");
+    assert_eq!(m.stats().completed, 3);
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_request_id_is_kept_and_one_is_made_otherwise() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    let r = c
+        .post(url(g.addr, "/v1/chat/completions"))
+        .header("x-request-id", "trace-42")
+        .json(&chat_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-42");
+    let r = c.get(url(g.addr, "/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_relayed_chunk_by_chunk() {
+    let mut cfg = mock_cfg();
+    cfg.tokens_per_second = 50.0;
+    cfg.output_tokens = 10;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    let mut body = chat_body("mock-1");
+    body["stream"] = json!(true);
+    let r = chat(&c, g.addr, &body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    // The first chunk reached the client while the upstream was still producing the rest.
+    assert_eq!(m.stats().completed, 0, "the gateway buffered the stream");
+    let mut all = first.to_vec();
+    while let Some(chunk) = stream.next().await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(
+        text.matches("data: ").count(),
+        13,
+        "role + 10 tokens + finish + DONE"
+    );
+    assert!(!text.contains("usage"), "no usage chunk unless asked");
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_relayed_when_the_client_asks_for_it() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "tpm = 100000", "").await;
+    let c = client();
+    let mut body = chat_body("mock-1");
+    body["stream"] = json!(true);
+    let text = chat(&c, g.addr, &body).await.text().await.unwrap();
+    assert!(
+        !text.contains("\"usage\""),
+        "the chunk Laneway asked for is removed: {text}"
+    );
+    body["stream_options"] = json!({"include_usage": true});
+    let text = chat(&c, g.addr, &body).await.text().await.unwrap();
+    assert!(text.contains("\"usage\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_model_replaces_the_client_model() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "model = \"provider-model\"", "").await;
+    let v: Value = chat(&client(), g.addr, &chat_body("mock-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["model"], "provider-model");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_stream_drops_the_upstream_at_once() {
+    let mut cfg = mock_cfg();
+    cfg.tokens_per_second = 20.0;
+    cfg.output_tokens = 1000;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    let mut body = chat_body("mock-1");
+    body["stream"] = json!(true);
+    let r = chat(&c, g.addr, &body).await;
+    let mut stream = r.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    let s = stats_until(&m, |s| s.cancelled == 1).await;
+    assert_eq!((s.cancelled, s.completed, s.in_flight), (1, 0, 0));
+    assert!(lanes_idle(&g).await, "the permit was released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_the_answer_drops_the_upstream() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 30_000;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    let addr = g.addr;
+    let req = tokio::spawn(async move { chat(&c, addr, &chat_body("mock-1")).await });
+    assert!(
+        until(Duration::from_secs(5), || async {
+            m.stats().in_flight == 1
+        })
+        .await
+    );
+    req.abort();
+    let s = stats_until(&m, |s| s.cancelled == 1).await;
+    assert_eq!(s.cancelled, 1);
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_pass_through_with_status_and_body() {
+    let mut cfg = mock_cfg();
+    cfg.error_rate = 1.0;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "[retry]\nmax_attempts = 1").await;
+    let r = chat(&client(), g.addr, &chat_body("mock-1")).await;
+    assert_eq!(r.status(), 500);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["message"], "injected failure");
+    assert_eq!(m.stats().requests, 1);
+}

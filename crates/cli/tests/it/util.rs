@@ -1,0 +1,108 @@
+//! Shared test helpers: real servers on 127.0.0.1:0, a client, and bounded waits for conditions.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use laneway_config::Config;
+use laneway_gateway::Gateway;
+use laneway_mock::{MockConfig, MockServer, StatsSnapshot};
+use serde_json::{json, Value};
+
+pub async fn mock(cfg: MockConfig) -> MockServer {
+    MockServer::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .expect("mock starts")
+}
+
+pub fn mock_cfg() -> MockConfig {
+    MockConfig::new()
+}
+
+/// Starts a gateway from TOML text; `{mock}` is replaced by `mock_url`.
+pub async fn gateway(toml: &str, mock_url: &str) -> Gateway {
+    let text = toml.replace("{mock}", mock_url);
+    let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    Gateway::start(config, None, Some(([127, 0, 0, 1], 0).into()))
+        .await
+        .expect("gateway starts")
+}
+
+/// A gateway with one lane `m` for `mock-*` in front of `mock_url`, plus extra TOML.
+pub async fn simple(mock_url: &str, lane_extra: &str, extra: &str) -> Gateway {
+    let toml = format!("{extra}\n[[lane]]\nname = \"m\"\nurl = \"{{mock}}\"\n{lane_extra}\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n");
+    gateway(&toml, mock_url).await
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .expect("client")
+}
+
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+pub fn chat_body(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+pub async fn chat(c: &reqwest::Client, addr: SocketAddr, body: &Value) -> reqwest::Response {
+    c.post(url(addr, "/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// The error code of an OpenAI-shaped error response.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.expect("error body is JSON");
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an OpenAI error: {v}"))
+        .to_owned()
+}
+
+/// Waits until `cond` holds, checking every few milliseconds, for at most `limit`.
+pub async fn until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits for the mock's stats to satisfy `cond`; returns the last stats seen.
+pub async fn stats_until(m: &MockServer, cond: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+    until(Duration::from_secs(5), || async { cond(&m.stats()) }).await;
+    m.stats()
+}
+
+/// Every lane of the gateway idle: nothing in flight, nothing queued.
+pub async fn lanes_idle(g: &Gateway) -> bool {
+    until(Duration::from_secs(5), || async {
+        g.app.rt.load().lanes.iter().all(|l| {
+            let s = l.lane.snapshot();
+            s.in_flight == 0 && s.queued == 0
+        }) && g.app.table.is_empty()
+    })
+    .await
+}
+
+/// A port nothing listens on.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
