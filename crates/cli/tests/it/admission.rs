@@ -312,9 +312,13 @@ async fn churn_leaves_no_permit_or_queue_slot_behind() {
     let mut rng = fastrand_like(42);
     let tasks = (0..1500).map(|i| {
         let c = c.clone();
-        let stream = rng() % 2 == 0;
-        let abort_after = (rng() % 3 == 0).then(|| Duration::from_millis(rng() % 40));
-        let timeout = (rng() % 5 == 0).then(|| format!("{}ms", 5 + rng() % 30));
+        let stream = rng().is_multiple_of(2);
+        let abort_after = rng()
+            .is_multiple_of(3)
+            .then(|| Duration::from_millis(rng() % 40));
+        let timeout = rng()
+            .is_multiple_of(5)
+            .then(|| format!("{}ms", 5 + rng() % 30));
         async move {
             let mut body = chat_body("mock-1");
             body["stream"] = json!(stream);
