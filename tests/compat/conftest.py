@@ -1,0 +1,55 @@
+"""Starts a real Laneway gateway (and a real mock upstream) for the OpenAI SDK suite."""
+
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("LANEWAY_BIN", str(ROOT / "target" / "debug" / "laneway"))
+KEY = "sk-compat-team"
+
+
+def _start(args, cwd):
+    proc = subprocess.Popen([BIN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("listening on http://"):
+            return proc, line.strip().removeprefix("listening on http://")
+    proc.kill()
+    raise RuntimeError(f"laneway {args[0]} did not start")
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    with tempfile.TemporaryDirectory() as tmp:
+        mock, mock_addr = _start(["mock", "--listen", "127.0.0.1:0", "--tokens-per-second", "200"], tmp)
+        config = pathlib.Path(tmp) / "laneway.toml"
+        config.write_text(
+            f"""
+[[lane]]
+name = "mock"
+url = "http://{mock_addr}/v1"
+
+[[route]]
+model = "mock-*"
+lanes = ["mock"]
+
+[[route]]
+model = "other-*"
+lanes = ["mock"]
+
+[[key]]
+name = "compat"
+key = "{KEY}"
+models = ["mock-*"]
+"""
+        )
+        gw, addr = _start(["serve", "--config", str(config), "--listen", "127.0.0.1:0"], tmp)
+        try:
+            yield f"http://{addr}/v1"
+        finally:
+            for p in (gw, mock):
+                p.terminate()
+                p.wait(timeout=10)

@@ -1,0 +1,80 @@
+"""Laneway driven by the official `openai` Python package, as users' programs drive it."""
+
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import KEY
+
+
+@pytest.fixture
+def client(gateway):
+    return OpenAI(base_url=gateway, api_key=KEY, max_retries=0)
+
+
+def test_list_models(client):
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["mock-*"]
+
+
+def test_chat(client):
+    r = client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content
+    assert r.usage.completion_tokens == 16
+
+
+def test_chat_streaming(client):
+    stream = client.chat.completions.create(
+        model="mock-1", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert len(pieces) >= 16
+    assert "".join(pieces).strip().startswith("Laneway")
+
+
+def test_chat_streaming_with_usage(client):
+    stream = client.chat.completions.create(
+        model="mock-1",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+
+
+def test_completions(client):
+    r = client.completions.create(model="mock-1", prompt="hi")
+    assert r.choices[0].text
+
+
+def test_embeddings(client):
+    r = client.embeddings.create(model="mock-embed", input="hello")
+    assert len(r.data[0].embedding) > 0
+
+
+def test_unknown_model_is_a_not_found_error(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="nope-1", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "model_not_found"
+    assert e.value.response.headers["x-request-id"]
+
+
+def test_forbidden_model_is_a_permission_error(client):
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client.chat.completions.create(model="other-1", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "model_not_allowed"
+
+
+def test_bad_key_is_an_authentication_error(gateway):
+    bad = OpenAI(base_url=gateway, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.code == "invalid_api_key"
+
+
+def test_missing_messages_is_a_bad_request(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="mock-1", messages=None)  # type: ignore[arg-type]
+    assert e.value.code == "invalid_request"
