@@ -16,6 +16,10 @@ pub struct Args {
     /// Address to listen on, overriding server.listen; port 0 picks a free port
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Serving threads, each with its own runtime and connection pool (default: one per core;
+    /// 0 serves on one shared multi-threaded runtime)
+    #[arg(long)]
+    workers: Option<usize>,
     /// Request log format: text or json (overrides server.log_format)
     #[arg(long)]
     log_format: Option<String>,
@@ -45,7 +49,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     crate::logging::init(json);
     let demo = path.is_none();
-    let gw = Gateway::start(config, path.clone(), a.listen)
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let gw = Gateway::start_with(config, path.clone(), a.listen, workers)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
     let addr = gw.addr;

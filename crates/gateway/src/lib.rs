@@ -33,7 +33,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use laneway_config::Config;
 use laneway_upstream::UpstreamClient;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::{Mocks, Runtime};
@@ -42,7 +42,7 @@ use crate::runtime::{Mocks, Runtime};
 pub struct App {
     pub rt: ArcSwap<Runtime>,
     pub table: Arc<table::Table>,
-    pub client: UpstreamClient,
+    connect_timeout: Duration,
     pub metrics: metrics::Metrics,
     pub mocks: Mocks,
     /// The file reloads read; `None` for the built-in demo.
@@ -64,13 +64,26 @@ impl App {
         Ok(Arc::new(Self {
             rt: ArcSwap::from_pointee(rt),
             table: Arc::default(),
-            client: UpstreamClient::new(connect),
+            connect_timeout: connect,
             metrics: metrics::Metrics::default(),
             mocks,
             config_path,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The upstream client of the current thread. Each serving thread keeps its own connection
+    /// pool, so a request and its upstream connection stay on one thread: no cross-thread
+    /// wake-ups on the hot path, and no pool lock shared by every core.
+    pub fn client(&self) -> UpstreamClient {
+        thread_local! {
+            static CLIENT: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
+        }
+        CLIENT.with(|c| {
+            c.get_or_init(|| UpstreamClient::new(self.connect_timeout))
+                .clone()
+        })
     }
 
     /// Re-reads the config file and swaps it in; on any problem the old config stays and the
@@ -97,51 +110,102 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    done: tokio::sync::mpsc::Receiver<()>,
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 impl Gateway {
-    /// Binds `listen` (or the config's `server.listen`) and serves in the background.
+    /// Binds `listen` (or the config's `server.listen`) and serves on the caller's runtime.
     pub async fn start(
         config: Config,
         config_path: Option<PathBuf>,
         listen: Option<SocketAddr>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen.unwrap_or(config.server.listen)).await?;
+        Self::start_with(config, config_path, listen, 0).await
+    }
+
+    /// Like [`Gateway::start`], with `workers` extra threads (thread per core) each running
+    /// its own single-threaded runtime and accepting on the same port (`SO_REUSEPORT`). Requests
+    /// then live entirely on one thread, as in nginx's worker model; lanes, keys and the request
+    /// table are still shared. `0` serves on the caller's runtime.
+    pub async fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+        workers: usize,
+    ) -> std::io::Result<Self> {
+        let listener = reuseport_listener(listen.unwrap_or(config.server.listen))?;
         let addr = listener.local_addr()?;
         let app = App::new(config, config_path).await?;
         let shutdown = CancellationToken::new();
         let router = server::router(app.clone());
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
+        let (tx, done) = tokio::sync::mpsc::channel(1);
+        let serve = |listener: TcpListener,
+                     router: axum::Router,
+                     token: CancellationToken,
+                     tx: tokio::sync::mpsc::Sender<()>| async move {
             let serve =
                 axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "server stopped");
             }
-        });
+            drop(tx);
+        };
+        if workers == 0 {
+            tokio::spawn(serve(listener, router, shutdown.clone(), tx));
+        } else {
+            drop(listener);
+            for i in 0..workers {
+                let (router, token, tx) = (router.clone(), shutdown.clone(), tx.clone());
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let listener = {
+                    let _enter = rt.enter();
+                    reuseport_listener(addr)?
+                };
+                std::thread::Builder::new()
+                    .name(format!("laneway-worker-{i}"))
+                    .spawn(move || rt.block_on(serve(listener, router, token, tx)))?;
+            }
+        }
         Ok(Self {
             addr,
             app,
             shutdown,
-            task,
+            done,
         })
     }
 
     /// Stops accepting, lets running requests finish for up to `shutdown_grace`, then returns.
     /// Returns how many requests were still running when the grace ran out.
-    pub async fn drain(self) -> usize {
+    pub async fn drain(mut self) -> usize {
         self.app.draining.store(true, Ordering::Release);
         let grace = self.app.rt.load().config.server.shutdown_grace;
         self.shutdown.cancel();
-        let mut task = self.task;
-        match tokio::time::timeout(grace, &mut task).await {
+        // Every serving loop holds a sender; `recv` returns `None` once all have finished.
+        match tokio::time::timeout(grace, self.done.recv()).await {
             Ok(_) => 0,
-            Err(_) => {
-                let left = self.app.table.len();
-                task.abort();
-                left
-            }
+            Err(_) => self.app.table.len(),
         }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }

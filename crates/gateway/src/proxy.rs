@@ -425,8 +425,9 @@ async fn attempts(
                 .first_byte_timeout
                 .min(deadline.saturating_duration_since(now)),
         };
+        let client = app.client();
         let sent = tokio::select! {
-            r = app.client.send(request) => r,
+            r = client.send(request) => r,
             () = entry.cancel.cancelled() => return Err(cancelled()),
             () = tokio::time::sleep_until(deadline) => return Err(deadline_exceeded()),
         };

@@ -1,0 +1,85 @@
+"""Overhead of one extra hop: direct to the mock, through nginx, through Laneway.
+
+Everything runs on this machine in the same run, so the ratios are meaningful even where the
+absolute numbers depend on the hardware.
+"""
+
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import time
+import pathlib
+
+from common import BIN, rss_kb, start, start_nginx, stop_all, wrk
+
+SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+LIMITS = "--limits" in sys.argv
+
+
+def first_chunk_ms(addr, n=200):
+    """Median time from sending a streaming request to its first body bytes."""
+    host, port = addr.split(":")
+    conn = http.client.HTTPConnection(host, int(port))
+    body = json.dumps({"model": "mock-1", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read1(1)
+        times.append((time.perf_counter() - t0) * 1000)
+        r.read()
+    conn.close()
+    return statistics.median(times)
+
+
+def main():
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="laneway-bench-"))
+    _, mock, _ = start(["mock", "--listen", "127.0.0.1:0", "--latency-ms", "0", "--tokens-per-second", "1000"])
+    _, nginx = start_nginx(mock)
+    limits = ""
+    if LIMITS:
+        # Limits configured but never hit: measures the cost of admission bookkeeping.
+        limits = ("concurrency_limit = { max_concurrent_requests = 100000 }\n"
+                  "rate_limit = { requests_per_second = 1000000, burst_size = 1000000 }\n"
+                  "rpm = 100000000\ntpm = 100000000000\n")
+    (tmp / "laneway.toml").write_text(
+        f'[[lane]]\nname = "mock"\nurl = "http://{mock}/v1"\n{limits}\n[[route]]\nmodel = "mock-*"\nlanes = ["mock"]\n')
+    gw_proc, gw, ready_s = start(["serve", "--config", str(tmp / "laneway.toml"), "--listen", "127.0.0.1:0"],
+                                 env={"RUST_LOG": "warn"})
+    time.sleep(0.5)
+    idle_rss = rss_kb(gw_proc.pid)
+
+    targets = {"direct": mock, "nginx": nginx, "laneway": gw}
+    results = {}
+    for c in (1, 64):
+        for name, addr in targets.items():
+            wrk(f"http://{addr}/v1/chat/completions", c, 2)  # warm-up: connections, pools, caches
+            results[(name, c)] = wrk(f"http://{addr}/v1/chat/completions", c, SECONDS)
+    load_rss = rss_kb(gw_proc.pid, "VmHWM")
+    ttfc = {name: first_chunk_ms(addr) for name, addr in targets.items()}
+
+    print(f"laneway overhead benchmark ({SECONDS}s per run, limits configured: {LIMITS}), binary {BIN}")
+    print(f"{'target':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7}")
+    for (name, c), r in results.items():
+        print(f"{name:8} {c:>4} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['non2xx']:>7}")
+    for c in (1, 64):
+        d, n, l = results[("direct", c)], results[("nginx", c)], results[("laneway", c)]
+        add = {k: (results[(k, c)]["p50"] - d["p50"], results[(k, c)]["p99"] - d["p99"]) for k in ("nginx", "laneway")}
+        print(f"c={c}: added p50/p99 ms  nginx {add['nginx'][0]:.3f}/{add['nginx'][1]:.3f}  "
+              f"laneway {add['laneway'][0]:.3f}/{add['laneway'][1]:.3f}")
+        ratio_p99 = add["laneway"][1] / add["nginx"][1] if add["nginx"][1] > 0 else float("nan")
+        print(f"c={c}: laneway/nginx added p99 {ratio_p99:.2f}x  throughput {l['rps'] / n['rps']:.2f}x "
+              f"(laneway {l['rps']:.0f} req/s, nginx {n['rps']:.0f}, direct {d['rps']:.0f})")
+    print(f"streaming first chunk median ms: direct {ttfc['direct']:.3f}  nginx {ttfc['nginx']:.3f}  "
+          f"laneway {ttfc['laneway']:.3f}  (laneway adds {ttfc['laneway'] - ttfc['direct']:.3f})")
+    print(f"laneway RSS: idle {idle_rss / 1024:.1f} MiB, peak under load {load_rss / 1024:.1f} MiB; "
+          f"start to ready {ready_s * 1000:.1f} ms")
+
+
+try:
+    main()
+finally:
+    stop_all()
