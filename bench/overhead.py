@@ -14,7 +14,9 @@ import pathlib
 
 from common import BIN, rss_kb, start, start_nginx, stop_all, wrk
 
-SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+SECONDS = int(ARGS[0]) if ARGS else 5
+ROUNDS = int(ARGS[1]) if len(ARGS) > 1 else 3
 LIMITS = "--limits" in sys.argv
 
 
@@ -53,18 +55,24 @@ def main():
     idle_rss = rss_kb(gw_proc.pid)
 
     targets = {"direct": mock, "nginx": nginx, "laneway": gw}
-    results = {}
+    # Rounds interleave the targets so that a noisy moment on this shared machine hits all of
+    # them alike; each figure is the median over the rounds.
+    runs = {}
     for c in (1, 64):
         for name, addr in targets.items():
-            wrk(f"http://{addr}/v1/chat/completions", c, 2)  # warm-up: connections, pools, caches
-            results[(name, c)] = wrk(f"http://{addr}/v1/chat/completions", c, SECONDS)
+            wrk(f"http://{addr}/v1/chat/completions", c, 1)  # warm-up: connections, pools, caches
+        for _ in range(ROUNDS):
+            for name, addr in targets.items():
+                runs.setdefault((name, c), []).append(wrk(f"http://{addr}/v1/chat/completions", c, SECONDS))
+    results = {k: {f: statistics.median(r[f] for r in v) for f in ("rps", "p50", "p99", "non2xx")}
+               for k, v in runs.items()}
     load_rss = rss_kb(gw_proc.pid, "VmHWM")
     ttfc = {name: first_chunk_ms(addr) for name, addr in targets.items()}
 
-    print(f"laneway overhead benchmark ({SECONDS}s per run, limits configured: {LIMITS}), binary {BIN}")
+    print(f"laneway overhead benchmark: median of {ROUNDS} rounds of {SECONDS}s, limits configured: {LIMITS}")
     print(f"{'target':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7}")
     for (name, c), r in results.items():
-        print(f"{name:8} {c:>4} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['non2xx']:>7}")
+        print(f"{name:8} {c:>4} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['non2xx']:>7.0f}")
     for c in (1, 64):
         d, n, l = results[("direct", c)], results[("nginx", c)], results[("laneway", c)]
         add = {k: (results[(k, c)]["p50"] - d["p50"], results[(k, c)]["p99"] - d["p99"]) for k in ("nginx", "laneway")}

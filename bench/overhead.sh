@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Overhead benchmark: direct vs nginx vs Laneway at concurrency 1 and 64.
-# Usage: bench/overhead.sh [SECONDS] [--limits]
+# Usage: bench/overhead.sh [SECONDS_PER_RUN [ROUNDS]] [--limits]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
