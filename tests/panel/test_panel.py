@@ -1,0 +1,152 @@
+"""The live queue panel in a real headless Chromium: cards appear, Stop and Cancel work."""
+
+import http.client
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = os.environ.get("LANEWAY_BIN", str(ROOT / "target" / "debug" / "laneway"))
+ADMIN = "panel-admin-key"
+SHOT = ROOT / "docs" / "panel.png"
+
+
+def start(args, cwd):
+    p = subprocess.Popen([BIN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in p.stdout:
+        if line.startswith("listening on http://"):
+            return p, line.strip().removeprefix("listening on http://")
+    raise RuntimeError("laneway did not start")
+
+
+def browser_paths():
+    chrome = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.path.exists(chrome) and os.path.exists(driver)):
+        pytest.fail("chromium and chromedriver are needed: apt-get install chromium chromium-driver")
+    return chrome, driver
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    with tempfile.TemporaryDirectory() as tmp:
+        mock, mock_addr = start(["mock", "--listen", "127.0.0.1:0", "--latency-ms", "60000"], tmp)
+        cfg = pathlib.Path(tmp) / "laneway.toml"
+        cfg.write_text(f"""
+[server]
+admin_key = "{ADMIN}"
+[[lane]]
+name = "slow-lane"
+url = "http://{mock_addr}/v1"
+concurrency_limit = {{ max_concurrent_requests = 2 }}
+[[route]]
+model = "mock-*"
+lanes = ["slow-lane"]
+[[key]]
+name = "story-app"
+key = "sk-story"
+""")
+        gw, addr = start(["serve", "--config", str(cfg), "--listen", "127.0.0.1:0"], tmp)
+        yield addr, mock_addr
+        for p in (gw, mock):
+            p.terminate()
+            p.wait(timeout=10)
+
+
+@pytest.fixture
+def driver():
+    chrome, chromedriver = browser_paths()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900", f"--user-data-dir={tempfile.mkdtemp(prefix='laneway-chrome-')}"]:
+        opts.add_argument(flag)
+    d = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
+    yield d
+    d.quit()
+
+
+def slow_request(addr, out, i):
+    host, port = addr.split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=120)
+    body = json.dumps({"model": "mock-1", "messages": [{"role": "user", "content": f"prompt {i}"}]})
+    c.request("POST", "/v1/chat/completions", body,
+              {"Content-Type": "application/json", "Authorization": "Bearer sk-story", "x-request-id": f"story-{i}"})
+    r = c.getresponse()
+    out[i] = (r.status, json.loads(r.read()))
+
+
+def admin(addr, path, method="GET"):
+    host, port = addr.split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request(method, path, headers={"Authorization": f"Bearer {ADMIN}"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read())
+
+
+def test_stop_and_cancel_from_the_panel(gateway, driver):
+    addr, mock_addr = gateway
+    driver.get(f"http://{addr}/ui#key={ADMIN}")
+    wait = WebDriverWait(driver, 20)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "live"))
+    assert "key=" not in driver.current_url, "the key is removed from the address bar"
+
+    results = {}
+    threads = [threading.Thread(target=slow_request, args=(addr, results, i)) for i in range(5)]
+    for t in threads:
+        t.start()
+    card = lambda rid: (By.CSS_SELECTOR, f'.card[data-id="{rid}"]')
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#running .card")) == 2
+               and len(d.find_elements(By.CSS_SELECTOR, "#queued .card")) == 3)
+    running = driver.find_elements(By.CSS_SELECTOR, "#running .card")
+    queued = driver.find_elements(By.CSS_SELECTOR, "#queued .card")
+    assert all(c.find_element(By.TAG_NAME, "button").text == "Stop" for c in running)
+    assert all(c.find_element(By.TAG_NAME, "button").text == "Cancel" for c in queued)
+    assert "story-app" in queued[0].text and "position 1" in queued[0].text
+    lane = driver.find_element(By.CSS_SELECTOR, '.lane[data-lane="slow-lane"]').text
+    assert "2 / 2 in flight" in lane and "3 queued" in lane
+    SHOT.parent.mkdir(exist_ok=True)
+    driver.save_screenshot(str(SHOT))
+
+    stop_id = running[0].get_attribute("data-id")
+    cancel_id = queued[-1].get_attribute("data-id")
+    driver.find_element(*card(stop_id)).find_element(By.TAG_NAME, "button").click()
+    driver.find_element(*card(cancel_id)).find_element(By.TAG_NAME, "button").click()
+    wait.until(EC.invisibility_of_element_located(card(stop_id)))
+    wait.until(EC.invisibility_of_element_located(card(cancel_id)))
+
+    for rid in (stop_id, cancel_id):
+        i = int(rid.split("-")[1])
+        threads[i].join(timeout=20)
+        status, body = results[i]
+        assert status == 503 and body["error"]["code"] == "request_cancelled", (rid, status, body)
+
+    # The stopped request's upstream connection was closed; a queued one took its slot.
+    stats = json.loads(subprocess.run(["curl", "-s", f"http://{mock_addr}/mock/stats"], capture_output=True, text=True).stdout)
+    assert stats["cancelled"] >= 1
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#running .card")) == 2
+               and len(d.find_elements(By.CSS_SELECTOR, "#queued .card")) == 1)
+
+    # The bulk buttons ask first, then act.
+    driver.find_element(By.ID, "clear-queue").click()
+    driver.switch_to.alert.accept()
+    driver.find_element(By.ID, "stop-all").click()
+    driver.switch_to.alert.accept()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".card"))
+    for t in threads:
+        t.join(timeout=20)
+    assert sorted(s for s, _ in results.values()) == [503] * 5
+    assert admin(addr, "/admin/requests") == (200, [])
