@@ -492,3 +492,4 @@ async fn attempts(
         }
     }
 }
+
