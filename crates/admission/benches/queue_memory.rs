@@ -23,7 +23,10 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let lane = Lane::new(LaneSpec {
             name: "bench".into(),
@@ -32,6 +35,7 @@ fn main() {
             queue_max_len: 20_000,
             queue_timeout: Duration::from_secs(600),
             on_limit: Mode::Queue,
+            adaptive: false,
         });
         let key = Key::new(1, KeySpec::anonymous());
         let cancel = CancellationToken::new();

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::error::{AdmissionError, Scope};
 use crate::gcra::Denied;
+use crate::health::{Aimd, Circuit, Feedback, Health};
 use crate::queue::FairQueue;
 use crate::rates::{Blocked, RateSpec, Rates};
 use crate::waiter::Waiter;
@@ -31,7 +32,15 @@ pub struct LaneSpec {
     pub queue_max_len: usize,
     pub queue_timeout: Duration,
     pub on_limit: Mode,
+    /// Learn the concurrency limit from the upstream's answers, up to `max_concurrent` (or
+    /// [`ADAPTIVE_CEILING`] when unset).
+    pub adaptive: bool,
 }
+
+/// The highest limit an adaptive lane without a configured maximum will try.
+pub const ADAPTIVE_CEILING: u32 = 256;
+/// Where an adaptive lane starts before it has learned anything.
+const ADAPTIVE_START: u32 = 2;
 
 /// What the admin API and metrics show of a lane.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +53,7 @@ pub struct LaneSnapshot {
     pub rpm_used: Option<u64>,
     pub tpm_used: Option<u64>,
     pub cooldown_until: Option<Duration>,
+    pub health: Health,
 }
 
 struct State {
@@ -58,6 +68,42 @@ struct State {
     next_wake: Option<Instant>,
     /// Smoothed time a request holds a slot, for honest Retry-After estimates.
     ewma_service: Duration,
+    circuit: Circuit,
+    aimd: Option<Aimd>,
+}
+
+impl State {
+    /// Slots usable now: one probe while the circuit is half-open.
+    fn cap(&self) -> u32 {
+        if self.circuit.half_open {
+            self.limit.min(1)
+        } else {
+            self.limit
+        }
+    }
+
+    fn new_aimd(spec: &LaneSpec) -> Option<Aimd> {
+        spec.adaptive.then(|| {
+            let max = spec.max_concurrent.unwrap_or(ADAPTIVE_CEILING);
+            Aimd::new(ADAPTIVE_START, max)
+        })
+    }
+
+    fn configured_limit(&self) -> u32 {
+        match &self.aimd {
+            Some(a) => a.limit(),
+            None => self.spec.max_concurrent.unwrap_or(UNLIMITED),
+        }
+    }
+
+    fn pause(&mut self, until: Instant) -> bool {
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub struct Lane {
@@ -81,10 +127,15 @@ const UNLIMITED: u32 = u32::MAX;
 impl Lane {
     /// Creates a lane and its timer task (which ends when the lane is dropped).
     pub fn new(spec: LaneSpec) -> Arc<Self> {
+        let aimd = State::new_aimd(&spec);
         let lane = Arc::new(Self {
             name: spec.name.clone(),
             state: Mutex::new(State {
-                limit: spec.max_concurrent.unwrap_or(UNLIMITED),
+                limit: aimd
+                    .as_ref()
+                    .map_or(spec.max_concurrent.unwrap_or(UNLIMITED), Aimd::limit),
+                circuit: Circuit::default(),
+                aimd,
                 in_flight: 0,
                 rates: Rates::new(spec.rates),
                 queue: FairQueue::default(),
@@ -119,8 +170,11 @@ impl Lane {
         {
             let mut st = self.lock();
             st.rates.reconfigure(spec.rates);
-            st.limit = spec.max_concurrent.unwrap_or(UNLIMITED);
+            if spec.adaptive != st.spec.adaptive || spec.max_concurrent != st.spec.max_concurrent {
+                st.aimd = State::new_aimd(&spec);
+            }
             st.spec = spec;
+            st.limit = st.configured_limit();
         }
         self.dispatch();
     }
@@ -129,7 +183,7 @@ impl Lane {
     pub fn set_limit(self: &Arc<Self>, limit: Option<u32>) {
         {
             let mut st = self.lock();
-            st.limit = limit.or(st.spec.max_concurrent).unwrap_or(UNLIMITED).max(1);
+            st.limit = limit.unwrap_or_else(|| st.configured_limit()).max(1);
         }
         self.dispatch();
     }
@@ -138,11 +192,46 @@ impl Lane {
     /// pool mates.
     pub fn pause_until(&self, until: Instant) {
         let mut st = self.lock();
-        if st.paused_until.is_none_or(|p| p < until) {
-            st.paused_until = Some(until);
+        if st.pause(until) {
             st.next_wake = Some(until);
             self.timer.notify_one();
         }
+    }
+
+    /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit.
+    pub fn feedback(self: &Arc<Self>, fb: Feedback) {
+        let now = Instant::now();
+        let paused = {
+            let mut st = self.lock();
+            let mut pause = None;
+            match fb {
+                Feedback::Success { latency } => {
+                    st.circuit.record(false);
+                    if let Some(a) = &mut st.aimd {
+                        a.success(latency);
+                    }
+                }
+                Feedback::Overloaded { retry_after } => {
+                    if let Some(a) = &mut st.aimd {
+                        a.overload();
+                    }
+                    pause = retry_after;
+                }
+                Feedback::Exhausted { reset } => pause = Some(reset),
+                Feedback::Failed => pause = st.circuit.record(true),
+            }
+            st.limit = st.configured_limit();
+            match pause {
+                Some(p) if !p.is_zero() && st.pause(now + p) => Some(now + p),
+                _ => None,
+            }
+        };
+        if let Some(until) = paused {
+            tracing::info!(lane = %self.name, pause_ms = (until - now).as_millis() as u64, "lane paused");
+            self.lock().next_wake = Some(until);
+            self.timer.notify_one();
+        }
+        self.dispatch();
     }
 
     pub fn snapshot(&self) -> LaneSnapshot {
@@ -159,6 +248,13 @@ impl Lane {
                 .paused_until
                 .filter(|&p| p > now)
                 .map(|p| p.duration_since(now)),
+            health: if st.circuit.open {
+                Health::Open
+            } else if st.paused_until.is_some_and(|p| p > now) {
+                Health::CoolingDown
+            } else {
+                Health::Ok
+            },
         }
     }
 
@@ -188,7 +284,7 @@ impl Lane {
     pub(crate) fn headroom(&self, now: Instant, tokens: u64) -> (bool, u32, usize) {
         let st = self.lock();
         let open = st.paused_until.is_none_or(|p| p <= now) && st.rates.check(now, tokens).is_ok();
-        (open, st.limit.saturating_sub(st.in_flight), self.queued())
+        (open, st.cap().saturating_sub(st.in_flight), self.queued())
     }
 
     /// The fast path: takes a slot at once if nobody is waiting and capacity is free.
@@ -200,7 +296,7 @@ impl Lane {
         if self.queued() > 0 {
             return Err(Busy::Queue);
         }
-        if st.in_flight >= st.limit {
+        if st.in_flight >= st.cap() {
             return Err(Busy::Full);
         }
         st.rates.check(now, tokens).map_err(Busy::Rate)?;
@@ -321,7 +417,7 @@ impl Lane {
                 }
                 st.paused_until = None;
             }
-            if st.in_flight >= st.limit {
+            if st.in_flight >= st.cap() {
                 break None;
             }
             let Some(head) = st.queue.peek() else {

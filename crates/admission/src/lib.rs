@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod gcra;
+pub mod health;
 pub mod key;
 pub mod lane;
 pub mod permit;
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{AdmissionError, RateKind, Scope};
+pub use health::{Feedback, Health};
 pub use key::{Key, KeySpec, KeyUsage};
 pub use lane::{Lane, LaneSnapshot, LaneSpec};
 pub use permit::Permit;

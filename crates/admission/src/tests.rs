@@ -7,6 +7,7 @@ use tokio::time::{advance, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::health::{Feedback, Health};
 
 fn lane(name: &str, max: Option<u32>, mode: Mode) -> Arc<Lane> {
     Lane::new(LaneSpec {
@@ -16,6 +17,7 @@ fn lane(name: &str, max: Option<u32>, mode: Mode) -> Arc<Lane> {
         queue_max_len: 3,
         queue_timeout: Duration::from_secs(10),
         on_limit: mode,
+        adaptive: false,
     })
 }
 
@@ -195,6 +197,7 @@ async fn queued_requests_follow_the_rate_limit() {
         queue_max_len: 100,
         queue_timeout: Duration::from_secs(10),
         on_limit: Mode::Queue,
+        adaptive: false,
     });
     let k = anon();
     let c = CancellationToken::new();
@@ -220,6 +223,7 @@ async fn a_request_larger_than_the_token_limit_is_refused_at_once() {
         queue_max_len: 100,
         queue_timeout: Duration::from_secs(10),
         on_limit: Mode::Queue,
+        adaptive: false,
     });
     let k = anon();
     let c = CancellationToken::new();
@@ -262,6 +266,7 @@ async fn tokens_are_settled_to_actual_usage() {
         queue_max_len: 100,
         queue_timeout: Duration::from_secs(10),
         on_limit: Mode::Reject,
+        adaptive: false,
     });
     let k = anon();
     let c = CancellationToken::new();
@@ -324,6 +329,7 @@ async fn weights_share_a_contended_lane() {
         queue_max_len: 1000,
         queue_timeout: Duration::from_secs(600),
         on_limit: Mode::Queue,
+        adaptive: false,
     });
     let heavy = key(1, 3);
     let light = key(2, 1);
@@ -398,4 +404,59 @@ async fn key_limits_reject_by_default() {
         "2 rpm refills one request every 30 s"
     );
     assert_eq!(k.usage().requests, Some((2, 0, Duration::from_secs(60))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_open_the_circuit_then_one_probe_runs() {
+    let l = lane("c", Some(4), Mode::Queue);
+    let k = anon();
+    let c = CancellationToken::new();
+    for _ in 0..crate::health::FAILURES_TO_OPEN {
+        l.feedback(Feedback::Failed);
+    }
+    assert_eq!(l.snapshot().health, Health::Open);
+    assert_eq!(l.snapshot().cooldown_until, Some(crate::health::FIRST_OPEN));
+    let (l2, k2, c2) = (l.clone(), k.clone(), c.clone());
+    let waiting = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.ok() });
+    settle().await;
+    assert_eq!(l.snapshot().in_flight, 0, "nothing is sent while open");
+    advance(crate::health::FIRST_OPEN).await;
+    settle().await;
+    let probe = waiting
+        .await
+        .unwrap()
+        .expect("the probe goes out when the pause ends");
+    assert_eq!(l.snapshot().in_flight, 1);
+    let (l3, k3, c3) = (l.clone(), k.clone(), c.clone());
+    let second = tokio::spawn(async move {
+        ask(&[l3], &k3, &c3)
+            .await
+            .map(|p| p.lane().name().to_owned())
+    });
+    settle().await;
+    assert_eq!(l.snapshot().queued, 1, "half-open: one probe at a time");
+    l.feedback(Feedback::Success {
+        latency: Duration::from_millis(50),
+    });
+    assert_eq!(second.await.unwrap().unwrap(), "c");
+    assert_eq!(l.snapshot().health, Health::Ok);
+    drop(probe);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_lane_cools_down_and_its_pool_mate_serves() {
+    let a = lane("a", Some(4), Mode::Queue);
+    let b = lane("b", Some(4), Mode::Queue);
+    let k = anon();
+    let c = CancellationToken::new();
+    a.feedback(Feedback::Overloaded {
+        retry_after: Some(Duration::from_secs(2)),
+    });
+    assert_eq!(a.snapshot().health, Health::CoolingDown);
+    for _ in 0..3 {
+        let p = ask(&[a.clone(), b.clone()], &k, &c).await.unwrap();
+        assert_eq!(p.lane().name(), "b");
+    }
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(a.snapshot().health, Health::Ok);
 }

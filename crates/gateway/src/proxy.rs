@@ -492,4 +492,3 @@ async fn attempts(
         }
     }
 }
-
