@@ -13,8 +13,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 pub const FAILURES_TO_OPEN: u32 = 5;
 pub const FIRST_OPEN: Duration = Duration::from_secs(2);
 pub const MAX_OPEN: Duration = Duration::from_secs(60);

@@ -116,7 +116,11 @@ pub struct Lane {
 
 /// Why the fast path failed.
 pub(crate) enum Busy {
-    Paused(Instant),
+    /// Cooling down or open until then; `open` when the circuit is open (the upstream fails).
+    Paused {
+        until: Instant,
+        open: bool,
+    },
     Full,
     Rate(Blocked),
     Queue,
@@ -291,7 +295,10 @@ impl Lane {
     pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> Result<(), Busy> {
         let mut st = self.lock();
         if let Some(p) = st.paused_until.filter(|&p| p > now) {
-            return Err(Busy::Paused(p));
+            return Err(Busy::Paused {
+                until: p,
+                open: st.circuit.open,
+            });
         }
         if self.queued() > 0 {
             return Err(Busy::Queue);
@@ -326,7 +333,7 @@ impl Lane {
                 kind,
                 retry_after: at - now,
             },
-            Busy::Paused(until) => AdmissionError::NoLaneAvailable {
+            Busy::Paused { until, .. } => AdmissionError::NoLaneAvailable {
                 retry_after: until - now,
             },
             Busy::Full | Busy::Queue => AdmissionError::ConcurrencyLimited {

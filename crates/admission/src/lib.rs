@@ -123,15 +123,39 @@ async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<Arc<Lane>, Adm
     let now = Instant::now();
     let ordered = by_headroom(lanes, now, ask.tokens);
     let mut first_refusal = None;
+    // A lane is down for this request when its circuit is open, or when it cools down past the
+    // time the request could wait. When every lane is down, waiting would only hide the outage:
+    // say so at once (the gateway then tries the route's fallbacks), with when the first lane
+    // reopens. A short cooldown is simply waited out in the queue.
+    let longest_wait = ordered
+        .iter()
+        .map(|l| l.queue_limits().1)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let wait_until = ask.deadline.min(now + longest_wait);
+    let mut all_down: Option<Instant> = Some(now + Duration::from_secs(86_400));
     for lane in &ordered {
         match lane.try_take(now, ask.tokens) {
             Ok(()) => return Ok(Arc::clone(lane)),
             Err(busy) => {
+                all_down = match (&busy, all_down) {
+                    (lane::Busy::Paused { until, open }, Some(min))
+                        if *open || *until > wait_until =>
+                    {
+                        Some(min.min(*until))
+                    }
+                    _ => None,
+                };
                 if first_refusal.is_none() {
                     first_refusal = Some(lane.refusal(busy, now, ask.tokens));
                 }
             }
         }
+    }
+    if let Some(until) = all_down {
+        return Err(AdmissionError::NoLaneAvailable {
+            retry_after: until - now,
+        });
     }
     let queueing: Vec<Arc<Lane>> = ordered
         .iter()

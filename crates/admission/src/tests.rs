@@ -416,15 +416,16 @@ async fn failures_open_the_circuit_then_one_probe_runs() {
     }
     assert_eq!(l.snapshot().health, Health::Open);
     assert_eq!(l.snapshot().cooldown_until, Some(crate::health::FIRST_OPEN));
-    let (l2, k2, c2) = (l.clone(), k.clone(), c.clone());
-    let waiting = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.ok() });
-    settle().await;
-    assert_eq!(l.snapshot().in_flight, 0, "nothing is sent while open");
+    let refused = ask(&[l.clone()], &k, &c).await.err();
+    assert_eq!(
+        refused,
+        Some(AdmissionError::NoLaneAvailable {
+            retry_after: crate::health::FIRST_OPEN
+        })
+    );
     advance(crate::health::FIRST_OPEN).await;
-    settle().await;
-    let probe = waiting
+    let probe = ask(&[l.clone()], &k, &c)
         .await
-        .unwrap()
         .expect("the probe goes out when the pause ends");
     assert_eq!(l.snapshot().in_flight, 1);
     let (l3, k3, c3) = (l.clone(), k.clone(), c.clone());
@@ -459,4 +460,40 @@ async fn a_rate_limited_lane_cools_down_and_its_pool_mate_serves() {
     }
     advance(Duration::from_secs(2)).await;
     assert_eq!(a.snapshot().health, Health::Ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_that_is_entirely_paused_refuses_with_the_reopening_time() {
+    let a = lane("a", Some(4), Mode::Queue);
+    let b = lane("b", Some(4), Mode::Queue);
+    // Cooldowns longer than the request may wait (the lanes' queue timeout is 10 s).
+    a.feedback(Feedback::Overloaded {
+        retry_after: Some(Duration::from_secs(30)),
+    });
+    b.feedback(Feedback::Overloaded {
+        retry_after: Some(Duration::from_secs(50)),
+    });
+    let err = ask(&[a.clone(), b.clone()], &anon(), &CancellationToken::new())
+        .await
+        .err();
+    assert_eq!(
+        err,
+        Some(AdmissionError::NoLaneAvailable {
+            retry_after: Duration::from_secs(30)
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_cooldown_is_waited_out() {
+    let a = lane("a", Some(4), Mode::Queue);
+    a.feedback(Feedback::Overloaded {
+        retry_after: Some(Duration::from_millis(300)),
+    });
+    let t0 = Instant::now();
+    let p = ask(&[a.clone()], &anon(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(Instant::now() - t0, Duration::from_millis(300));
+    drop(p);
 }

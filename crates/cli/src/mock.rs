@@ -40,6 +40,18 @@ pub struct Args {
     /// Seed for jitter and injected errors
     #[arg(long)]
     seed: Option<u64>,
+    /// Answer the first N requests with --fail-status (scripted failures)
+    #[arg(long, default_value_t = 0)]
+    fail_first: u64,
+    /// Status of the scripted failures
+    #[arg(long, default_value_t = 429)]
+    fail_status: u16,
+    /// Error code in the scripted failures' body (e.g. insufficient_quota)
+    #[arg(long)]
+    fail_code: Option<String>,
+    /// Retry-After of the scripted failures, in milliseconds (0: none)
+    #[arg(long, default_value_t = 1000)]
+    fail_retry_after_ms: u64,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -58,6 +70,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         error_rate: a.error_rate,
         slowdown_above: a.slowdown_above,
         seed: a.seed,
+        fail_first: a.fail_first,
+        fail_status: a.fail_status,
+        fail_code: a.fail_code,
+        fail_retry_after_ms: a.fail_retry_after_ms,
     };
     let server = MockServer::start(a.listen, cfg)
         .await

@@ -76,12 +76,13 @@ pub fn views(app: &App) -> Vec<RequestView> {
         .all()
         .into_iter()
         .map(|e| {
-            let started = e.started.get();
+            let started = e.running();
             let queued_ms = started
+                .as_ref()
                 .map_or(now, |(s, _)| *s)
                 .duration_since(e.created)
                 .as_millis() as u64;
-            let (position, pool) = match (started, pos.get(&e.tag)) {
+            let (position, pool) = match (&started, pos.get(&e.tag)) {
                 (None, Some((p, pool))) => (Some(*p), pool.clone()),
                 _ => (None, Vec::new()),
             };
@@ -92,12 +93,14 @@ pub fn views(app: &App) -> Vec<RequestView> {
                 } else {
                     "queued"
                 },
-                lane: e.lane().map(str::to_owned),
+                lane: started.as_ref().map(|(_, l)| l.to_string()),
                 key: e.key.to_string(),
                 model: e.model.clone(),
                 stream: e.stream,
                 queued_ms,
-                running_ms: started.map(|(s, _)| now.duration_since(*s).as_millis() as u64),
+                running_ms: started
+                    .as_ref()
+                    .map(|(s, _)| now.duration_since(*s).as_millis() as u64),
                 attempt: e.attempt.load(std::sync::atomic::Ordering::Relaxed),
                 position,
                 pool,
@@ -171,7 +174,9 @@ async fn stop_all(
     let mut n = 0;
     for e in app.table.all() {
         if e.is_running()
-            && f.lane.as_deref().is_none_or(|l| e.lane() == Some(l))
+            && f.lane
+                .as_deref()
+                .is_none_or(|l| e.lane().as_deref() == Some(l))
             && !e.cancel.is_cancelled()
         {
             e.operator_cancel();
@@ -228,10 +233,10 @@ pub fn lane_views(app: &App) -> Vec<LaneView> {
                 limit: s.limit,
                 rpm_used: s.rpm_used,
                 tpm_used: s.tpm_used,
-                state: if s.cooldown_until.is_some() {
-                    "cooling_down"
-                } else {
-                    "ok"
+                state: match s.health {
+                    laneway_admission::Health::Ok => "ok",
+                    laneway_admission::Health::CoolingDown => "cooling_down",
+                    laneway_admission::Health::Open => "open",
                 },
                 cooldown_until: s.cooldown_until.map(|d| {
                     humantime::format_rfc3339_millis(std::time::SystemTime::now() + d).to_string()

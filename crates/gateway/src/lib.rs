@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`server`]: the router and the request-id middleware.
 //! - [`proxy`]: the OpenAI endpoints, from body to relayed response (the request path).
+//! - [`forward`]: attempts, retries on the pool, lane health feedback, fallbacks.
 //! - [`body`]: the relayed response body, which owns the request's permit.
 //! - [`respond`]: the one place errors become responses.
 //! - [`runtime`]: the configuration in force as live lanes, routes and keys; swapped on reload.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod forward;
 pub mod ledger;
 pub mod metrics;
 pub mod ops;

@@ -12,29 +12,24 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use laneway_admission::{acquire, Ask};
-use laneway_core::wire::{self, Endpoint, RequestMeta};
+use laneway_core::wire::{self, Endpoint};
 use laneway_core::{ApiError, ErrorCode};
-use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::sse::UsageTap;
-use laneway_upstream::{Hints, UpstreamRequest};
 use tokio::time::Instant;
 
 use crate::body::{Held, ProxyBody, Watch};
+use crate::forward::{forward, Forwarded, Plan};
 use crate::ledger::{End, Ledger};
-use crate::metrics::{LaneLabel, LaneReason, Reason};
-use crate::respond::{self, GatewayError};
-use crate::runtime::{KeyRt, LaneRt, Runtime};
+use crate::metrics::Reason;
+use crate::respond::GatewayError;
+use crate::runtime::{KeyRt, Runtime};
 use crate::server::RequestId;
 use crate::table::Entry;
-use crate::{retry, App};
-
-/// Largest upstream error body read to classify it (a quota error versus a rate limit).
-const MAX_ERROR_BODY: usize = 1 << 20;
+use crate::App;
 
 pub async fn chat(State(app): State<Arc<App>>, req: Request) -> Response {
     handle(app, Endpoint::ChatCompletions, req).await
@@ -276,67 +271,32 @@ async fn run(
         meta.stream,
     );
     let entry = registration.entry.clone();
-    let ask = Ask {
-        key: &key.key,
+    let plan = Plan {
+        app,
+        rt,
+        entry: &entry,
+        key: &key,
+        meta: &meta,
+        body: &body,
+        endpoint,
         priority,
         tokens,
         deadline,
-        cancel: &entry.cancel,
-        tag: entry.tag,
     };
-    let permit = acquire(&route.pool, ask).await?;
-    let lane_name: Arc<str> = Arc::from(permit.lane().name());
-    let _ = entry.started.set((Instant::now(), lane_name.clone()));
-    let lane = rt.lane(&lane_name).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Internal,
-            "the granted lane vanished from the configuration",
-        )
-    })?;
-    app.metrics
-        .queue_wait
-        .get_or_create(&LaneLabel {
-            lane: lane_name.to_string(),
-        })
-        .observe(permit.queued_for.as_secs_f64());
-    if let Some(l) = ledger.as_mut() {
-        l.lane = Some(lane_name.clone());
-        l.queue_wait = Some(permit.queued_for);
-        l.upstream_start = Some(Instant::now());
-    }
-
-    // Ask for usage on streams when a token limit needs settling and the client did not.
-    let settle_stream = meta.stream
-        && !meta.include_usage
-        && (lane.has_tpm || key.config.as_ref().is_some_and(|k| k.limits.tpm.is_some()));
-    let mut upstream_body = match &lane.config.model {
-        Some(m) => meta.rewrite_model(&body, m),
-        None => body.clone(),
-    };
-    if settle_stream {
-        upstream_body = RequestMeta::with_stream_usage(&upstream_body);
-    }
+    let Forwarded {
+        response,
+        permit,
+        strip_usage,
+    } = forward(&plan, route, ledger).await?;
     drop(body);
-
-    let resp = attempts(
-        app,
-        rt,
-        lane,
-        &entry,
-        endpoint,
-        upstream_body,
-        deadline,
-        ledger,
-    )
-    .await?;
-    let (parts, incoming) = resp.into_parts();
+    let (parts, incoming) = response.into_parts();
     let sse = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let tap = if sse {
-        UsageTap::sse(settle_stream)
+        UsageTap::sse(strip_usage)
     } else {
         UsageTap::json()
     };
@@ -358,7 +318,7 @@ async fn run(
         ledger,
         watch,
     };
-    let body = ProxyBody::new(incoming, tap, held, sse, !settle_stream);
+    let body = ProxyBody::new(incoming, tap, held, sse, !strip_usage);
     out.body(Body::new(body))
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()).into())
 }
@@ -371,124 +331,4 @@ fn watch(entry: Arc<Entry>, deadline: Instant) -> Watch {
             () = tokio::time::sleep_until(deadline) => End::Deadline,
         }
     })
-}
-
-fn cancelled() -> GatewayError {
-    ApiError::new(
-        ErrorCode::RequestCancelled,
-        "an operator stopped this request; send it again if it is still needed",
-    )
-    .into()
-}
-
-fn deadline_exceeded() -> GatewayError {
-    ApiError::new(
-        ErrorCode::DeadlineExceeded,
-        "the request's deadline passed before the upstream answered; raise x-laneway-timeout or server.request_timeout if it needs longer",
-    )
-    .into()
-}
-
-/// Sends the request upstream, retrying what is worth retrying while the budget and the
-/// deadline allow. Only called before anything was sent to the client.
-#[allow(clippy::too_many_arguments)]
-async fn attempts(
-    app: &Arc<App>,
-    rt: &Runtime,
-    lane: &LaneRt,
-    entry: &Entry,
-    endpoint: Endpoint,
-    body: Bytes,
-    deadline: Instant,
-    ledger: &mut Option<Ledger>,
-) -> Result<http::Response<hyper::body::Incoming>, GatewayError> {
-    let retry = &rt.config.retry;
-    let budget = &lane.budget;
-    budget.deposit(retry);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        entry
-            .attempt
-            .store(attempt, std::sync::atomic::Ordering::Relaxed);
-        if let Some(l) = ledger.as_mut() {
-            l.attempts = attempt;
-        }
-        let now = Instant::now();
-        let request = UpstreamRequest {
-            url: lane.url(endpoint),
-            api_key: lane.config.api_key.as_ref().map(|k| k.expose().as_str()),
-            body: body.clone(),
-            request_id: ledger.as_ref().map_or("-", |l| &l.id),
-            first_byte_timeout: lane
-                .config
-                .first_byte_timeout
-                .min(deadline.saturating_duration_since(now)),
-        };
-        let client = app.client();
-        let sent = tokio::select! {
-            r = client.send(request) => r,
-            () = entry.cancel.cancelled() => return Err(cancelled()),
-            () = tokio::time::sleep_until(deadline) => return Err(deadline_exceeded()),
-        };
-        let (failure, hint, reason) = match sent {
-            Ok(resp)
-                if resp.status().is_success()
-                    || resp.status().is_informational()
-                    || resp.status().is_redirection() =>
-            {
-                return Ok(resp)
-            }
-            Ok(resp) => {
-                let status = resp.status();
-                let hints = Hints::from_headers(resp.headers());
-                let (parts, incoming) = resp.into_parts();
-                let bytes = tokio::select! {
-                    b = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect() => b.map(|c| c.to_bytes()).unwrap_or_default(),
-                    () = entry.cancel.cancelled() => return Err(cancelled()),
-                    () = tokio::time::sleep_until(deadline) => return Err(deadline_exceeded()),
-                };
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    app.metrics
-                        .upstream_429
-                        .get_or_create(&LaneLabel {
-                            lane: lane.lane.name().to_owned(),
-                        })
-                        .inc();
-                }
-                let passthrough = respond::upstream_error(parts, bytes.clone(), hints.retry_after);
-                match classify(status, is_quota_error(&bytes)) {
-                    Outcome::Retryable { .. } => (
-                        passthrough,
-                        hints.retry_after,
-                        format!("status_{}", status.as_u16()),
-                    ),
-                    _ => return Err(passthrough),
-                }
-            }
-            Err(e) if e.retryable() => {
-                tracing::debug!(lane = lane.lane.name(), error = %e, "upstream attempt failed");
-                (GatewayError::from(e), None, "connect".to_owned())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if attempt >= retry.max_attempts.get() || !budget.withdraw(retry) {
-            return Err(failure);
-        }
-        let delay = retry::backoff(retry, attempt).max(hint.unwrap_or_default());
-        if Instant::now() + delay >= deadline {
-            return Err(failure);
-        }
-        app.metrics
-            .retries
-            .get_or_create(&LaneReason {
-                lane: lane.lane.name().to_owned(),
-                reason,
-            })
-            .inc();
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = entry.cancel.cancelled() => return Err(cancelled()),
-        }
-    }
 }

@@ -108,6 +108,7 @@ pub fn lane_spec(c: &LaneConfig) -> LaneSpec {
         queue_max_len: c.queue.max_len,
         queue_timeout: c.queue.timeout,
         on_limit: mode(c.on_limit),
+        adaptive: c.adaptive,
     }
 }
 
@@ -210,6 +211,15 @@ impl Runtime {
 
     fn key_named(&self, name: &str) -> Option<&Arc<KeyRt>> {
         self.keys.values().find(|k| k.name() == name)
+    }
+
+    /// The route a fallback pattern leads to: the route written with that same pattern, or
+    /// the first route serving it as a model id.
+    pub fn route_for_pattern(&self, pattern: &str) -> Option<&RouteRt> {
+        self.routes
+            .iter()
+            .find(|r| r.pattern == pattern)
+            .or_else(|| self.route_for(pattern))
     }
 
     pub fn route_for(&self, model: &str) -> Option<&RouteRt> {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -21,8 +21,9 @@ pub struct Entry {
     pub model: String,
     pub stream: bool,
     pub created: Instant,
-    /// Set when a lane slot is granted.
-    pub started: OnceLock<(Instant, Arc<str>)>,
+    /// When and where the request got a lane slot; `None` while it waits (again, when a retry
+    /// waits for another lane).
+    started: Mutex<Option<(Instant, Arc<str>)>>,
     pub attempt: AtomicU32,
     pub cancel: CancellationToken,
     /// Why `cancel` fired: an operator (true) or the gateway itself.
@@ -30,12 +31,28 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn is_running(&self) -> bool {
-        self.started.get().is_some()
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<str>)>> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn lane(&self) -> Option<&str> {
-        self.started.get().map(|(_, l)| &**l)
+    pub fn running(&self) -> Option<(Instant, Arc<str>)> {
+        self.slot().clone()
+    }
+
+    pub fn set_running(&self, lane: Arc<str>) {
+        *self.slot() = Some((Instant::now(), lane));
+    }
+
+    pub fn set_waiting(&self) {
+        *self.slot() = None;
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.slot().is_some()
+    }
+
+    pub fn lane(&self) -> Option<Arc<str>> {
+        self.slot().as_ref().map(|(_, l)| l.clone())
     }
 
     pub fn operator_cancel(&self) {
@@ -108,7 +125,7 @@ impl Table {
             model,
             stream,
             created: Instant::now(),
-            started: OnceLock::new(),
+            started: Mutex::new(None),
             attempt: AtomicU32::new(0),
             cancel: CancellationToken::new(),
             by_operator: AtomicBool::new(false),

@@ -147,6 +147,32 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     );
     let cfg = &s.cfg;
 
+    if n < cfg.fail_first {
+        guard.complete(false);
+        let status = StatusCode::from_u16(cfg.fail_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            s.stats.rejected_429.fetch_add(1, Relaxed);
+        } else {
+            s.stats.errors_injected.fetch_add(1, Relaxed);
+        }
+        let code = cfg
+            .fail_code
+            .as_deref()
+            .unwrap_or(if status.as_u16() == 429 {
+                "rate_limit_exceeded"
+            } else {
+                "server_error"
+            });
+        let mut r = error(status, code, "scripted failure");
+        if cfg.fail_retry_after_ms > 0 {
+            let ms = cfg.fail_retry_after_ms;
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+            r.headers_mut()
+                .insert("retry-after-ms", HeaderValue::from(ms));
+        }
+        return r;
+    }
     if let Some(max) = cfg.max_concurrent {
         if in_flight > u64::from(max) {
             s.stats.rejected_429.fetch_add(1, Relaxed);

@@ -44,12 +44,22 @@ pub struct MockConfig {
     /// Above this many in flight, each extra in-flight request adds 10% of the latency.
     pub slowdown_above: Option<u32>,
     pub seed: Option<u64>,
+    /// The first N requests are answered with `fail_status` (scripted failures for tests).
+    pub fail_first: u64,
+    /// Status of the scripted failures (429 by default).
+    pub fail_status: u16,
+    /// Error code in their body, e.g. `insufficient_quota`.
+    pub fail_code: Option<String>,
+    /// `Retry-After` of the scripted failures, in milliseconds (0 sends none).
+    pub fail_retry_after_ms: u64,
 }
 
 impl MockConfig {
     pub fn new() -> Self {
         Self {
             output_tokens: 16,
+            fail_status: 429,
+            fail_retry_after_ms: 1000,
             ..Self::default()
         }
     }

@@ -5,4 +5,5 @@ mod admission;
 mod binary;
 mod errors;
 mod proxy;
+mod resilience;
 mod util;
