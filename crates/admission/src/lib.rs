@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{AdmissionError, RateKind, Scope};
 pub use health::{Feedback, Health};
-pub use key::{Key, KeySpec, KeyUsage};
+pub use key::{Key, KeyPermit, KeySpec, KeyUsage};
 pub use lane::{Lane, LaneSnapshot, LaneSpec};
 pub use permit::Permit;
 pub use rates::RateSpec;
@@ -62,7 +62,6 @@ pub struct Ask<'a> {
 /// Admits a request: first its key's limits, then a slot on the pool's lane with the most
 /// headroom, waiting in the lanes' queues if every lane is busy.
 pub async fn acquire(lanes: &[Arc<Lane>], ask: Ask<'_>) -> Result<Permit, AdmissionError> {
-    let start = Instant::now();
     // A request larger than every lane's token limit would wait forever: refuse it now.
     if !lanes.iter().any(|l| l.fits(ask.tokens).is_ok()) {
         return Err(match lanes.first() {
@@ -75,7 +74,18 @@ pub async fn acquire(lanes: &[Arc<Lane>], ask: Ask<'_>) -> Result<Permit, Admiss
             },
         });
     }
-    let mut key = ask.key.admit(ask.tokens, ask.deadline, ask.cancel).await?;
+    let key = ask.key.admit(ask.tokens, ask.deadline, ask.cancel).await?;
+    acquire_with_key(lanes, ask, key).await
+}
+
+/// Admits a request that already holds its key's share (a retry, after
+/// [`Permit::into_key`]) onto a lane of the pool.
+pub async fn acquire_with_key(
+    lanes: &[Arc<Lane>],
+    ask: Ask<'_>,
+    mut key: key::KeyPermit,
+) -> Result<Permit, AdmissionError> {
+    let start = Instant::now();
     match admit_lane(lanes, &ask).await {
         Ok(lane) => Ok(Permit::new(lane, key, ask.tokens, start.elapsed())),
         Err(e) => {

@@ -13,7 +13,8 @@ use crate::lane::Lane;
 
 pub struct Permit {
     lane: Arc<Lane>,
-    key: KeyPermit,
+    /// Always present; an `Option` only so that [`Permit::into_key`] can move it out.
+    key: Option<KeyPermit>,
     tokens: u64,
     started: Instant,
     /// Time spent waiting for the slot.
@@ -29,7 +30,7 @@ impl Permit {
     ) -> Self {
         Self {
             lane,
-            key,
+            key: Some(key),
             tokens,
             started: Instant::now(),
             queued_for,
@@ -40,8 +41,10 @@ impl Permit {
         &self.lane
     }
 
-    pub fn key(&self) -> &KeyPermit {
-        &self.key
+    /// Releases the lane slot and keeps the key's share, for a retry on another lane: the
+    /// request is still one request to its key.
+    pub fn into_key(mut self) -> Option<KeyPermit> {
+        self.key.take()
     }
 
     /// Tokens reserved against the tokens-per-minute limits.
@@ -53,7 +56,9 @@ impl Permit {
     /// over-estimated, charges what was under. Called once, when the response's usage is known.
     pub fn settle_tokens(&mut self, actual: u64) {
         self.lane.settle_tokens(self.tokens, actual);
-        self.key.settle_tokens(actual);
+        if let Some(k) = &mut self.key {
+            k.settle_tokens(actual);
+        }
         self.tokens = actual;
     }
 }

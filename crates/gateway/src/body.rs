@@ -118,7 +118,19 @@ impl Body for ProxyBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        if let Some(out) = this.tap.feed(data) {
+                        let out = this.tap.feed(data);
+                        // The last bytes of a body of known length: the request is complete now,
+                        // whether or not the client lingers for the end-of-body poll.
+                        if this.inner.is_end_stream() {
+                            let rest = this.tap.finish();
+                            this.finish(End::Complete);
+                            let all = match (out, rest) {
+                                (Some(a), Some(b)) => Some([a, b].concat().into()),
+                                (a, b) => a.or(b),
+                            };
+                            return Poll::Ready(all.map(|b| Ok(Frame::data(b))));
+                        }
+                        if let Some(out) = out {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use laneway_admission::{acquire, AdmissionError, Ask, Feedback, Lane, Permit};
+use laneway_admission::{
+    acquire, acquire_with_key, AdmissionError, Ask, Feedback, KeyPermit, Lane, Permit,
+};
 use laneway_core::wire::{Endpoint, RequestMeta};
 use laneway_core::{glob, ApiError, ErrorCode};
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
@@ -142,6 +144,9 @@ async fn serve_route(
     let entry = plan.entry;
     let mut failed: Vec<Arc<Lane>> = Vec::new();
     let mut attempt = 0;
+    // After the first attempt the request keeps its key's share across retries: it is still one
+    // request to its key's limits.
+    let mut key_share: Option<KeyPermit> = None;
     loop {
         entry.set_waiting();
         let lanes = candidates(&route.pool, &failed);
@@ -153,7 +158,11 @@ async fn serve_route(
             cancel: &entry.cancel,
             tag: entry.tag,
         };
-        let permit = match acquire(&lanes, ask).await {
+        let admitted = match key_share.take() {
+            Some(k) => acquire_with_key(&lanes, ask, k).await,
+            None => acquire(&lanes, ask).await,
+        };
+        let permit = match admitted {
             Ok(p) => p,
             Err(e @ AdmissionError::NoLaneAvailable { .. }) => {
                 return Err(Failure::route_down(e.into()))
@@ -284,7 +293,7 @@ async fn serve_route(
             Err(e) => return Err(Failure::last(e.into())),
         };
         failed.push(permit.lane().clone());
-        drop(permit);
+        key_share = permit.into_key();
         if attempt >= retry.max_attempts.get() || !lane.budget.withdraw(retry) {
             return Err(Failure::route_down(error));
         }

@@ -1,6 +1,7 @@
 //! Laneway's integration tests: real gateways and mock upstreams on 127.0.0.1:0.
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod admission;
 mod binary;
 mod errors;

@@ -1,0 +1,374 @@
+//! The operator surface: admin API, metrics that add up, hot reload under load.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use crate::util::*;
+
+const ADMIN: &str = "[server]\nadmin_key = \"adm\"\n";
+
+async fn admin_get(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> Value {
+    let r = c
+        .get(url(g.addr, path))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+async fn admin_post(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> (u16, Value) {
+    let r = c
+        .post(url(g.addr, path))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Starts `n` slow requests in the background with ids `{prefix}-{i}`.
+fn fire(
+    c: &reqwest::Client,
+    g: &laneway_gateway::Gateway,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(u16, Value)>> {
+    (0..n)
+        .map(|i| {
+            let (c, addr, id) = (c.clone(), g.addr, format!("{prefix}-{i}"));
+            tokio::spawn(async move {
+                let r = c
+                    .post(url(addr, "/v1/chat/completions"))
+                    .header("x-request-id", id)
+                    .json(&chat_body("mock-1"))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect()
+}
+
+async fn wait_for(
+    c: &reqwest::Client,
+    g: &laneway_gateway::Gateway,
+    running: usize,
+    queued: usize,
+) {
+    let ok = until(Duration::from_secs(5), || async {
+        let v = admin_get(c, g, "/admin/requests").await;
+        let count = |s: &str| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == s)
+                .count()
+        };
+        count("running") == running && count("queued") == queued
+    })
+    .await;
+    assert!(ok, "{}", admin_get(c, g, "/admin/requests").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_its_key_and_is_off_without_one() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", ADMIN).await;
+    let c = client();
+    assert_eq!(
+        c.get(url(g.addr, "/admin/requests"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = c
+        .get(url(g.addr, "/admin/lanes"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(error_code(r).await, "invalid_api_key");
+    let off = simple(&m.url(), "", "").await;
+    let r = c
+        .get(url(off.addr, "/admin/lanes"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_cancel_act_on_the_right_state() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 30_000;
+    let m = mock(cfg).await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 2 }",
+        ADMIN,
+    )
+    .await;
+    let c = client();
+    let tasks = fire(&c, &g, "r", 4);
+    wait_for(&c, &g, 2, 2).await;
+    let list = admin_get(&c, &g, "/admin/requests").await;
+    let first_queued = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["state"] == "queued")
+        .unwrap()
+        .clone();
+    assert_eq!(first_queued["position"], 1);
+    assert_eq!(first_queued["key"], "anonymous");
+    let running = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["state"] == "running")
+        .unwrap()
+        .clone();
+    assert_eq!(running["lane"], "m");
+    let (rid, qid) = (
+        running["id"].as_str().unwrap(),
+        first_queued["id"].as_str().unwrap(),
+    );
+
+    let (status, body) = admin_post(&c, &g, &format!("/admin/requests/{rid}/cancel")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "cancel is for queued requests"
+    );
+    let (status, _) = admin_post(&c, &g, &format!("/admin/requests/{qid}/stop")).await;
+    assert_eq!(status, 409, "stop is for running requests");
+    let (status, _) = admin_post(&c, &g, "/admin/requests/nope/stop").await;
+    assert_eq!(status, 404);
+
+    // Cancel first: stopping a running request frees a slot the queued one would take.
+    assert_eq!(
+        admin_post(&c, &g, &format!("/admin/requests/{qid}/cancel"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        admin_post(&c, &g, &format!("/admin/requests/{rid}/stop"))
+            .await
+            .0,
+        200
+    );
+    let s = stats_until(&m, |s| s.cancelled == 1).await;
+    assert_eq!(
+        s.cancelled, 1,
+        "the stopped request's upstream connection was closed"
+    );
+    // The two freed places went to the last queued request; nothing else changed.
+    wait_for(&c, &g, 2, 0).await;
+    let (status, body) = admin_post(&c, &g, "/admin/stop-all?lane=other").await;
+    assert_eq!((status, body["stopped"].as_u64()), (200, Some(0)));
+    let (_, body) = admin_post(&c, &g, "/admin/stop-all?lane=m").await;
+    assert_eq!(body["stopped"], 2);
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        outcomes.push((status, body["error"]["code"].as_str().map(str::to_owned)));
+    }
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == (503, Some("request_cancelled".into()))),
+        "{outcomes:?}"
+    );
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_queue_cancels_only_waiting_requests_of_the_lane() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 30_000;
+    let m = mock(cfg).await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        ADMIN,
+    )
+    .await;
+    let c = client();
+    let tasks = fire(&c, &g, "q", 4);
+    wait_for(&c, &g, 1, 3).await;
+    let (_, body) = admin_post(&c, &g, "/admin/clear-queue?lane=m").await;
+    assert_eq!(body["cancelled"], 3);
+    wait_for(&c, &g, 1, 0).await;
+    let lanes = admin_get(&c, &g, "/admin/lanes").await;
+    assert_eq!(lanes[0]["in_flight"], 1);
+    assert_eq!(lanes[0]["queued"], 0);
+    assert_eq!(lanes[0]["limit"], 1);
+    assert_eq!(lanes[0]["state"], "ok");
+    assert_eq!(admin_post(&c, &g, "/admin/stop-all").await.1["stopped"], 1);
+    let codes: Vec<u16> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.unwrap().0)
+        .collect();
+    assert_eq!(codes, [503, 503, 503, 503]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_was_sent() {
+    let mut cfg = mock_cfg();
+    cfg.fail_first = 2;
+    cfg.fail_retry_after_ms = 1;
+    let m = mock(cfg).await;
+    let keys = "[[key]]\nname = \"team\"\nkey = \"sk-team-secret\"\nrpm = 5\n";
+    let g = simple(&m.url(), "", keys).await;
+    let c = client();
+    for _ in 0..7 {
+        let r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .bearer_auth("sk-team-secret")
+            .json(&chat_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap();
+    }
+    c.post(url(g.addr, "/v1/chat/completions"))
+        .json(&chat_body("mock-1"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = c
+        .get(url(g.addr, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"laneway_requests_total{lane="m",key="team",model="mock-*",code="ok"}"#),
+        5.0
+    );
+    assert_eq!(value(r#"laneway_rejected_total{reason="rate_limit"}"#), 2.0);
+    assert_eq!(
+        value(r#"laneway_rejected_total{reason="invalid_api_key"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"laneway_upstream_429_total{lane="m"}"#), 2.0);
+    assert_eq!(
+        value(r#"laneway_retries_total{lane="m",reason="status_429"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"laneway_tokens_total{lane="m",kind="completion"}"#),
+        80.0
+    );
+    assert_eq!(value(r#"laneway_in_flight{lane="m"}"#), 0.0);
+    assert!(text.contains("# TYPE laneway_queue_wait_seconds histogram"));
+    assert!(text.contains("# HELP laneway_cancelled"));
+    assert!(
+        !text.contains("sk-team-secret"),
+        "labels never carry secrets"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_limits_under_load_without_losing_requests() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 30;
+    let m = mock(cfg).await;
+    let dir = std::env::temp_dir().join(format!("laneway-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("laneway.toml");
+    let write = |limit: u32| {
+        let text = format!("{ADMIN}[[lane]]\nname = \"m\"\nurl = \"{}\"\nconcurrency_limit = {{ max_concurrent_requests = {limit} }}\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n", m.url());
+        std::fs::write(&path, text).unwrap();
+    };
+    write(4);
+    let config = laneway_config::Config::load(&path).unwrap();
+    let g = laneway_gateway::Gateway::start(
+        config,
+        Some(path.clone()),
+        Some(([127, 0, 0, 1], 0).into()),
+    )
+    .await
+    .unwrap();
+    let c = client();
+    let load: Vec<_> = (0..200)
+        .map(|_| {
+            let (c, addr) = (c.clone(), g.addr);
+            tokio::spawn(
+                async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() },
+            )
+        })
+        .collect();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            m.stats().completed >= 20
+        })
+        .await
+    );
+    let before_max = m.stats().max_in_flight;
+    assert!(before_max <= 4);
+    m.reset();
+    write(2);
+    let (status, body) = admin_post(&c, &g, "/admin/reload").await;
+    assert_eq!(status, 200, "{body}");
+    // A bad file is refused with check's messages and the old config stays.
+    std::fs::write(&path, "[[lane]]\nname = \"m\"\nbogus = 1\n").unwrap();
+    let (status, body) = admin_post(&c, &g, "/admin/reload").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("bogus"),
+        "{body}"
+    );
+    let statuses: Vec<u16> = join_all(load)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(statuses.iter().all(|&s| s == 200), "no request was lost");
+    // After the reload, in flight never exceeded the new limit once the old requests drained.
+    assert!(m.stats().max_in_flight <= 4);
+    let lanes = admin_get(&c, &g, "/admin/lanes").await;
+    assert_eq!(lanes[0]["limit"], 2);
+    let metrics = c
+        .get(url(g.addr, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"laneway_requests_total{lane="m",key="anonymous",model="mock-*",code="ok"} 200"#
+        ),
+        "counters kept counting across the reload"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
