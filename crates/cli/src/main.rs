@@ -1,5 +1,6 @@
 //! `laneway`: the gateway, the mock upstream, the batch runner and the config checker.
 
+mod batch;
 mod check;
 mod logging;
 mod mock;
@@ -23,6 +24,8 @@ enum Command {
     Serve(serve::Args),
     /// Run the OpenAI-compatible mock upstream
     Mock(mock::Args),
+    /// Run an OpenAI Batch input file (JSONL) through a gateway with bounded concurrency
+    Batch(batch::Args),
     /// Validate a config and print the effective lanes, routes, keys and limits
     Check(check::Args),
 }
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(a) => serve::run(a).await,
             Command::Mock(a) => mock::run(a).await,
+            Command::Batch(a) => batch::run(a).await,
             Command::Check(a) => Ok(check::run(&a)),
         }
     });

@@ -173,3 +173,113 @@ fn check_prints_every_problem_with_its_line_and_exits_2() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn batch_input(dir: &std::path::Path, n: usize, bad_model_at: Option<usize>) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let model = if Some(i) == bad_model_at { "nope-1" } else { "mock-1" };
+            serde_json::json!({"custom_id": format!("item-{i}"), "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": model, "messages": [{"role": "user", "content": format!("prompt {i}")}]}})
+            .to_string()
+        })
+        .collect();
+    let path = dir.join("input.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn output_ids(path: &std::path::Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn batch_runs_every_line_once_and_resumes_after_a_crash() {
+    let dir = std::env::temp_dir().join(format!("laneway-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lanes.toml");
+    std::fs::write(&config, "[[lane]]\nname = \"mock\"\nkind = \"mock\"\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"mock\"]\n").unwrap();
+    let input = batch_input(&dir, 30, Some(7));
+    let output = dir.join("out.jsonl");
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "batch",
+                input.to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--concurrency", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("29 succeeded, 1 failed"), "{summary}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    let bad = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["custom_id"] == "item-7")
+        .unwrap();
+    assert_eq!(bad["response"]["status_code"], 404);
+    assert_eq!(bad["response"]["body"]["error"]["code"], "model_not_found");
+    let good = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["custom_id"] == "item-0")
+        .unwrap();
+    assert_eq!(good["response"]["body"]["object"], "chat.completion");
+    assert!(good["error"].is_null());
+
+    // A run killed mid-way: ten complete lines and half of an eleventh.
+    let kept: Vec<&str> = text.lines().take(10).collect();
+    std::fs::write(
+        &output,
+        kept.join("\n") + "\n" + &text.lines().nth(10).unwrap()[..20],
+    )
+    .unwrap();
+    let out = run(&[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("10 already done"));
+    let ids = output_ids(&output);
+    let mut expected: Vec<String> = (0..30).map(|i| format!("item-{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "exactly one line per input line");
+
+    // --fail-fast stops with a non-zero exit after the failing line.
+    std::fs::remove_file(&output).unwrap();
+    let out = run(&["--fail-fast", "--concurrency", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(output_ids(&output).len() < 30);
+
+    // Bad input is refused before anything runs, naming the line.
+    std::fs::write(&input, "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{}}\nnot json\n").unwrap();
+    std::fs::remove_file(&output).unwrap();
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("input.jsonl:2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!output.exists(), "nothing was written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
