@@ -163,7 +163,8 @@ def main():
     deep_queue(tmp)
 
 
-try:
-    main()
-finally:
-    stop_all()
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()

@@ -13,6 +13,8 @@ use http::{HeaderMap, StatusCode};
 pub struct Hints {
     /// `retry-after-ms`, else `Retry-After` (seconds or an HTTP date).
     pub retry_after: Option<Duration>,
+    pub limit_requests: Option<u64>,
+    pub limit_tokens: Option<u64>,
     pub remaining_requests: Option<u64>,
     pub remaining_tokens: Option<u64>,
     pub reset_requests: Option<Duration>,
@@ -29,6 +31,8 @@ impl Hints {
             .or_else(|| text("retry-after").and_then(parse_retry_after));
         Self {
             retry_after,
+            limit_requests: text("x-ratelimit-limit-requests").and_then(|v| v.parse().ok()),
+            limit_tokens: text("x-ratelimit-limit-tokens").and_then(|v| v.parse().ok()),
             remaining_requests: text("x-ratelimit-remaining-requests").and_then(|v| v.parse().ok()),
             remaining_tokens: text("x-ratelimit-remaining-tokens").and_then(|v| v.parse().ok()),
             reset_requests: text("x-ratelimit-reset-requests").and_then(parse_reset),
@@ -36,18 +40,42 @@ impl Hints {
         }
     }
 
-    /// When the upstream's budget is exhausted, how long until it refills; `None` when there is
-    /// budget left or no header said.
+    /// When the upstream's budget is spent, how long until it can take the next request.
+    ///
+    /// Providers' `reset` is the time until the budget is *full* again; their buckets refill
+    /// continuously, so the next request fits after one refill step: `reset / limit` (for tokens,
+    /// the refill of a typical request of [`TYPICAL_REQUEST_TOKENS`]). `None` when budget is left
+    /// or no header said.
     pub fn exhausted_for(&self) -> Option<Duration> {
-        let req = (self.remaining_requests == Some(0))
-            .then_some(self.reset_requests)
-            .flatten();
-        let tok = (self.remaining_tokens == Some(0))
-            .then_some(self.reset_tokens)
-            .flatten();
+        let step =
+            |remaining: Option<u64>, reset: Option<Duration>, limit: Option<u64>, units: u64| {
+                if remaining != Some(0) {
+                    return None;
+                }
+                let reset = reset?;
+                Some(match limit {
+                    Some(l) if l > 0 => (reset.mul_f64(units as f64 / l as f64)).min(reset),
+                    _ => reset.min(Duration::from_secs(1)),
+                })
+            };
+        let req = step(
+            self.remaining_requests,
+            self.reset_requests,
+            self.limit_requests,
+            1,
+        );
+        let tok = step(
+            self.remaining_tokens,
+            self.reset_tokens,
+            self.limit_tokens,
+            TYPICAL_REQUEST_TOKENS,
+        );
         req.max(tok)
     }
 }
+
+/// Tokens a request is assumed to need when pacing on an exhausted token budget.
+pub const TYPICAL_REQUEST_TOKENS: u64 = 256;
 
 /// `Retry-After`: delay-seconds or an HTTP date.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -193,7 +221,20 @@ mod tests {
             Some(Duration::from_millis(1500)),
             "the ms header is more precise"
         );
-        assert_eq!(hints.exhausted_for(), Some(Duration::from_secs(360)));
+        assert_eq!(
+            hints.exhausted_for(),
+            Some(Duration::from_secs(1)),
+            "without a limit: at most a second"
+        );
+        h.insert("x-ratelimit-limit-requests", "60".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "60s".parse().unwrap());
+        assert_eq!(
+            Hints::from_headers(&h).exhausted_for(),
+            Some(Duration::from_secs(1)),
+            "one refill step"
+        );
+        h.insert("x-ratelimit-remaining-requests", "3".parse().unwrap());
+        assert_eq!(Hints::from_headers(&h).exhausted_for(), None);
     }
 
     #[test]
