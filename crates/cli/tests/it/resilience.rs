@@ -266,3 +266,24 @@ async fn an_adaptive_lane_learns_a_hidden_capacity() {
     let limit = lane_state(&g, "m").await.limit.unwrap();
     assert!((4..=8).contains(&limit), "learned limit {limit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_upstream_budget_pauses_the_lane_for_one_refill_step() {
+    let mut cfg = mock_cfg();
+    cfg.rpm = Some(30);
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    for _ in 0..30 {
+        let r = chat(&c, g.addr, &chat_body("mock-1")).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // The last answer said: 0 remaining, full again in 60 s, limit 30. The next request fits
+    // after one refill step (2 s), so that is the pause, not the minute.
+    let s = lane_state(&g, "m").await;
+    assert_eq!(s.health, laneway_admission::Health::CoolingDown);
+    let pause = s.cooldown_until.unwrap();
+    assert!(pause <= Duration::from_secs(2) && pause > Duration::from_millis(1500), "{pause:?}");
+    assert_eq!(m.stats().rejected_429, 0, "nothing was sent to be refused");
+}
