@@ -150,3 +150,41 @@ def test_stop_and_cancel_from_the_panel(gateway, driver):
         t.join(timeout=20)
     assert sorted(s for s, _ in results.values()) == [503] * 5
     assert admin(addr, "/admin/requests") == (200, [])
+
+
+def test_the_panel_keeps_up_with_a_thousand_pending_requests(gateway, driver):
+    import resource
+    import socket
+
+    addr, _ = gateway
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    host, port = addr.split(":")
+    body = json.dumps({"model": "mock-1", "messages": [{"role": "user", "content": "bulk"}]})
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer sk-story\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+    socks = []
+    for _ in range(1002):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(req)
+        socks.append(s)
+    try:
+        driver.get(f"http://{addr}/ui#key={ADMIN}")
+        wait = WebDriverWait(driver, 30)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "counts"), "2 processing · 1000 pending"))
+        # Only the first cards are drawn; the rest are counted, so each update stays cheap.
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#queued .card")) <= 300
+        assert "and 700 more" in driver.find_element(By.ID, "more-queued").text
+        # The page still answers promptly between updates of 1,000 requests.
+        started = time.perf_counter()
+        driver.execute_script("return document.querySelectorAll('.card').length")
+        assert time.perf_counter() - started < 2.0
+        driver.find_element(By.ID, "clear-queue").click()
+        driver.switch_to.alert.accept()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "counts"), "2 processing · 0 pending"))
+        driver.find_element(By.ID, "stop-all").click()
+        driver.switch_to.alert.accept()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "counts"), "0 processing · 0 pending"))
+    finally:
+        for s in socks:
+            s.close()

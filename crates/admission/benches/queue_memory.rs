@@ -41,7 +41,7 @@ fn main() {
         let cancel = CancellationToken::new();
         let deadline = Instant::now() + Duration::from_secs(600);
         let ask = |tag| Ask { key: &key, priority: 0, tokens: 100, deadline, cancel: &cancel, tag };
-        let _running = acquire(&[lane.clone()], ask(0)).await.expect("first slot");
+        let _running = acquire(std::slice::from_ref(&lane), ask(0)).await.expect("first slot");
         let before = rss_kib();
         let mut tasks = Vec::with_capacity(10_000);
         for i in 0..10_000u64 {

@@ -67,8 +67,8 @@ async fn queued_requests_are_served_in_order_as_slots_free() {
     let l = lane("a", Some(2), Mode::Queue);
     let k = anon();
     let c = CancellationToken::new();
-    let p1 = ask(&[l.clone()], &k, &c).await.unwrap();
-    let p2 = ask(&[l.clone()], &k, &c).await.unwrap();
+    let p1 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    let p2 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..3 {
         let (l, k, c, tx) = (l.clone(), k.clone(), c.clone(), tx.clone());
@@ -99,8 +99,8 @@ async fn reject_mode_refuses_with_a_hint() {
     let l = lane("a", Some(1), Mode::Reject);
     let k = anon();
     let c = CancellationToken::new();
-    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
-    let err = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    let _p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    let err = ask(std::slice::from_ref(&l), &k, &c).await.err().unwrap();
     assert!(
         matches!(err, AdmissionError::ConcurrencyLimited { .. }),
         "{err:?}"
@@ -114,14 +114,14 @@ async fn a_full_queue_refuses_and_a_timeout_expires() {
     let l = lane("a", Some(1), Mode::Queue);
     let k = anon();
     let c = CancellationToken::new();
-    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let _p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
     let mut waiting = Vec::new();
     for _ in 0..3 {
         let (l, k, c) = (l.clone(), k.clone(), c.clone());
         waiting.push(tokio::spawn(async move { ask(&[l], &k, &c).await.err() }));
     }
     settle().await;
-    let full = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    let full = ask(std::slice::from_ref(&l), &k, &c).await.err().unwrap();
     assert!(
         matches!(full, AdmissionError::QueueFull { max_len: 3, .. }),
         "{full:?}"
@@ -141,7 +141,7 @@ async fn cancel_and_disconnect_leave_the_queue_at_once() {
     let l = lane("a", Some(1), Mode::Queue);
     let k = anon();
     let c = CancellationToken::new();
-    let p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
     let cancel = CancellationToken::new();
     let (l2, k2, c2) = (l.clone(), k.clone(), cancel.clone());
     let cancelled = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.err() });
@@ -168,9 +168,9 @@ async fn the_deadline_bounds_the_wait() {
     let l = lane("a", Some(1), Mode::Queue);
     let k = anon();
     let c = CancellationToken::new();
-    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let _p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
     let err = acquire(
-        &[l.clone()],
+        std::slice::from_ref(&l),
         Ask {
             key: &k,
             priority: 0,
@@ -204,7 +204,7 @@ async fn queued_requests_follow_the_rate_limit() {
     let t0 = Instant::now();
     let mut at = Vec::new();
     for _ in 0..5 {
-        let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+        let _p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
         at.push(Instant::now() - t0);
     }
     let expected: Vec<_> = (0..5).map(|i| Duration::from_millis(100 * i)).collect();
@@ -228,7 +228,7 @@ async fn a_request_larger_than_the_token_limit_is_refused_at_once() {
     let k = anon();
     let c = CancellationToken::new();
     let err = acquire(
-        &[l.clone()],
+        std::slice::from_ref(&l),
         Ask {
             key: &k,
             priority: 0,
@@ -278,15 +278,15 @@ async fn tokens_are_settled_to_actual_usage() {
         cancel: &c,
         tag: 0,
     };
-    let mut p = acquire(&[l.clone()], big(900)).await.unwrap();
+    let mut p = acquire(std::slice::from_ref(&l), big(900)).await.unwrap();
     assert!(
-        acquire(&[l.clone()], big(200)).await.is_err(),
+        acquire(std::slice::from_ref(&l), big(200)).await.is_err(),
         "900 + 200 > 1000"
     );
     p.settle_tokens(100);
     assert_eq!(l.snapshot().tpm_used, Some(100));
     assert!(
-        acquire(&[l.clone()], big(200)).await.is_ok(),
+        acquire(std::slice::from_ref(&l), big(200)).await.is_ok(),
         "the refund made room"
     );
 }
@@ -334,7 +334,7 @@ async fn weights_share_a_contended_lane() {
     let heavy = key(1, 3);
     let light = key(2, 1);
     let c = CancellationToken::new();
-    let gate = ask(&[l.clone()], &heavy, &c).await.unwrap();
+    let gate = ask(std::slice::from_ref(&l), &heavy, &c).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for k in [&heavy, &light] {
         for _ in 0..100 {
@@ -374,8 +374,8 @@ async fn key_limits_reject_by_default() {
         },
     );
     let c = CancellationToken::new();
-    let p = ask(&[l.clone()], &k, &c).await.unwrap();
-    let e = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    let p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    let e = ask(std::slice::from_ref(&l), &k, &c).await.err().unwrap();
     assert!(
         matches!(
             e,
@@ -387,9 +387,9 @@ async fn key_limits_reject_by_default() {
         "{e:?}"
     );
     drop(p);
-    let _p = ask(&[l.clone()], &k, &c).await.unwrap();
+    let _p = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
     drop(_p);
-    let e = ask(&[l.clone()], &k, &c).await.err().unwrap();
+    let e = ask(std::slice::from_ref(&l), &k, &c).await.err().unwrap();
     let AdmissionError::RateLimited {
         retry_after,
         kind: RateKind::PerMinute,
@@ -416,7 +416,7 @@ async fn failures_open_the_circuit_then_one_probe_runs() {
     }
     assert_eq!(l.snapshot().health, Health::Open);
     assert_eq!(l.snapshot().cooldown_until, Some(crate::health::FIRST_OPEN));
-    let refused = ask(&[l.clone()], &k, &c).await.err();
+    let refused = ask(std::slice::from_ref(&l), &k, &c).await.err();
     assert_eq!(
         refused,
         Some(AdmissionError::NoLaneAvailable {
@@ -424,7 +424,7 @@ async fn failures_open_the_circuit_then_one_probe_runs() {
         })
     );
     advance(crate::health::FIRST_OPEN).await;
-    let probe = ask(&[l.clone()], &k, &c)
+    let probe = ask(std::slice::from_ref(&l), &k, &c)
         .await
         .expect("the probe goes out when the pause ends");
     assert_eq!(l.snapshot().in_flight, 1);
@@ -491,7 +491,7 @@ async fn a_short_cooldown_is_waited_out() {
         retry_after: Some(Duration::from_millis(300)),
     });
     let t0 = Instant::now();
-    let p = ask(&[a.clone()], &anon(), &CancellationToken::new())
+    let p = ask(std::slice::from_ref(&a), &anon(), &CancellationToken::new())
         .await
         .unwrap();
     assert_eq!(Instant::now() - t0, Duration::from_millis(300));

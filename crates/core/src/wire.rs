@@ -238,10 +238,7 @@ mod tests {
             peek(CHAT, br#"{"model":5,"messages":[]}"#),
             Err(PeekError::WrongType { field: "model", .. })
         ));
-        assert!(matches!(
-            peek(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#),
-            Ok(_)
-        ));
+        assert!(peek(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#).is_ok());
     }
 
     #[test]

@@ -371,3 +371,60 @@ fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
         x
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_may_lower_its_priority_but_not_raise_it() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 300;
+    let m = mock(cfg).await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "",
+    )
+    .await;
+    let c = client();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let send = |name: &'static str, priority: Option<&'static str>| {
+        let (c, order, addr) = (c.clone(), order.clone(), g.addr);
+        tokio::spawn(async move {
+            let mut r = c
+                .post(url(addr, "/v1/chat/completions"))
+                .json(&chat_body("mock-1"));
+            if let Some(p) = priority {
+                r = r.header("x-laneway-priority", p);
+            }
+            assert_eq!(r.send().await.unwrap().status(), 200);
+            order.lock().unwrap().push(name);
+        })
+    };
+    let first = send("occupant", None);
+    assert!(
+        until(Duration::from_secs(5), || async {
+            m.stats().in_flight == 1
+        })
+        .await
+    );
+    let low = send("lowered", Some("-5"));
+    assert!(
+        until(Duration::from_secs(5), || async {
+            g.app.rt.load().lanes[0].lane.queued() == 1
+        })
+        .await
+    );
+    let raised = send("asked-for-more", Some("100"));
+    assert!(
+        until(Duration::from_secs(5), || async {
+            g.app.rt.load().lanes[0].lane.queued() == 2
+        })
+        .await
+    );
+    for t in [first, low, raised] {
+        t.await.unwrap();
+    }
+    // The second arrival asked for 100 but keeps its key's 0, which still beats -5.
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["occupant", "asked-for-more", "lowered"]
+    );
+}

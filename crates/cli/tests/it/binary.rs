@@ -283,3 +283,53 @@ fn batch_runs_every_line_once_and_resumes_after_a_crash() {
     assert!(!output.exists(), "nothing was written");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_log_can_be_json() {
+    let dir = std::env::temp_dir().join(format!("laneway-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let r = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-request-id", "log-me")
+        .json(&chat_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    r.bytes().await.unwrap();
+    let err = child.stderr.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(err)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("log-me"))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["target"], "laneway::request");
+    assert_eq!(v["id"], "log-me");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["lane"], "mock");
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(v["completion_tokens"], 16);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
