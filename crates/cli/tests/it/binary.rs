@@ -18,12 +18,20 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `laneway ARGS` and reads the `listening on http://ADDR` line.
-fn start(args: &[&str]) -> (Proc, String) {
+/// Spawns `laneway ARGS` in `dir` and reads its `listening on http://ADDR` line; stdout keeps
+/// being drained so the process never blocks on a full pipe.
+fn spawn(
+    args: &[&str],
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("laneway starts");
     let out = child.stdout.take().expect("stdout");
@@ -33,8 +41,13 @@ fn start(args: &[&str]) -> (Proc, String) {
         .map_while(Result::ok)
         .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
         .expect("a listening line");
-    // Keep draining stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Starts `laneway ARGS`, killed when the returned guard drops.
+fn start(args: &[&str]) -> (Proc, String) {
+    let (child, addr) = spawn(args, &std::env::temp_dir(), &[], Stdio::null());
     (Proc(child), addr)
 }
 
@@ -42,21 +55,12 @@ fn start(args: &[&str]) -> (Proc, String) {
 async fn the_demo_serves_on_port_zero_and_drains_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("laneway-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
-        .unwrap();
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = spawn(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &dir,
+        &[],
+        Stdio::null(),
+    );
     let c = client();
     let base = format!("http://{addr}");
     let v: Value = c
@@ -288,22 +292,8 @@ fn batch_runs_every_line_once_and_resumes_after_a_crash() {
 async fn the_request_log_can_be_json() {
     let dir = std::env::temp_dir().join(format!("laneway-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .current_dir(&dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(out).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
-        .unwrap();
-    std::thread::spawn(move || for _ in lines {});
+    let args = ["serve", "--listen", "127.0.0.1:0", "--log-format", "json"];
+    let (mut child, addr) = spawn(&args, &dir, &[("RUST_LOG", "info")], Stdio::piped());
     let r = client()
         .post(format!("http://{addr}/v1/chat/completions"))
         .header("x-request-id", "log-me")

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -190,4 +191,83 @@ async fn upstream_errors_pass_through_with_status_and_body() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["message"], "injected failure");
     assert_eq!(m.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_mid_stream_ends_it_with_an_error_event_and_no_retry() {
+    let mut cfg = mock_cfg();
+    cfg.tokens_per_second = 10.0;
+    cfg.output_tokens = 100;
+    let m = mock(cfg).await;
+    let g = simple(&m.url(), "", "").await;
+    let mut body = chat_body("mock-1");
+    body["stream"] = json!(true);
+    let r = client()
+        .post(url(g.addr, "/v1/chat/completions"))
+        .header("x-laneway-timeout", "500ms")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the stream had started");
+    let text = r.text().await.unwrap();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.contains("\"code\":\"deadline_exceeded\""), "{last}");
+    assert!(!text.contains("[DONE]"));
+    assert_eq!(
+        stats_until(&m, |s| s.cancelled == 1).await.requests,
+        1,
+        "nothing is retried after the first byte"
+    );
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
+    let mut cfg = mock_cfg();
+    cfg.tpm = Some(100);
+    let m = mock(cfg).await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .post(format!("{}/chat/completions", m.url()))
+            .json(&chat_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().contains_key("x-ratelimit-remaining-tokens"));
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(
+                r.headers()["retry-after-ms"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    > 0
+            );
+        }
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "each request costs about 31 tokens (prompt bytes / 4 + 16) of 100"
+    );
+
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 100;
+    cfg.slowdown_above = Some(1);
+    let m = mock(cfg).await;
+    let started = tokio::time::Instant::now();
+    let body = chat_body("mock-1");
+    join_all((0..11).map(|_| {
+        c.post(format!("{}/chat/completions", m.url()))
+            .json(&body)
+            .send()
+    }))
+    .await;
+    // Ten requests above the threshold: the last one waits 100 ms + 10 × 10 ms.
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert_eq!(m.stats().max_in_flight, 11);
 }
