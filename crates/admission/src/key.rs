@@ -87,9 +87,10 @@ impl Key {
         Scope::Key(self.spec.name.clone())
     }
 
-    /// Whether this key has any limit worth reporting in `x-ratelimit-*` headers.
+    /// Whether this key has any limit worth reporting in `x-ratelimit-*` headers. Read from the
+    /// spec, not the limiter, so keys without limits never touch the limiter's lock.
     pub fn has_rate_limits(&self) -> bool {
-        !self.rates().is_empty()
+        self.spec.rates != RateSpec::default()
     }
 
     pub fn usage(&self) -> KeyUsage {

@@ -176,7 +176,7 @@ async fn stop_all(
         if e.is_running()
             && f.lane
                 .as_deref()
-                .is_none_or(|l| e.lane().as_deref() == Some(l))
+                .is_none_or(|l| e.lane().is_some_and(|x| x.as_str() == l))
             && !e.cancel.is_cancelled()
         {
             e.operator_cancel();

@@ -4,6 +4,7 @@
 //! The commit point: everything here happens before the first byte goes to the client. Once a
 //! success is returned, its body is relayed as it comes and nothing is retried.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -175,7 +176,7 @@ async fn serve_route(
                 ApiError::new(ErrorCode::Internal, "the granted lane is not configured").into(),
             ));
         };
-        let lane_name: Arc<str> = Arc::from(name);
+        let lane_name = lane.label.clone();
         entry.set_running(lane_name.clone());
         attempt += 1;
         entry.attempt.store(attempt, Ordering::Relaxed);
@@ -183,7 +184,7 @@ async fn serve_route(
             .metrics
             .queue_wait
             .get_or_create(&LaneLabel {
-                lane: lane_name.to_string(),
+                lane: lane_name.clone(),
             })
             .observe(permit.queued_for.as_secs_f64());
         if let Some(l) = ledger.as_mut() {
@@ -258,7 +259,7 @@ async fn serve_route(
                         .metrics
                         .upstream_429
                         .get_or_create(&LaneLabel {
-                            lane: lane_name.to_string(),
+                            lane: lane_name.clone(),
                         })
                         .inc();
                 }
@@ -282,13 +283,13 @@ async fn serve_route(
                 (
                     passthrough,
                     hints.retry_after,
-                    format!("status_{}", status.as_u16()),
+                    Cow::Owned(format!("status_{}", status.as_u16())),
                 )
             }
             Err(e) if e.retryable() => {
                 tracing::debug!(lane = %lane_name, error = %e, "upstream attempt failed");
                 permit.lane().feedback(Feedback::Failed);
-                (GatewayError::from(e), None, "connect".to_owned())
+                (GatewayError::from(e), None, Cow::Borrowed("connect"))
             }
             Err(e) => return Err(Failure::last(e.into())),
         };
@@ -311,7 +312,7 @@ async fn serve_route(
             .metrics
             .retries
             .get_or_create(&LaneReason {
-                lane: lane_name.to_string(),
+                lane: lane_name.clone(),
                 reason,
             })
             .inc();

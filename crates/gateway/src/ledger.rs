@@ -1,13 +1,14 @@
 //! What happened to one request, recorded once at its end: the request-log line and the
 //! per-request metrics. A ledger dropped without being closed means the client went away.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use laneway_upstream::sse::Usage;
 use tokio::time::Instant;
 
-use crate::metrics::{LaneKind, LaneLabel, Reason, RequestLabels};
+use crate::metrics::{Code, Label, LaneKind, LaneLabel, Reason, RequestLabels};
 use crate::App;
 
 /// How a request ended.
@@ -23,16 +24,21 @@ pub enum End {
 pub struct Ledger {
     app: Arc<App>,
     pub id: Arc<str>,
-    pub key: Arc<str>,
-    pub model: String,
-    pub lane: Option<Arc<str>>,
+    pub key: Label,
+    pub model: Label,
+    pub lane: Option<Label>,
     created: Instant,
     pub queue_wait: Option<Duration>,
     pub upstream_start: Option<Instant>,
     pub attempts: u32,
     pub status: u16,
-    pub code: String,
+    pub code: Code,
     closed: bool,
+}
+
+fn dash() -> Label {
+    static DASH: std::sync::OnceLock<Label> = std::sync::OnceLock::new();
+    DASH.get_or_init(|| Arc::new("-".to_owned())).clone()
 }
 
 impl Ledger {
@@ -40,15 +46,15 @@ impl Ledger {
         Self {
             app,
             id,
-            key: Arc::from("-"),
-            model: String::from("-"),
+            key: dash(),
+            model: dash(),
             lane: None,
             created: Instant::now(),
             queue_wait: None,
             upstream_start: None,
             attempts: 0,
             status: 0,
-            code: String::new(),
+            code: Cow::Borrowed(""),
             closed: false,
         }
     }
@@ -59,20 +65,20 @@ impl Ledger {
             return;
         }
         let m = &self.app.metrics;
-        let lane = self.lane.as_deref().unwrap_or("-");
-        let code = match end {
-            End::Complete => &self.code,
-            End::ClientGone => "client_disconnect",
-            End::Operator => "request_cancelled",
-            End::Deadline => "deadline_exceeded",
-            End::UpstreamBroke => "upstream_broke",
+        let lane = self.lane.clone().unwrap_or_else(dash);
+        let code: Code = match end {
+            End::Complete => self.code.clone(),
+            End::ClientGone => Cow::Borrowed("client_disconnect"),
+            End::Operator => Cow::Borrowed("request_cancelled"),
+            End::Deadline => Cow::Borrowed("deadline_exceeded"),
+            End::UpstreamBroke => Cow::Borrowed("upstream_broke"),
         };
         m.requests
             .get_or_create(&RequestLabels {
-                lane: lane.to_owned(),
-                key: self.key.to_string(),
+                lane: lane.clone(),
+                key: self.key.clone(),
                 model: self.model.clone(),
-                code: code.to_owned(),
+                code: code.clone(),
             })
             .inc();
         let reason = match end {
@@ -84,16 +90,14 @@ impl Ledger {
         if let Some(r) = reason {
             m.cancelled
                 .get_or_create(&Reason {
-                    reason: r.to_owned(),
+                    reason: Cow::Borrowed(r),
                 })
                 .inc();
         }
         let upstream = self.upstream_start.map(|s| s.elapsed());
         if let (Some(d), Some(l)) = (upstream, &self.lane) {
             m.upstream_duration
-                .get_or_create(&LaneLabel {
-                    lane: l.to_string(),
-                })
+                .get_or_create(&LaneLabel { lane: l.clone() })
                 .observe(d.as_secs_f64());
         }
         if let (Some(u), Some(l)) = (usage, &self.lane) {
@@ -103,8 +107,8 @@ impl Ledger {
             ] {
                 m.tokens
                     .get_or_create(&LaneKind {
-                        lane: l.to_string(),
-                        kind: kind.to_owned(),
+                        lane: l.clone(),
+                        kind: Cow::Borrowed(kind),
                     })
                     .inc_by(n);
             }
@@ -115,9 +119,9 @@ impl Ledger {
             id = %self.id,
             key = %self.key,
             model = %self.model,
-            lane = lane,
+            lane = %lane,
             status = self.status,
-            code = code,
+            code = %code,
             queue_ms = ms(self.queue_wait),
             upstream_ms = ms(upstream),
             total_ms = self.created.elapsed().as_millis() as u64,

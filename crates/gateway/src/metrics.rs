@@ -2,6 +2,9 @@
 //! never secrets; the model label is the requested id only for literal routes and the route's
 //! pattern for glob routes, so a client cannot explode cardinality by inventing model names.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,34 +14,41 @@ use prometheus_client::registry::Registry;
 
 use crate::runtime::Runtime;
 
+/// A label value shared by every request that carries it (a lane, key or route name), so that
+/// recording a metric clones a pointer instead of allocating a string.
+pub type Label = Arc<String>;
+
+/// A label value that is usually a constant (`ok`, an error code) and sometimes built.
+pub type Code = Cow<'static, str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub lane: String,
-    pub key: String,
-    pub model: String,
-    pub code: String,
+    pub lane: Label,
+    pub key: Label,
+    pub model: Label,
+    pub code: Code,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LaneLabel {
-    pub lane: String,
+    pub lane: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LaneReason {
-    pub lane: String,
-    pub reason: String,
+    pub lane: Label,
+    pub reason: Code,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LaneKind {
-    pub lane: String,
-    pub kind: String,
+    pub lane: Label,
+    pub kind: Code,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    pub reason: String,
+    pub reason: Code,
 }
 
 fn latency_histogram() -> Histogram {
@@ -146,7 +156,7 @@ impl Metrics {
         for l in &rt.lanes {
             let s = l.lane.snapshot();
             let label = LaneLabel {
-                lane: s.name.clone(),
+                lane: l.label.clone(),
             };
             self.in_flight
                 .get_or_create(&label)

@@ -62,7 +62,7 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
                     app.metrics
                         .rejected
                         .get_or_create(&Reason {
-                            reason: api.code.as_str().to_owned(),
+                            reason: std::borrow::Cow::Borrowed(api.code.as_str()),
                         })
                         .inc();
                 }
@@ -233,12 +233,8 @@ async fn run(
         .with_param("model")
     })?;
     if let Some(l) = ledger.as_mut() {
-        l.key = Arc::from(key.name());
-        l.model = if route.literal {
-            meta.model.clone()
-        } else {
-            route.pattern.clone()
-        };
+        l.key = key.label.clone();
+        l.model = route.label.clone();
     }
     if !key.allows(&meta.model) {
         return Err(ApiError::new(
@@ -266,7 +262,7 @@ async fn run(
         .map_or_else(|| Arc::from("-"), |l| l.id.clone());
     let registration = app.table.register(
         id.clone(),
-        Arc::from(key.name()),
+        key.label.clone(),
         meta.model.clone(),
         meta.stream,
     );
@@ -310,7 +306,7 @@ async fn run(
         .take()
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "request ledger missing"))?;
     ledger.status = parts.status.as_u16();
-    ledger.code = "ok".into();
+    ledger.code = std::borrow::Cow::Borrowed("ok");
     let watch = watch(entry.clone(), deadline);
     let held = Held {
         permit,

@@ -141,10 +141,10 @@ impl IntoResponse for GatewayError {
 
 impl GatewayError {
     /// The error code for logs and metrics; `upstream_<status>` for pass-through answers.
-    pub fn code(&self) -> String {
+    pub fn code(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            Self::Api(e) => e.code.as_str().to_owned(),
-            Self::PassThrough(r) => format!("upstream_{}", r.status().as_u16()),
+            Self::Api(e) => e.code.as_str().into(),
+            Self::PassThrough(r) => format!("upstream_{}", r.status().as_u16()).into(),
         }
     }
 }

@@ -13,6 +13,7 @@ use laneway_core::wire::Endpoint;
 use laneway_core::Secret;
 use laneway_mock::{MockConfig, MockServer};
 
+use crate::metrics::Label;
 use crate::retry::Budget;
 
 pub struct LaneRt {
@@ -24,6 +25,8 @@ pub struct LaneRt {
     pub has_tpm: bool,
     /// Retries this lane may still spend; carried across reloads.
     pub budget: Arc<Budget>,
+    /// The lane's name as a metrics label.
+    pub label: Label,
 }
 
 impl LaneRt {
@@ -37,13 +40,15 @@ pub struct RouteRt {
     /// The pool, in config order.
     pub pool: Vec<Arc<Lane>>,
     pub fallbacks: Vec<String>,
-    /// Whether the pattern is a literal model id (then it doubles as the metrics label).
-    pub literal: bool,
+    /// The pattern as the `model` metrics label: the model id itself for a literal route.
+    pub label: Label,
 }
 
 pub struct KeyRt {
     pub key: Arc<Key>,
     pub config: Option<KeyConfig>,
+    /// The key's name as a metrics label.
+    pub label: Label,
 }
 
 impl KeyRt {
@@ -156,6 +161,7 @@ impl Runtime {
             lanes.push(LaneRt {
                 lane,
                 budget,
+                label: Arc::new(c.name.clone()),
                 has_tpm: c.limits.tpm.is_some(),
                 urls,
                 config: c.clone(),
@@ -168,7 +174,7 @@ impl Runtime {
                 pattern: r.model.clone(),
                 pool: r.lanes.iter().map(|&i| lanes[i].lane.clone()).collect(),
                 fallbacks: r.fallbacks.clone(),
-                literal: laneway_core::glob::is_literal(&r.model),
+                label: Arc::new(r.model.clone()),
             })
             .collect();
         let mut keys = HashMap::new();
@@ -183,14 +189,18 @@ impl Runtime {
                 Arc::new(KeyRt {
                     key,
                     config: Some(c.clone()),
+                    label: Arc::new(c.name.clone()),
                 }),
             );
         }
         let anonymous = previous.map_or_else(
             || {
+                let key = Key::new(0, KeySpec::anonymous());
+                let label = Arc::new(key.spec.name.clone());
                 Arc::new(KeyRt {
-                    key: Key::new(0, KeySpec::anonymous()),
+                    key,
                     config: None,
+                    label,
                 })
             },
             |p| p.anonymous.clone(),

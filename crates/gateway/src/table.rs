@@ -12,18 +12,20 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Label;
+
 const SHARDS: usize = 32;
 
 pub struct Entry {
     pub tag: u64,
     pub id: Arc<str>,
-    pub key: Arc<str>,
+    pub key: Label,
     pub model: String,
     pub stream: bool,
     pub created: Instant,
     /// When and where the request got a lane slot; `None` while it waits (again, when a retry
     /// waits for another lane).
-    started: Mutex<Option<(Instant, Arc<str>)>>,
+    started: Mutex<Option<(Instant, Label)>>,
     pub attempt: AtomicU32,
     pub cancel: CancellationToken,
     /// Why `cancel` fired: an operator (true) or the gateway itself.
@@ -31,15 +33,15 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<str>)>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Label)>> {
         self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn running(&self) -> Option<(Instant, Arc<str>)> {
+    pub fn running(&self) -> Option<(Instant, Label)> {
         self.slot().clone()
     }
 
-    pub fn set_running(&self, lane: Arc<str>) {
+    pub fn set_running(&self, lane: Label) {
         *self.slot() = Some((Instant::now(), lane));
     }
 
@@ -51,7 +53,7 @@ impl Entry {
         self.slot().is_some()
     }
 
-    pub fn lane(&self) -> Option<Arc<str>> {
+    pub fn lane(&self) -> Option<Label> {
         self.slot().as_ref().map(|(_, l)| l.clone())
     }
 
@@ -113,7 +115,7 @@ impl Table {
     pub fn register(
         self: &Arc<Self>,
         id: Arc<str>,
-        key: Arc<str>,
+        key: Label,
         model: String,
         stream: bool,
     ) -> Registration {
