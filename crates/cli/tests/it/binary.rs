@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -321,5 +322,61 @@ async fn the_request_log_can_be_json() {
     assert_eq!(v["completion_tokens"], 16);
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("laneway-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("laneway.toml");
+    let write = |limit: u32| {
+        let text = format!(
+            "[server]\nadmin_key = \"adm\"\n[[lane]]\nname = \"mock\"\nkind = \"mock\"\nconcurrency_limit = {{ max_concurrent_requests = {limit} }}\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"mock\"]\n"
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    write(3);
+    // No --config: ./laneway.toml in the working directory is read.
+    let (child, addr) = spawn(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &dir,
+        &[],
+        Stdio::null(),
+    );
+    let child = Proc(child);
+    let c = client();
+    let limit = || async {
+        let v: Value = c
+            .get(format!("http://{addr}/admin/lanes"))
+            .bearer_auth("adm")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v[0]["limit"].as_u64()
+    };
+    assert_eq!(limit().await, Some(3));
+    write(7);
+    let status = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        until(Duration::from_secs(5), || async {
+            limit().await == Some(7)
+        })
+        .await
+    );
+    let r = c
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&chat_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
