@@ -21,6 +21,19 @@ fn lane(name: &str, max: Option<u32>, mode: Mode) -> Arc<Lane> {
     })
 }
 
+/// A lane with rate limits only, a roomy queue, and the given mode.
+fn rated(name: &str, rates: RateSpec, mode: Mode) -> Arc<Lane> {
+    Lane::new(LaneSpec {
+        name: name.into(),
+        max_concurrent: None,
+        rates,
+        queue_max_len: 100,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: mode,
+        adaptive: false,
+    })
+}
+
 fn anon() -> Arc<Key> {
     Key::new(0, KeySpec::anonymous())
 }
@@ -187,18 +200,14 @@ async fn the_deadline_bounds_the_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn queued_requests_follow_the_rate_limit() {
-    let l = Lane::new(LaneSpec {
-        name: "r".into(),
-        max_concurrent: None,
-        rates: RateSpec {
+    let l = rated(
+        "r",
+        RateSpec {
             per_second: Some((10.0, 1)),
             ..RateSpec::default()
         },
-        queue_max_len: 100,
-        queue_timeout: Duration::from_secs(10),
-        on_limit: Mode::Queue,
-        adaptive: false,
-    });
+        Mode::Queue,
+    );
     let k = anon();
     let c = CancellationToken::new();
     let t0 = Instant::now();
@@ -213,18 +222,14 @@ async fn queued_requests_follow_the_rate_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_larger_than_the_token_limit_is_refused_at_once() {
-    let l = Lane::new(LaneSpec {
-        name: "t".into(),
-        max_concurrent: None,
-        rates: RateSpec {
+    let l = rated(
+        "t",
+        RateSpec {
             tpm: Some(1000),
             ..RateSpec::default()
         },
-        queue_max_len: 100,
-        queue_timeout: Duration::from_secs(10),
-        on_limit: Mode::Queue,
-        adaptive: false,
-    });
+        Mode::Queue,
+    );
     let k = anon();
     let c = CancellationToken::new();
     let err = acquire(
@@ -256,18 +261,14 @@ async fn a_request_larger_than_the_token_limit_is_refused_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn tokens_are_settled_to_actual_usage() {
-    let l = Lane::new(LaneSpec {
-        name: "t".into(),
-        max_concurrent: None,
-        rates: RateSpec {
+    let l = rated(
+        "t",
+        RateSpec {
             tpm: Some(1000),
             ..RateSpec::default()
         },
-        queue_max_len: 100,
-        queue_timeout: Duration::from_secs(10),
-        on_limit: Mode::Reject,
-        adaptive: false,
-    });
+        Mode::Reject,
+    );
     let k = anon();
     let c = CancellationToken::new();
     let big = |t| Ask {

@@ -86,8 +86,7 @@ async fn the_demo_serves_on_port_zero_and_drains_on_sigterm() {
         );
     }
     // A streaming request in progress finishes after SIGTERM; then the process exits 0.
-    let mut body = chat_body("mock-demo");
-    body["stream"] = true.into();
+    let body = stream_body("mock-demo");
     let r = c
         .post(format!("{base}/v1/chat/completions"))
         .json(&body)

@@ -86,8 +86,7 @@ async fn a_stream_is_relayed_chunk_by_chunk() {
     let m = mock(cfg).await;
     let g = simple(&m.url(), "", "").await;
     let c = client();
-    let mut body = chat_body("mock-1");
-    body["stream"] = json!(true);
+    let body = stream_body("mock-1");
     let r = chat(&c, g.addr, &body).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
@@ -116,8 +115,7 @@ async fn usage_is_relayed_when_the_client_asks_for_it() {
     let m = mock(mock_cfg()).await;
     let g = simple(&m.url(), "tpm = 100000", "").await;
     let c = client();
-    let mut body = chat_body("mock-1");
-    body["stream"] = json!(true);
+    let mut body = stream_body("mock-1");
     let text = chat(&c, g.addr, &body).await.text().await.unwrap();
     assert!(
         !text.contains("\"usage\""),
@@ -148,8 +146,7 @@ async fn a_client_leaving_mid_stream_drops_the_upstream_at_once() {
     let m = mock(cfg).await;
     let g = simple(&m.url(), "", "").await;
     let c = client();
-    let mut body = chat_body("mock-1");
-    body["stream"] = json!(true);
+    let body = stream_body("mock-1");
     let r = chat(&c, g.addr, &body).await;
     let mut stream = r.bytes_stream();
     stream.next().await.unwrap().unwrap();
@@ -200,8 +197,7 @@ async fn a_deadline_mid_stream_ends_it_with_an_error_event_and_no_retry() {
     cfg.output_tokens = 100;
     let m = mock(cfg).await;
     let g = simple(&m.url(), "", "").await;
-    let mut body = chat_body("mock-1");
-    body["stream"] = json!(true);
+    let body = stream_body("mock-1");
     let r = client()
         .post(url(g.addr, "/v1/chat/completions"))
         .header("x-laneway-timeout", "500ms")

@@ -49,6 +49,13 @@ pub fn chat_body(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
 }
 
+/// A streaming chat request body.
+pub fn stream_body(model: &str) -> Value {
+    let mut body = chat_body(model);
+    body["stream"] = json!(true);
+    body
+}
+
 pub async fn chat(c: &reqwest::Client, addr: SocketAddr, body: &Value) -> reqwest::Response {
     c.post(url(addr, "/v1/chat/completions"))
         .json(body)
