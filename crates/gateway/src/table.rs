@@ -5,7 +5,7 @@
 //! the admin view walks the shards one at a time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -27,9 +27,8 @@ pub struct Entry {
     /// waits for another lane).
     started: Mutex<Option<(Instant, Label)>>,
     pub attempt: AtomicU32,
+    /// Fired only by an operator (admin API or panel): stop or cancel this request.
     pub cancel: CancellationToken,
-    /// Why `cancel` fired: an operator (true) or the gateway itself.
-    pub by_operator: AtomicBool,
 }
 
 impl Entry {
@@ -58,12 +57,7 @@ impl Entry {
     }
 
     pub fn operator_cancel(&self) {
-        self.by_operator.store(true, Ordering::Release);
         self.cancel.cancel();
-    }
-
-    pub fn cancelled_by_operator(&self) -> bool {
-        self.by_operator.load(Ordering::Acquire)
     }
 }
 
@@ -130,7 +124,6 @@ impl Table {
             started: Mutex::new(None),
             attempt: AtomicU32::new(0),
             cancel: CancellationToken::new(),
-            by_operator: AtomicBool::new(false),
         });
         self.shard(tag).insert(tag, entry.clone());
         Registration {
