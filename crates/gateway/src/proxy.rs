@@ -1,10 +1,11 @@
-//! The OpenAI endpoints: read, authenticate, route, admit, forward, relay.
+//! The OpenAI endpoints: authenticate, read, route, then hand over to [`crate::forward`] and
+//! relay its answer.
 //!
 //! ```text
-//! body ─► key ─► peek(model, stream, max_tokens) ─► route ─► admission ─► attempts ─► relay
-//!  413     401        400                          404/403   429/503/504   502/504/up   (permit
-//!                                                                                        lives in
-//!                                                                                        the body)
+//! key ─► body ─► peek(model, stream, max_tokens) ─► route ─► forward (admission, attempts) ─► relay
+//! 401    413          400                          404/403   429/502/503/504/upstream's      (permit
+//!                                                                                            lives in
+//!                                                                                            the body)
 //! ```
 
 use std::sync::Arc;
