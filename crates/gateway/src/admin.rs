@@ -129,17 +129,7 @@ async fn cancel(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
-    let e = find(&app, &id)?;
-    if e.is_running() {
-        return Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("request `{id}` is already running: stop it instead"),
-        )
-        .into());
-    }
-    e.operator_cancel();
-    Ok(Json(json!({"cancelled": 1, "id": id})).into_response())
+    end_one(&app, &id, &req, false)
 }
 
 async fn stop(
@@ -147,17 +137,28 @@ async fn stop(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
-    let e = find(&app, &id)?;
-    if !e.is_running() {
+    end_one(&app, &id, &req, true)
+}
+
+/// Cancels a queued request (`running = false`) or stops a running one; acting on a request in
+/// the other state is a 409 that names the right verb.
+fn end_one(app: &App, id: &str, req: &Request, running: bool) -> Result<Response, GatewayError> {
+    authorize(app, req.headers())?;
+    let e = find(app, id)?;
+    let (verb, other) = if running {
+        ("stopped", "still queued: cancel")
+    } else {
+        ("cancelled", "already running: stop")
+    };
+    if e.is_running() != running {
         return Err(ApiError::new(
             ErrorCode::Conflict,
-            format!("request `{id}` is still queued: cancel it instead"),
+            format!("request `{id}` is {other} it instead"),
         )
         .into());
     }
     e.operator_cancel();
-    Ok(Json(json!({"stopped": 1, "id": id})).into_response())
+    Ok(Json(json!({verb: 1, "id": id})).into_response())
 }
 
 #[derive(Deserialize)]

@@ -109,9 +109,7 @@ async fn the_admin_api_needs_its_key_and_is_off_without_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_cancel_act_on_the_right_state() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 30_000;
-    let m = mock(cfg).await;
+    let m = slow_mock(30_000).await;
     let g = simple(
         &m.url(),
         "concurrency_limit = { max_concurrent_requests = 2 }",
@@ -195,9 +193,7 @@ async fn stop_and_cancel_act_on_the_right_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_queue_cancels_only_waiting_requests_of_the_lane() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 30_000;
-    let m = mock(cfg).await;
+    let m = slow_mock(30_000).await;
     let g = simple(
         &m.url(),
         "concurrency_limit = { max_concurrent_requests = 1 }",
@@ -298,9 +294,7 @@ async fn metrics_count_what_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_limits_under_load_without_losing_requests() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 30;
-    let m = mock(cfg).await;
+    let m = slow_mock(30).await;
     let dir = std::env::temp_dir().join(format!("laneway-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("laneway.toml");

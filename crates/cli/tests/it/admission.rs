@@ -65,9 +65,7 @@ async fn a_lane_limit_keeps_the_upstream_within_its_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_mode_answers_429_with_an_honest_hint() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 300;
-    let m = mock(cfg).await;
+    let m = slow_mock(300).await;
     let g = simple(
         &m.url(),
         "concurrency_limit = { max_concurrent_requests = 8 }\non_limit = \"reject\"",
@@ -92,9 +90,7 @@ async fn reject_mode_answers_429_with_an_honest_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_and_a_queue_timeout_are_429s() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 1500;
-    let m = mock(cfg).await;
+    let m = slow_mock(1500).await;
     let lane = "concurrency_limit = { max_concurrent_requests = 1 }\nqueue = { max_len = 2, timeout = \"300ms\" }";
     let g = simple(&m.url(), lane, "").await;
     let rs = flood(&client(), g.addr, 5, None).await;
@@ -152,9 +148,7 @@ rpm = 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_limits_refuse_and_report_remaining_requests() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 200;
-    let m = mock(cfg).await;
+    let m = slow_mock(200).await;
     let g = simple(&m.url(), "", TEAM).await;
     let c = client();
     let rs = flood(&c, g.addr, 2, Some("sk-team")).await;
@@ -183,9 +177,7 @@ async fn key_limits_refuse_and_report_remaining_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_keys_share_a_contended_lane() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 15;
-    let m = mock(cfg).await;
+    let m = slow_mock(15).await;
     let keys = r#"
 [[key]]
 name = "heavy"
@@ -374,9 +366,7 @@ fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_may_lower_its_priority_but_not_raise_it() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 300;
-    let m = mock(cfg).await;
+    let m = slow_mock(300).await;
     let g = simple(
         &m.url(),
         "concurrency_limit = { max_concurrent_requests = 1 }",

@@ -164,9 +164,7 @@ async fn an_upstream_refusing_connections_gives_502_after_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_upstream_hits_the_deadline_and_is_dropped() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 60_000;
-    let m = mock(cfg).await;
+    let m = slow_mock(60_000).await;
     let g = simple(&m.url(), "", "").await;
     let r = client()
         .post(url(g.addr, "/v1/chat/completions"))

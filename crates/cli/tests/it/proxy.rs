@@ -158,9 +158,7 @@ async fn a_client_leaving_mid_stream_drops_the_upstream_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_before_the_answer_drops_the_upstream() {
-    let mut cfg = mock_cfg();
-    cfg.latency_ms = 30_000;
-    let m = mock(cfg).await;
+    let m = slow_mock(30_000).await;
     let g = simple(&m.url(), "", "").await;
     let c = client();
     let addr = g.addr;

@@ -15,6 +15,13 @@ pub async fn mock(cfg: MockConfig) -> MockServer {
         .expect("mock starts")
 }
 
+/// A mock that answers after `latency_ms`.
+pub async fn slow_mock(latency_ms: u64) -> MockServer {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = latency_ms;
+    mock(cfg).await
+}
+
 pub fn mock_cfg() -> MockConfig {
     MockConfig::new()
 }
