@@ -99,6 +99,12 @@ impl Gcra {
         }
     }
 
+    /// Takes over another limiter's schedule (a reloaded limit): the time until it is full
+    /// again is kept, so traffic admitted under the old limit still counts.
+    pub fn carry_usage(&mut self, old: &Gcra) {
+        self.tat = old.tat;
+    }
+
     /// Units in use at `now`: how much of the capacity the TAT still covers.
     pub fn used(&self, now: Instant) -> u64 {
         let ahead = self

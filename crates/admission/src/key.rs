@@ -3,10 +3,11 @@
 //! capacity (a future rate slot is reserved, a concurrency slot is awaited in FIFO order), within
 //! its deadline.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,18 +48,29 @@ pub struct KeyUsage {
     pub tokens: Option<(u64, u64, Duration)>,
 }
 
+/// What changes as requests come and go, under one short lock per key.
+struct State {
+    spec: Arc<KeySpec>,
+    rates: Rates,
+    in_flight: u32,
+    ewma_service: Duration,
+}
+
 pub struct Key {
     pub id: KeyId,
-    pub spec: KeySpec,
-    slots: Option<Arc<Semaphore>>,
-    rates: Mutex<Rates>,
-    ewma_service: Mutex<Duration>,
+    /// Keys keep their name across reloads; everything else can change.
+    pub name: String,
+    state: Mutex<State>,
+    /// Signalled when a concurrency slot frees or the limit grows, for keys in queue mode.
+    freed: Notify,
+    /// Whether the key has rate limits, readable without the lock on every response.
+    rate_limited: AtomicBool,
 }
 
 /// A key's share of a request: its concurrency slot and its rate reservation.
 pub struct KeyPermit {
     key: Arc<Key>,
-    _slot: Option<OwnedSemaphorePermit>,
+    holds_slot: bool,
     tokens: u64,
     started: Instant,
     /// Set once the request reaches a lane; a request refused later gets its rates back.
@@ -69,54 +81,78 @@ impl Key {
     pub fn new(id: KeyId, spec: KeySpec) -> Arc<Self> {
         Arc::new(Self {
             id,
-            slots: spec
-                .max_concurrent
-                .map(|n| Arc::new(Semaphore::new(n as usize))),
-            rates: Mutex::new(Rates::new(spec.rates)),
-            ewma_service: Mutex::new(Duration::from_secs(1)),
-            spec,
+            name: spec.name.clone(),
+            rate_limited: AtomicBool::new(spec.rates != RateSpec::default()),
+            state: Mutex::new(State {
+                rates: Rates::new(spec.rates),
+                spec: Arc::new(spec),
+                in_flight: 0,
+                ewma_service: Duration::from_secs(1),
+            }),
+            freed: Notify::new(),
         })
     }
 
-    fn rates(&self) -> MutexGuard<'_, Rates> {
-        // Every mutation of the rates is a single step; a poisoned lock still holds valid state.
-        self.rates.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation of the state is a single step; a poisoned lock still holds valid state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn spec(&self) -> Arc<KeySpec> {
+        self.lock().spec.clone()
+    }
+
+    /// Applies new limits (hot reload): requests in flight and rate usage carry over, so the
+    /// new limits hold from the first request after the reload.
+    pub fn reconfigure(&self, spec: KeySpec) {
+        {
+            let mut st = self.lock();
+            st.rates.reconfigure(spec.rates);
+            self.rate_limited
+                .store(spec.rates != RateSpec::default(), Ordering::Relaxed);
+            st.spec = Arc::new(spec);
+        }
+        // A larger limit may let waiters in.
+        self.freed.notify_waiters();
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.lock().in_flight
     }
 
     fn scope(&self) -> Scope {
-        Scope::Key(self.spec.name.clone())
+        Scope::Key(self.name.clone())
     }
 
-    /// Whether this key has any limit worth reporting in `x-ratelimit-*` headers. Read from the
-    /// spec, not the limiter, so keys without limits never touch the limiter's lock.
+    /// Whether this key has any limit worth reporting in `x-ratelimit-*` headers. Lock-free, so
+    /// keys without limits never touch the key's lock for it.
     pub fn has_rate_limits(&self) -> bool {
-        self.spec.rates != RateSpec::default()
+        self.rate_limited.load(Ordering::Relaxed)
     }
 
     pub fn usage(&self) -> KeyUsage {
         let now = Instant::now();
-        let r = self.rates();
+        let st = self.lock();
         let remaining = |v: Option<(u64, u64, Duration)>| {
             v.map(|(cap, used, full)| (cap, cap - used.min(cap), full))
         };
         KeyUsage {
-            requests: remaining(r.requests_used(now)),
-            tokens: remaining(r.tokens_used(now)),
+            requests: remaining(st.rates.requests_used(now)),
+            tokens: remaining(st.rates.tokens_used(now)),
         }
     }
 
-    fn concurrency_hint(&self) -> Duration {
-        let per = *self.ewma_service.lock().unwrap_or_else(|p| p.into_inner());
-        let n = self.spec.max_concurrent.unwrap_or(1).max(1);
-        (per / n).max(Duration::from_millis(1))
+    fn concurrency_hint(st: &State) -> Duration {
+        let n = st.spec.max_concurrent.unwrap_or(1).max(1);
+        (st.ewma_service / n).max(Duration::from_millis(1))
     }
 
-    fn blocked(&self, b: Blocked, now: Instant, tokens: u64) -> AdmissionError {
+    fn blocked(&self, st: &State, b: Blocked, now: Instant, tokens: u64) -> AdmissionError {
         match b.denied {
             Denied::Never => AdmissionError::NeverFits {
                 scope: self.scope(),
                 needed: tokens,
-                limit: self.spec.rates.tpm.unwrap_or(0),
+                limit: st.spec.rates.tpm.unwrap_or(0),
             },
             Denied::Until(at) => AdmissionError::RateLimited {
                 scope: self.scope(),
@@ -124,6 +160,15 @@ impl Key {
                 retry_after: at - now,
             },
         }
+    }
+
+    /// Takes a concurrency slot if one is free.
+    fn try_slot(st: &mut State) -> bool {
+        if st.spec.max_concurrent.is_some_and(|m| st.in_flight >= m) {
+            return false;
+        }
+        st.in_flight += 1;
+        true
     }
 
     pub async fn admit(
@@ -135,39 +180,40 @@ impl Key {
         let now = Instant::now();
         let mut permit = KeyPermit {
             key: self.clone(),
-            _slot: None,
+            holds_slot: false,
             tokens,
             started: now,
             used: true,
         };
-        match self.spec.on_limit {
+        let mode = self.lock().spec.on_limit;
+        match mode {
             Mode::Reject => {
-                self.rates()
-                    .check(now, tokens)
-                    .map_err(|b| self.blocked(b, now, tokens))?;
-                if let Some(slots) = &self.slots {
-                    permit._slot = Some(slots.clone().try_acquire_owned().map_err(|_| {
-                        AdmissionError::ConcurrencyLimited {
-                            scope: self.scope(),
-                            retry_after: self.concurrency_hint(),
-                        }
-                    })?);
+                let mut st = self.lock();
+                if let Err(b) = st.rates.check(now, tokens) {
+                    return Err(self.blocked(&st, b, now, tokens));
                 }
-                self.rates().take(now, tokens);
+                if !Self::try_slot(&mut st) {
+                    return Err(AdmissionError::ConcurrencyLimited {
+                        scope: self.scope(),
+                        retry_after: Self::concurrency_hint(&st),
+                    });
+                }
+                permit.holds_slot = true;
+                st.rates.take(now, tokens);
             }
             Mode::Queue => {
                 let at = {
-                    let mut r = self.rates();
+                    let mut st = self.lock();
                     if let Err(
                         b @ Blocked {
                             denied: Denied::Never,
                             ..
                         },
-                    ) = r.check(now, tokens)
+                    ) = st.rates.check(now, tokens)
                     {
-                        return Err(self.blocked(b, now, tokens));
+                        return Err(self.blocked(&st, b, now, tokens));
                     }
-                    r.reserve(now, tokens)
+                    st.rates.reserve(now, tokens)
                 };
                 // From here on, dropping `permit` gives the reservation back.
                 permit.used = false;
@@ -182,9 +228,17 @@ impl Key {
                     () = tokio::time::sleep_until(at) => {}
                     () = cancel.cancelled() => return Err(AdmissionError::Cancelled),
                 }
-                if let Some(slots) = &self.slots {
+                loop {
+                    // Registered before the check, so a slot freed in between is not missed.
+                    let freed = self.freed.notified();
+                    tokio::pin!(freed);
+                    freed.as_mut().enable();
+                    if Self::try_slot(&mut self.lock()) {
+                        permit.holds_slot = true;
+                        break;
+                    }
                     tokio::select! {
-                        slot = slots.clone().acquire_owned() => permit._slot = slot.ok(),
+                        () = &mut freed => {}
                         () = tokio::time::sleep_until(deadline) => return Err(AdmissionError::DeadlineExceeded),
                         () = cancel.cancelled() => return Err(AdmissionError::Cancelled),
                     }
@@ -203,7 +257,8 @@ impl KeyPermit {
 
     pub(crate) fn settle_tokens(&mut self, actual: u64) {
         self.key
-            .rates()
+            .lock()
+            .rates
             .settle_tokens(Instant::now(), self.tokens, actual);
         self.tokens = actual;
     }
@@ -211,16 +266,20 @@ impl KeyPermit {
 
 impl Drop for KeyPermit {
     fn drop(&mut self) {
-        if !self.used {
-            self.key.rates().untake(self.tokens);
-            return;
+        {
+            let mut st = self.key.lock();
+            if self.used {
+                let held = self.started.elapsed();
+                st.ewma_service = (st.ewma_service * 7 + held) / 8;
+            } else {
+                st.rates.untake(self.tokens);
+            }
+            if self.holds_slot {
+                st.in_flight = st.in_flight.saturating_sub(1);
+            }
         }
-        let held = self.started.elapsed();
-        let mut e = self
-            .key
-            .ewma_service
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *e = (*e * 7 + held) / 8;
+        if self.holds_slot {
+            self.key.freed.notify_one();
+        }
     }
 }

@@ -198,7 +198,7 @@ async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<Arc<Lane>, Adm
         ask.tokens,
         ask.key.id,
         ask.priority,
-        ask.key.spec.weight,
+        ask.key.spec().weight,
         ask.tag,
         open.clone(),
     );

@@ -41,11 +41,15 @@ impl Rates {
         }
     }
 
-    /// Replaces the limits, keeping the usage of limits that still exist (hot reload).
+    /// Replaces the limits, keeping the usage of limits that still exist (hot reload): a
+    /// changed limit keeps how far ahead its schedule runs, so a full window stays full.
     pub fn reconfigure(&mut self, spec: RateSpec) {
         let fresh = Self::new(spec);
         let keep = |old: &Option<Gcra>, new: Option<Gcra>| match (old, new) {
-            (Some(o), Some(n)) if o.capacity() == n.capacity() => Some(o.clone()),
+            (Some(o), Some(mut n)) => {
+                n.carry_usage(o);
+                Some(n)
+            }
             (_, n) => n,
         };
         self.per_second = keep(&self.per_second, fresh.per_second);

@@ -58,7 +58,7 @@ async fn ask(
         lanes,
         Ask {
             key,
-            priority: key.spec.priority,
+            priority: key.spec().priority,
             tokens: 10,
             deadline: Instant::now() + Duration::from_secs(60),
             cancel,
@@ -497,4 +497,34 @@ async fn a_short_cooldown_is_waited_out() {
         .unwrap();
     assert_eq!(Instant::now() - t0, Duration::from_millis(300));
     drop(p);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_key_limit_counts_the_requests_already_running() {
+    let l = lane("a", None, Mode::Queue);
+    let spec = |max| KeySpec {
+        name: "team".into(),
+        max_concurrent: Some(max),
+        on_limit: Mode::Queue,
+        ..KeySpec::anonymous()
+    };
+    let k = Key::new(1, spec(2));
+    let c = CancellationToken::new();
+    let p1 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    let p2 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    k.reconfigure(spec(1));
+    let (l2, k2, c2) = (l.clone(), k.clone(), c.clone());
+    let waiting = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.is_ok() });
+    settle().await;
+    drop(p1);
+    settle().await;
+    assert!(
+        !waiting.is_finished(),
+        "one still runs, and the new limit is 1"
+    );
+    assert_eq!(k.in_flight(), 1);
+    k.reconfigure(spec(3));
+    assert!(waiting.await.unwrap(), "a larger limit lets the waiter in");
+    drop(p2);
+    assert_eq!(k.in_flight(), 0);
 }

@@ -174,7 +174,7 @@ fn request_options(
         })?;
         timeout = timeout.min(d);
     }
-    let mut priority = key.key.spec.priority;
+    let mut priority = key.key.spec().priority;
     if let Some(v) = header_str(headers, "x-laneway-priority") {
         let p: i32 = v.parse().map_err(|_| {
             ApiError::new(

@@ -53,7 +53,7 @@ pub struct KeyRt {
 
 impl KeyRt {
     pub fn name(&self) -> &str {
-        &self.key.spec.name
+        &self.key.name
     }
 
     pub fn allows(&self, model: &str) -> bool {
@@ -88,6 +88,13 @@ impl Mocks {
             .insert(lane.to_owned(), mock);
         Ok(url)
     }
+}
+
+/// Key ids are never reused, so a key added by a reload cannot share a fair-queue account with
+/// a key that was carried over. 0 is the anonymous key.
+fn next_key_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn rates(l: &Limits) -> RateSpec {
@@ -178,11 +185,14 @@ impl Runtime {
             })
             .collect();
         let mut keys = HashMap::new();
-        for (i, c) in config.keys.iter().enumerate() {
+        for c in &config.keys {
             let spec = key_spec(c);
             let key = match previous.and_then(|p| p.key_named(&c.name)) {
-                Some(old) if old.key.spec == spec => old.key.clone(),
-                _ => Key::new(i as u32 + 1, spec),
+                Some(old) => {
+                    old.key.reconfigure(spec);
+                    old.key.clone()
+                }
+                None => Key::new(next_key_id(), spec),
             };
             keys.insert(
                 c.key.expose().clone(),
@@ -196,7 +206,7 @@ impl Runtime {
         let anonymous = previous.map_or_else(
             || {
                 let key = Key::new(0, KeySpec::anonymous());
-                let label = Arc::new(key.spec.name.clone());
+                let label = Arc::new(key.name.clone());
                 Arc::new(KeyRt {
                     key,
                     config: None,
