@@ -251,10 +251,6 @@ impl Key {
 }
 
 impl KeyPermit {
-    pub fn key(&self) -> &Arc<Key> {
-        &self.key
-    }
-
     pub(crate) fn settle_tokens(&mut self, actual: u64) {
         self.key
             .lock()

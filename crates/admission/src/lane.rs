@@ -165,10 +165,6 @@ impl Lane {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn spec(&self) -> LaneSpec {
-        self.lock().spec.clone()
-    }
-
     /// Applies a new spec (hot reload): limits change, counters, usage and queue stay.
     pub fn reconfigure(self: &Arc<Self>, spec: LaneSpec) {
         {
@@ -181,25 +177,6 @@ impl Lane {
             st.limit = st.configured_limit();
         }
         self.dispatch();
-    }
-
-    /// Sets the concurrency limit in force (adaptive control); `None` restores the configured one.
-    pub fn set_limit(self: &Arc<Self>, limit: Option<u32>) {
-        {
-            let mut st = self.lock();
-            st.limit = limit.unwrap_or_else(|| st.configured_limit()).max(1);
-        }
-        self.dispatch();
-    }
-
-    /// Takes no new requests until `until` (an upstream said so); queued ones wait or go to
-    /// pool mates.
-    pub fn pause_until(&self, until: Instant) {
-        let mut st = self.lock();
-        if st.pause(until) {
-            st.next_wake = Some(until);
-            self.timer.notify_one();
-        }
     }
 
     /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit.

@@ -47,11 +47,6 @@ impl Permit {
         self.key.take()
     }
 
-    /// Tokens reserved against the tokens-per-minute limits.
-    pub fn reserved_tokens(&self) -> u64 {
-        self.tokens
-    }
-
     /// Corrects the token reservation to the upstream's reported usage: refunds what was
     /// over-estimated, charges what was under. Called once, when the response's usage is known.
     pub fn settle_tokens(&mut self, actual: u64) {

@@ -121,17 +121,20 @@ pub async fn forward(
 }
 
 /// Lanes to try next: the pool without the lanes that already failed this request, or the whole
-/// pool when every lane failed once.
-fn candidates(pool: &[Arc<Lane>], failed: &[Arc<Lane>]) -> Vec<Arc<Lane>> {
+/// pool when every lane failed once. The first attempt borrows the pool as it is.
+fn candidates<'p>(pool: &'p [Arc<Lane>], failed: &[Arc<Lane>]) -> Cow<'p, [Arc<Lane>]> {
+    if failed.is_empty() {
+        return Cow::Borrowed(pool);
+    }
     let fresh: Vec<_> = pool
         .iter()
         .filter(|l| !failed.iter().any(|f| Arc::ptr_eq(f, l)))
         .cloned()
         .collect();
     if fresh.is_empty() {
-        pool.to_vec()
+        Cow::Borrowed(pool)
     } else {
-        fresh
+        Cow::Owned(fresh)
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use laneway_core::{ApiError, ErrorCode};
@@ -71,7 +71,5 @@ pub async fn method_not_allowed(req: Request) -> Response {
         ErrorCode::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     );
-    let mut r = GatewayError::from(e).into_response();
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r
+    GatewayError::from(e).into_response()
 }

@@ -100,11 +100,6 @@ impl MockServer {
     pub fn reset(&self) {
         self.state.stats.reset();
     }
-
-    /// Waits until the server has stopped accepting; in-flight requests end on their own.
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
 }
 
 impl Drop for MockServer {
