@@ -128,8 +128,10 @@ def test_stop_and_cancel_from_the_panel(gateway, driver):
     wait.until(EC.invisibility_of_element_located(card(stop_id)))
     wait.until(EC.invisibility_of_element_located(card(cancel_id)))
 
+    client_ids = {stop_id: running[0].get_attribute("data-client-id"),
+                  cancel_id: queued[-1].get_attribute("data-client-id")}
     for rid in (stop_id, cancel_id):
-        i = int(rid.split("-")[1])
+        i = int(client_ids[rid].split("-")[1])
         threads[i].join(timeout=20)
         status, body = results[i]
         assert status == 503 and body["error"]["code"] == "request_cancelled", (rid, status, body)

@@ -36,6 +36,7 @@ fn main() {
             queue_timeout: Duration::from_secs(600),
             on_limit: Mode::Queue,
             adaptive: false,
+            max_pause: Duration::from_secs(300),
         });
         let key = Key::new(1, KeySpec::anonymous());
         let cancel = CancellationToken::new();

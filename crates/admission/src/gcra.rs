@@ -68,7 +68,9 @@ impl Gcra {
             return Err(Denied::Never);
         }
         let tat = self.tat.map_or(now, |t| t.max(now));
-        let new_tat = tat + self.cost(n);
+        let Some(new_tat) = tat.checked_add(self.cost(n)) else {
+            return Err(Denied::Never);
+        };
         let allowed_at = new_tat.checked_sub(self.tolerance).unwrap_or(now);
         if allowed_at <= now {
             Ok(())
@@ -86,8 +88,14 @@ impl Gcra {
 
     /// Takes `n` units regardless: used to reserve a future slot (then wait until the returned
     /// instant) and to charge usage beyond what was reserved.
+    ///
+    /// A charge counts for at most one full window: usage an upstream reports is outside input,
+    /// and no value of it may block the limit for longer than that.
     pub fn force(&mut self, now: Instant, n: u64) -> Instant {
-        let tat = self.tat.map_or(now, |t| t.max(now)) + self.cost(n);
+        let start = self.tat.map_or(now, |t| t.max(now));
+        let tat = start
+            .checked_add(self.cost(n.min(self.capacity)))
+            .unwrap_or(start);
         self.tat = Some(tat);
         tat.checked_sub(self.tolerance).unwrap_or(now).max(now)
     }

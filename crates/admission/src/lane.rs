@@ -35,6 +35,8 @@ pub struct LaneSpec {
     /// Learn the concurrency limit from the upstream's answers, up to `max_concurrent` (or
     /// [`ADAPTIVE_CEILING`] when unset).
     pub adaptive: bool,
+    /// The longest an upstream's hint (Retry-After, a rate-limit reset) may pause the lane.
+    pub max_pause: Duration,
 }
 
 /// The highest limit an adaptive lane without a configured maximum will try.
@@ -173,9 +175,18 @@ impl Lane {
             if spec.adaptive != st.spec.adaptive || spec.max_concurrent != st.spec.max_concurrent {
                 st.aimd = State::new_aimd(&spec);
             }
+            // A pause taken under the old bound is cut to the new one.
+            let bound = Instant::now().checked_add(spec.max_pause);
+            if let (Some(p), Some(b)) = (st.paused_until, bound) {
+                if p > b {
+                    st.paused_until = Some(b);
+                    st.next_wake = Some(b);
+                }
+            }
             st.spec = spec;
             st.limit = st.configured_limit();
         }
+        self.timer.notify_one();
         self.dispatch();
     }
 
@@ -202,10 +213,11 @@ impl Lane {
                 Feedback::Failed => pause = st.circuit.record(true),
             }
             st.limit = st.configured_limit();
-            match pause {
-                Some(p) if !p.is_zero() && st.pause(now + p) => Some(now + p),
-                _ => None,
-            }
+            // Hints come from outside: never let one pause the lane past its bound.
+            let until = pause
+                .filter(|p| !p.is_zero())
+                .and_then(|p| now.checked_add(p.min(st.spec.max_pause)));
+            until.filter(|&u| st.pause(u))
         };
         if let Some(until) = paused {
             tracing::info!(lane = %self.name, pause_ms = (until - now).as_millis() as u64, "lane paused");

@@ -18,6 +18,7 @@ fn lane(name: &str, max: Option<u32>, mode: Mode) -> Arc<Lane> {
         queue_timeout: Duration::from_secs(10),
         on_limit: mode,
         adaptive: false,
+        max_pause: Duration::from_secs(300),
     })
 }
 
@@ -31,6 +32,7 @@ fn rated(name: &str, rates: RateSpec, mode: Mode) -> Arc<Lane> {
         queue_timeout: Duration::from_secs(10),
         on_limit: mode,
         adaptive: false,
+        max_pause: Duration::from_secs(300),
     })
 }
 
@@ -331,6 +333,7 @@ async fn weights_share_a_contended_lane() {
         queue_timeout: Duration::from_secs(600),
         on_limit: Mode::Queue,
         adaptive: false,
+        max_pause: Duration::from_secs(300),
     });
     let heavy = key(1, 3);
     let light = key(2, 1);
@@ -527,4 +530,38 @@ async fn a_reloaded_key_limit_counts_the_requests_already_running() {
     assert!(waiting.await.unwrap(), "a larger limit lets the waiter in");
     drop(p2);
     assert_eq!(k.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_hint_never_pauses_a_lane_past_its_bound() {
+    let a = lane("a", Some(4), Mode::Queue);
+    // What a hostile `retry-after: 1000000000000000000` parses to.
+    a.feedback(Feedback::Overloaded {
+        retry_after: Some(Duration::from_secs(365 * 86_400)),
+    });
+    let cooldown = a.snapshot().cooldown_until.unwrap();
+    assert!(cooldown <= Duration::from_secs(300), "{cooldown:?}");
+    a.feedback(Feedback::Exhausted {
+        reset: Duration::MAX,
+    });
+    assert!(a.snapshot().cooldown_until.unwrap() <= Duration::from_secs(300));
+
+    // A reload with a shorter bound cuts the pause already taken.
+    let mut spec = LaneSpec {
+        name: "a".into(),
+        max_concurrent: Some(4),
+        rates: RateSpec::default(),
+        queue_max_len: 3,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: Mode::Queue,
+        adaptive: false,
+        max_pause: Duration::from_secs(300),
+    };
+    spec.max_pause = Duration::from_secs(1);
+    a.reconfigure(spec);
+    assert!(a.snapshot().cooldown_until.unwrap() <= Duration::from_secs(1));
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(a.snapshot().health, Health::Ok);
+    let p = ask(&[a.clone()], &anon(), &CancellationToken::new()).await;
+    assert!(p.is_ok());
 }

@@ -174,6 +174,8 @@ pub struct RetryConfig {
     pub budget_min_per_second: f64,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The longest an upstream's Retry-After or rate-limit reset may pause a lane.
+    pub max_pause: Duration,
 }
 
 impl Default for RetryConfig {
@@ -184,6 +186,7 @@ impl Default for RetryConfig {
             budget_min_per_second: 10.0,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            max_pause: Duration::from_secs(300),
         }
     }
 }

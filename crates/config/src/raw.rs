@@ -128,6 +128,7 @@ pub struct RawRetry {
     pub max_attempts: Option<u32>,
     pub budget: Option<RawBudget>,
     pub backoff: Option<RawBackoff>,
+    pub max_pause: Option<EnvString>,
 }
 
 #[derive(Debug, Deserialize)]

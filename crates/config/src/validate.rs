@@ -501,6 +501,16 @@ pub fn validate(raw: RawConfig, text: &str) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    retry.max_pause = c.duration(
+        None,
+        "retry.max_pause",
+        raw.retry.max_pause.as_ref(),
+        retry.max_pause,
+    );
+    if retry.max_pause > Duration::from_secs(86_400) {
+        c.push(None, "retry.max_pause", "must be at most a day (24h)");
+    }
+
     let store = match raw.limits.store.as_ref().map(|s| s.0.as_str()) {
         None | Some("memory") => LimitStore::Memory,
         Some(u) if u.starts_with("redis://") => LimitStore::Redis(Secret::new(u.to_string())),

@@ -8,7 +8,9 @@
 //! - [`secret`]: [`Secret`], a wrapper whose `Debug`/`Display`/`Serialize` never print the value.
 //! - [`glob`]: the tiny `*`/`?` matcher used for model patterns.
 //! - [`id`]: request ids.
+//! - [`duration`]: durations read from outside, saturating and capped.
 
+pub mod duration;
 pub mod error;
 pub mod glob;
 pub mod id;

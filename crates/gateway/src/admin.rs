@@ -88,6 +88,7 @@ pub fn views(app: &App) -> Vec<RequestView> {
             };
             RequestView {
                 id: e.id.to_string(),
+                client_request_id: e.client_id.as_deref().map(str::to_owned),
                 state: if started.is_some() {
                     "running"
                 } else {
@@ -239,12 +240,19 @@ pub fn lane_views(app: &App) -> Vec<LaneView> {
                     laneway_admission::Health::CoolingDown => "cooling_down",
                     laneway_admission::Health::Open => "open",
                 },
-                cooldown_until: s.cooldown_until.map(|d| {
-                    humantime::format_rfc3339_millis(std::time::SystemTime::now() + d).to_string()
-                }),
+                cooldown_until: s.cooldown_until.map(wall_clock),
             }
         })
         .collect()
+}
+
+/// An RFC 3339 time `d` from now. Never fails: `d` is capped so the year stays printable.
+fn wall_clock(d: std::time::Duration) -> String {
+    let now = std::time::SystemTime::now();
+    let at = now
+        .checked_add(d.min(laneway_core::duration::CEILING))
+        .unwrap_or(now);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 async fn lanes(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {

@@ -252,10 +252,23 @@ async fn serve_route(
                 let status = resp.status();
                 let hints = Hints::from_headers(resp.headers());
                 let (parts, incoming) = resp.into_parts();
-                let bytes = tokio::select! {
-                    b = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect() => b.map(|c| c.to_bytes()).unwrap_or_default(),
+                let read = tokio::select! {
+                    b = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect() => b,
                     () = entry.cancel.cancelled() => return Err(Failure::last(cancelled())),
                     () = tokio::time::sleep_until(plan.deadline) => return Err(Failure::last(deadline_exceeded())),
+                };
+                let Ok(bytes) = read.map(|c| c.to_bytes()) else {
+                    // An error answer that cannot be read whole is not passed on cut short.
+                    permit.lane().feedback(Feedback::Failed);
+                    return Err(Failure::last(GatewayError::Api(ApiError::new(
+                        ErrorCode::UpstreamUnreachable,
+                        format!(
+                            "the upstream answered {} with an error body that is broken or larger \
+                             than {} KiB; the lane's upstream misbehaves",
+                            status.as_u16(),
+                            MAX_ERROR_BODY >> 10
+                        ),
+                    ))));
                 };
                 if status == StatusCode::TOO_MANY_REQUESTS {
                     plan.app
@@ -306,7 +319,7 @@ async fn serve_route(
         let another = route.pool.len() > failed.len();
         let mut delay = retry::backoff(retry, attempt);
         if !another {
-            delay = delay.max(hint.unwrap_or_default());
+            delay = delay.max(hint.unwrap_or_default().min(retry.max_pause));
         }
         if Instant::now() + delay >= plan.deadline {
             return Err(Failure::route_down(error));

@@ -1,5 +1,6 @@
 //! What happened to one request, recorded once at its end: the request-log line and the
-//! per-request metrics. A ledger dropped without being closed means the client went away.
+//! per-request metrics. A ledger dropped without being closed means the client went away, or,
+//! when the request's handler panicked, an internal error.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use laneway_upstream::sse::Usage;
 use tokio::time::Instant;
 
 use crate::metrics::{Code, Label, LaneKind, LaneLabel, Reason, RequestLabels};
+use crate::server::RequestCtx;
 use crate::App;
 
 /// How a request ended.
@@ -19,11 +21,14 @@ pub enum End {
     Operator,
     Deadline,
     UpstreamBroke,
+    /// The handler panicked: a bug in Laneway, answered with 500 `internal_error`.
+    Panicked,
 }
 
 pub struct Ledger {
     app: Arc<App>,
     pub id: Arc<str>,
+    pub client_id: Option<Arc<str>>,
     pub key: Label,
     pub model: Label,
     pub lane: Option<Label>,
@@ -42,10 +47,11 @@ fn dash() -> Label {
 }
 
 impl Ledger {
-    pub fn new(app: Arc<App>, id: Arc<str>) -> Self {
+    pub fn new(app: Arc<App>, ctx: &RequestCtx) -> Self {
         Self {
             app,
-            id,
+            id: ctx.id.clone(),
+            client_id: ctx.client_id.clone(),
             key: dash(),
             model: dash(),
             lane: None,
@@ -72,6 +78,7 @@ impl Ledger {
             End::Operator => Cow::Borrowed("request_cancelled"),
             End::Deadline => Cow::Borrowed("deadline_exceeded"),
             End::UpstreamBroke => Cow::Borrowed("upstream_broke"),
+            End::Panicked => Cow::Borrowed("internal_error"),
         };
         m.requests
             .get_or_create(&RequestLabels {
@@ -117,6 +124,7 @@ impl Ledger {
         tracing::info!(
             target: "laneway::request",
             id = %self.id,
+            client_request_id = self.client_id.as_deref().unwrap_or(""),
             key = %self.key,
             model = %self.model,
             lane = %lane,
@@ -136,7 +144,12 @@ impl Ledger {
 impl Drop for Ledger {
     fn drop(&mut self) {
         if !self.closed {
-            self.close(End::ClientGone, None);
+            if std::thread::panicking() {
+                self.status = 500;
+                self.close(End::Panicked, None);
+            } else {
+                self.close(End::ClientGone, None);
+            }
         }
     }
 }

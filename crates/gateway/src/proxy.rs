@@ -28,7 +28,7 @@ use crate::ledger::{End, Ledger};
 use crate::metrics::Reason;
 use crate::respond::GatewayError;
 use crate::runtime::{KeyRt, Runtime};
-use crate::server::RequestId;
+use crate::server::RequestCtx;
 use crate::table::Entry;
 use crate::App;
 
@@ -46,11 +46,12 @@ pub async fn embeddings(State(app): State<Arc<App>>, req: Request) -> Response {
 
 async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
     let rt = app.rt.load_full();
-    let id = req.extensions().get::<RequestId>().map_or_else(
-        || Arc::from(laneway_core::id::new_request_id()),
-        |r| r.0.clone(),
-    );
-    let mut ledger = Some(Ledger::new(app.clone(), id));
+    let ctx = req
+        .extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .unwrap_or_else(|| RequestCtx::new(None));
+    let mut ledger = Some(Ledger::new(app.clone(), &ctx));
     let mut key = None;
     let result = run(&app, &rt, endpoint, req, &mut ledger, &mut key).await;
     let mut response = match result {
@@ -190,16 +191,7 @@ fn request_options(
 }
 
 fn humantime_duration(v: &str) -> Option<Duration> {
-    let d = parse_duration(v)?;
-    (!d.is_zero()).then_some(d)
-}
-
-/// `250ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
-fn parse_duration(v: &str) -> Option<Duration> {
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    laneway_upstream::classify::parse_reset(v)
+    laneway_core::duration::parse(v).filter(|d| !d.is_zero())
 }
 
 async fn run(
@@ -256,13 +248,17 @@ async fn run(
         .first()
         .and_then(|l| rt.lane(l.name()))
         .map_or(1024, |l| l.config.default_max_tokens);
-    let tokens = meta.prompt_token_estimate() + meta.max_tokens.unwrap_or(default_max);
+    let tokens = meta
+        .prompt_token_estimate()
+        .saturating_add(meta.max_tokens.unwrap_or(default_max));
 
-    let id = ledger
-        .as_ref()
-        .map_or_else(|| Arc::from("-"), |l| l.id.clone());
+    let (id, client_id) = ledger.as_ref().map_or_else(
+        || (Arc::from("-"), None),
+        |l| (l.id.clone(), l.client_id.clone()),
+    );
     let registration = app.table.register(
         id.clone(),
+        client_id,
         key.label.clone(),
         meta.model.clone(),
         meta.stream,

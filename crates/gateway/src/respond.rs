@@ -118,17 +118,27 @@ pub fn error_response(e: &ApiError) -> Response {
         _ => None,
     };
     if let Some(after) = after {
-        h.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(after).max(1)),
-        );
-        h.insert(
-            "retry-after-ms",
-            HeaderValue::from(retry_after_millis(after).max(1) as u64),
-        );
+        set_retry_after(h, after);
     }
     r
 }
+
+/// `Retry-After` (whole seconds, at least 1) and `retry-after-ms`, the only place they are written.
+fn set_retry_after(h: &mut http::HeaderMap, after: Duration) {
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(after).max(1)),
+    );
+    h.insert(
+        "retry-after-ms",
+        HeaderValue::from(retry_after_millis(after).max(1) as u64),
+    );
+}
+
+/// Marks a response that carries an upstream's own error body, which the gateway passes on
+/// as it is instead of reshaping it.
+#[derive(Clone, Copy)]
+pub struct UpstreamAnswer;
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
@@ -169,15 +179,8 @@ pub fn upstream_error(
         }
     }
     if matches!(parts.status.as_u16(), 429 | 503) && !h.contains_key(header::RETRY_AFTER) {
-        let after = hint.unwrap_or(Duration::from_secs(1));
-        h.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(after).max(1)),
-        );
-        h.insert(
-            "retry-after-ms",
-            HeaderValue::from(retry_after_millis(after).max(1) as u64),
-        );
+        set_retry_after(h, hint.unwrap_or(Duration::from_secs(1)));
     }
+    r.extensions_mut().insert(UpstreamAnswer);
     GatewayError::PassThrough(Box::new(r))
 }

@@ -112,7 +112,7 @@ fn mode(o: OnLimit) -> Mode {
     }
 }
 
-pub fn lane_spec(c: &LaneConfig) -> LaneSpec {
+pub fn lane_spec(c: &LaneConfig, max_pause: Duration) -> LaneSpec {
     LaneSpec {
         name: c.name.clone(),
         max_concurrent: c.limits.max_concurrent.map(|n| n.get()),
@@ -121,6 +121,7 @@ pub fn lane_spec(c: &LaneConfig) -> LaneSpec {
         queue_timeout: c.queue.timeout,
         on_limit: mode(c.on_limit),
         adaptive: c.adaptive,
+        max_pause,
     }
 }
 
@@ -150,7 +151,7 @@ impl Runtime {
         let mut lanes = Vec::with_capacity(config.lanes.len());
         let mut by_name = HashMap::new();
         for (i, c) in config.lanes.iter().enumerate() {
-            let spec = lane_spec(c);
+            let spec = lane_spec(c, config.retry.max_pause);
             let (lane, budget) = match previous.and_then(|p| p.lane(&c.name)) {
                 Some(old) => {
                     old.lane.reconfigure(spec);

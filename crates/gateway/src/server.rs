@@ -1,35 +1,135 @@
-//! The HTTP surface: one router, one middleware (request ids), graceful drain.
+//! The HTTP surface: one router and one middleware that gives every request its id, turns a
+//! panicking handler into a 500 and makes every error body OpenAI-shaped.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use laneway_core::id::{accept_client_id, new_request_id};
+use laneway_core::{ApiError, ErrorCode};
 
+use crate::respond::{error_response, UpstreamAnswer};
 use crate::{admin, ops, proxy, ui, App};
 
-/// The request's id: the client's `x-request-id` when acceptable, otherwise a new one.
+/// Who a request is: the id the gateway assigned (the handle of the admin API, the panel and the
+/// log) and the client's own `x-request-id`, kept beside it.
 #[derive(Clone)]
-pub struct RequestId(pub Arc<str>);
+pub struct RequestCtx {
+    pub id: Arc<str>,
+    pub client_id: Option<Arc<str>>,
+}
 
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id: Arc<str> = req
+impl RequestCtx {
+    pub fn new(client_id: Option<&str>) -> Self {
+        Self {
+            id: Arc::from(new_request_id()),
+            client_id: client_id.and_then(accept_client_id).map(Arc::from),
+        }
+    }
+}
+
+/// Bytes of a framework error body kept as the message of the OpenAI-shaped replacement.
+const MAX_REJECTION_TEXT: usize = 1024;
+
+async fn request_ctx(mut req: Request, next: Next) -> Response {
+    let client_id = req
         .headers()
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(accept_client_id)
-        .map_or_else(|| Arc::from(new_request_id()), Arc::from);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
+        .and_then(|v| v.to_str().ok());
+    let ctx = RequestCtx::new(client_id);
+    req.extensions_mut().insert(ctx.clone());
+    let mut resp = match guarded(next.run(req)).await {
+        Ok(resp) => shape_error(resp).await,
+        Err(()) => {
+            tracing::error!(id = %ctx.id, "request handler panicked");
+            error_response(&ApiError::new(
+                ErrorCode::Internal,
+                "the gateway failed while handling this request; the failure was logged",
+            ))
+        }
+    };
+    let h = resp.headers_mut();
     // Ids are checked printable ASCII or generated hex, both valid header values.
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+    let echoed = ctx.client_id.as_deref().unwrap_or(&ctx.id);
+    if let Ok(v) = HeaderValue::from_str(echoed) {
+        h.insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        h.insert("x-laneway-request-id", v);
     }
     resp
+}
+
+/// Runs a handler, catching a panic. The handler's state is dropped while the panic unwinds, so
+/// whatever it owned (the request's ledger) sees `std::thread::panicking()` and can tell a panic
+/// from a disconnect.
+async fn guarded<F>(fut: F) -> Result<Response, ()>
+where
+    F: std::future::Future<Output = Response>,
+{
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    })
+    .await
+}
+
+/// Error answers that did not come from Laneway's own error type (the web framework's
+/// rejections of a bad path or query) are rewritten into the OpenAI envelope. An upstream's own
+/// error body is passed on untouched.
+async fn shape_error(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json || resp.extensions().get::<UpstreamAnswer>().is_some() {
+        return resp;
+    }
+    let (_, body) = resp.into_parts();
+    let text = http_body_util::Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&text).trim().to_string();
+    if text.len() > MAX_REJECTION_TEXT {
+        let cut = (0..=MAX_REJECTION_TEXT)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
+    let code = match status.as_u16() {
+        401 => ErrorCode::InvalidApiKey,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        400..=499 => ErrorCode::InvalidRequest,
+        _ => ErrorCode::Internal,
+    };
+    if text.is_empty() {
+        text = status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_string();
+    }
+    let mut out = error_response(&ApiError::new(code, text));
+    *out.status_mut() = status;
+    out
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -45,6 +145,63 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/admin", admin::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(request_ctx))
         .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn plain(status: u16, text: &'static str) -> Response {
+        let mut r = Response::new(Body::from(text));
+        *r.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn framework_rejections_become_openai_errors() {
+        let resp = shape_error(plain(400, "Failed to deserialize query string")).await;
+        assert_eq!(resp.status(), 400);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_request");
+        assert_eq!(v["error"]["message"], "Failed to deserialize query string");
+    }
+
+    #[tokio::test]
+    async fn upstream_answers_pass_untouched() {
+        let mut r = plain(400, "upstream says no");
+        r.extensions_mut().insert(UpstreamAnswer);
+        let resp = shape_error(r).await;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"upstream says no");
+    }
+
+    struct SeesPanic(Arc<AtomicBool>);
+    impl Drop for SeesPanic {
+        fn drop(&mut self) {
+            self.0.store(std::thread::panicking(), Ordering::Release);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_drops_its_state_while_unwinding() {
+        let seen = Arc::new(AtomicBool::new(false));
+        let guard = SeesPanic(seen.clone());
+        let handler = async move {
+            let _guard = guard;
+            tokio::task::yield_now().await;
+            panic!("handler bug");
+        };
+        assert!(guarded(handler).await.is_err());
+        assert!(
+            seen.load(Ordering::Acquire),
+            "the state knew it was a panic"
+        );
+        let ok = guarded(async { plain(200, "fine") }).await;
+        assert!(ok.is_ok());
+    }
 }

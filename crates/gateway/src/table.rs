@@ -19,6 +19,8 @@ const SHARDS: usize = 32;
 pub struct Entry {
     pub tag: u64,
     pub id: Arc<str>,
+    /// The client's own `x-request-id`, shown beside the gateway's id.
+    pub client_id: Option<Arc<str>>,
     pub key: Label,
     pub model: String,
     pub stream: bool,
@@ -83,6 +85,8 @@ impl Drop for Registration {
 #[derive(Debug, Serialize)]
 pub struct RequestView {
     pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
     pub state: &'static str,
     pub lane: Option<String>,
     pub key: String,
@@ -109,6 +113,7 @@ impl Table {
     pub fn register(
         self: &Arc<Self>,
         id: Arc<str>,
+        client_id: Option<Arc<str>>,
         key: Label,
         model: String,
         stream: bool,
@@ -117,6 +122,7 @@ impl Table {
         let entry = Arc::new(Entry {
             tag,
             id,
+            client_id,
             key,
             model,
             stream,

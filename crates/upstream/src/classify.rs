@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};
+use laneway_core::duration;
 
 /// Pacing hints an upstream sent, parsed from its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,8 +27,7 @@ impl Hints {
         let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let retry_after = text("retry-after-ms")
             .and_then(|v| v.parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .and_then(|ms| duration::from_secs_f64(ms / 1000.0))
             .or_else(|| text("retry-after").and_then(parse_retry_after));
         Self {
             retry_after,
@@ -77,43 +77,21 @@ impl Hints {
 /// Tokens a request is assumed to need when pacing on an exhausted token budget.
 pub const TYPICAL_REQUEST_TOKENS: u64 = 256;
 
-/// `Retry-After`: delay-seconds or an HTTP date.
+/// `Retry-After`: delay-seconds or an HTTP date, capped at [`duration::CEILING`].
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return duration::from_secs_f64(secs);
     }
     let at = httpdate(v)?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(wait.min(duration::CEILING))
 }
 
 /// OpenAI's reset durations: `1s`, `850ms`, `6m0s`, `1h2m3.5s`, or plain seconds.
 pub fn parse_reset(v: &str) -> Option<Duration> {
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let mut total = 0.0;
-    let mut rest = v;
-    while !rest.is_empty() {
-        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(split);
-        let n: f64 = num.parse().ok()?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        total += n * match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = next;
-    }
-    Some(Duration::from_secs_f64(total))
+    duration::parse(v)
 }
 
 /// The IMF-fixdate form, `Sun, 06 Nov 1994 08:49:37 GMT`, the only one servers send today.
@@ -122,8 +100,9 @@ fn httpdate(v: &str) -> Option<SystemTime> {
     let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
         return None;
     };
-    let day: u64 = day.parse().ok()?;
-    let year: i64 = year.parse().ok()?;
+    // Bounded fields keep the arithmetic below far from overflow; a date past 9999 is no date.
+    let day: u64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
     let mon = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ]
@@ -137,6 +116,9 @@ fn httpdate(v: &str) -> Option<SystemTime> {
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
+    if *h > 23 || *m > 59 || *s > 60 {
+        return None;
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let (y, mo) = if mon <= 2 {
         (year - 1, mon + 9)
@@ -235,6 +217,72 @@ mod tests {
         );
         h.insert("x-ratelimit-remaining-requests", "3".parse().unwrap());
         assert_eq!(Hints::from_headers(&h).exhausted_for(), None);
+    }
+
+    #[test]
+    fn hostile_hints_are_capped() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "1e30".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "1e30".parse().unwrap());
+        h.insert(
+            "x-ratelimit-reset-tokens",
+            "99999999999999999999h".parse().unwrap(),
+        );
+        h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+        h.insert("x-ratelimit-limit-requests", "1".parse().unwrap());
+        let hints = Hints::from_headers(&h);
+        assert_eq!(hints.retry_after, Some(duration::CEILING));
+        assert_eq!(hints.exhausted_for(), Some(duration::CEILING));
+        h.insert("retry-after-ms", "1e300".parse().unwrap());
+        assert_eq!(Hints::from_headers(&h).retry_after, Some(duration::CEILING));
+        assert_eq!(
+            parse_retry_after("1000000000000000000"),
+            Some(duration::CEILING)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 01 Jan 99999999999999 00:00:00 GMT"),
+            None
+        );
+        let far = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(far, Some(duration::CEILING));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_values_parse_without_panic(
+            values in proptest::collection::vec("[ -~]{0,40}", 7),
+        ) {
+            let names = [
+                "retry-after", "retry-after-ms", "x-ratelimit-reset-requests",
+                "x-ratelimit-reset-tokens", "x-ratelimit-remaining-requests",
+                "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens",
+            ];
+            let mut h = HeaderMap::new();
+            for (n, v) in names.iter().zip(&values) {
+                if let Ok(v) = v.parse() {
+                    h.insert(*n, v);
+                }
+            }
+            let hints = Hints::from_headers(&h);
+            for d in [hints.retry_after, hints.reset_requests, hints.reset_tokens, hints.exhausted_for()]
+                .into_iter()
+                .flatten()
+            {
+                proptest::prop_assert!(d <= duration::CEILING);
+            }
+        }
+
+        #[test]
+        fn any_date_parses_without_panic(
+            day in 0u64..100, mon in 0usize..13, year in proptest::num::i64::ANY,
+            h in 0u64..100, m in 0u64..100, s in 0u64..100,
+        ) {
+            let months = ["Jan","Feb","Mar","Apr","May","Jun","Jul","Aug","Sep","Oct","Nov","Dec","Foo"];
+            let v = format!("Mon, {day:02} {} {year} {h:02}:{m:02}:{s:02} GMT", months[mon]);
+            if let Some(d) = parse_retry_after(&v) {
+                proptest::prop_assert!(d <= duration::CEILING);
+            }
+        }
     }
 
     #[test]

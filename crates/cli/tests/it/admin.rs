@@ -366,3 +366,58 @@ async fn reload_changes_limits_under_load_without_losing_requests() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sharing_a_client_id_have_their_own_handles() {
+    let m = slow_mock(30_000).await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        ADMIN,
+    )
+    .await;
+    let c = client();
+    let send = || {
+        let (c, addr) = (c.clone(), g.addr);
+        tokio::spawn(async move {
+            let r = c
+                .post(url(addr, "/v1/chat/completions"))
+                .header("x-request-id", "same")
+                .json(&chat_body("mock-1"))
+                .send()
+                .await
+                .unwrap();
+            let echoed = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let own = r.headers()["x-laneway-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (r.status().as_u16(), echoed, own)
+        })
+    };
+    let first = send();
+    wait_for(&c, &g, 1, 0).await;
+    let second = send();
+    wait_for(&c, &g, 1, 1).await;
+    let list = admin_get(&c, &g, "/admin/requests").await;
+    let rows = list.as_array().unwrap();
+    assert!(
+        rows.iter().all(|r| r["client_request_id"] == "same"),
+        "{list}"
+    );
+    assert_ne!(rows[0]["id"], rows[1]["id"]);
+    let queued = rows.iter().find(|r| r["state"] == "queued").unwrap();
+    let qid = queued["id"].as_str().unwrap();
+    assert_eq!(
+        admin_post(&c, &g, &format!("/admin/requests/{qid}/cancel"))
+            .await
+            .0,
+        200,
+        "the queued one is found by its own id"
+    );
+    let (status, echoed, own) = second.await.unwrap();
+    assert_eq!((status, echoed.as_str(), own.as_str()), (503, "same", qid));
+    assert_eq!(admin_post(&c, &g, "/admin/stop-all").await.1["stopped"], 1);
+    assert_eq!(first.await.unwrap().0, 503);
+    assert!(lanes_idle(&g).await);
+}

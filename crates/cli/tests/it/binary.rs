@@ -301,6 +301,10 @@ async fn the_request_log_can_be_json() {
         .send()
         .await
         .unwrap();
+    let gateway_id = r.headers()["x-laneway-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     r.bytes().await.unwrap();
     let err = child.stderr.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
@@ -314,7 +318,9 @@ async fn the_request_log_can_be_json() {
     .unwrap();
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["target"], "laneway::request");
-    assert_eq!(v["id"], "log-me");
+    assert_eq!(v["client_request_id"], "log-me");
+    assert!(v["id"].as_str().unwrap().starts_with("req_"), "{v}");
+    assert_eq!(v["id"], gateway_id);
     assert_eq!(v["status"], 200);
     assert_eq!(v["lane"], "mock");
     assert_eq!(v["attempts"], 1);

@@ -5,6 +5,7 @@ mod admin;
 mod admission;
 mod binary;
 mod errors;
+mod hostile;
 mod proxy;
 mod resilience;
 mod util;

@@ -1,0 +1,211 @@
+//! Hostile numbers and answers: what a client or an upstream sends may be absurd, and the gateway
+//! answers it without a panic, a hang or an empty reply.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const ADMIN: &str = "adm";
+
+async fn admin_get(c: &reqwest::Client, addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let r = c
+        .get(url(addr, path))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_client_deadlines_are_clamped_not_fatal() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    for v in [
+        "1e20",
+        "1e308",
+        "99999999999999999999h",
+        "inf",
+        "18446744073709551615",
+    ] {
+        let r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .header("x-laneway-timeout", v)
+            .json(&chat_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "x-laneway-timeout: {v}");
+    }
+    for v in ["-1", "NaN", "soon", "0"] {
+        let r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .header("x-laneway-timeout", v)
+            .json(&chat_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "x-laneway-timeout: {v}");
+        assert_eq!(error_code(r).await, "invalid_request");
+    }
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_max_tokens_never_fits_like_any_too_large_one() {
+    let m = mock(mock_cfg()).await;
+    let keys = "[[key]]\nname = \"k\"\nkey = \"sk-k\"\ntpm = 1000\n";
+    let g = simple(&m.url(), "", keys).await;
+    let c = client();
+    let mut messages = Vec::new();
+    for max in [json!(5000), json!(u64::MAX)] {
+        let mut body = chat_body("mock-1");
+        body["max_tokens"] = max.clone();
+        let r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .bearer_auth("sk-k")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429, "max_tokens {max}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit");
+        messages.push(v["error"]["message"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        messages.iter().all(|m| m.contains("never fit")),
+        "{messages:?}"
+    );
+    assert_eq!(m.stats().requests, 0, "nothing reached the upstream");
+    assert!(lanes_idle(&g).await);
+}
+
+/// A gateway with one lane in front of `upstream`, one attempt per request, and a short bound
+/// on how long an upstream's hint may pause the lane.
+async fn in_front_of(upstream: std::net::SocketAddr) -> laneway_gateway::Gateway {
+    let toml = format!(
+        "[server]\nadmin_key = \"{ADMIN}\"\n[retry]\nmax_attempts = 1\nmax_pause = \"1s\"\n\
+         [[lane]]\nname = \"h\"\nurl = \"http://{upstream}\"\n\
+         [[route]]\nmodel = \"*\"\nlanes = [\"h\"]\n"
+    );
+    gateway(&toml, "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_upstream_pacing_hints_pause_a_lane_only_briefly() {
+    let limited =
+        br#"{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit"}}"#;
+    let answers = [
+        raw_response("429 Too Many Requests", &[("retry-after", "1e30")], limited),
+        raw_response(
+            "429 Too Many Requests",
+            &[("retry-after", "1000000000000000000")],
+            limited,
+        ),
+        raw_response(
+            "429 Too Many Requests",
+            &[("retry-after-ms", "1e300")],
+            limited,
+        ),
+        raw_response(
+            "429 Too Many Requests",
+            &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")],
+            limited,
+        ),
+        raw_response(
+            "429 Too Many Requests",
+            &[("retry-after", "Sat, 01 Jan 99999999999999 00:00:00 GMT")],
+            limited,
+        ),
+        raw_response(
+            "200 OK",
+            &[
+                ("content-type", "application/json"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1e30"),
+                ("x-ratelimit-limit-requests", "1"),
+            ],
+            br#"{"id":"x","object":"chat.completion","choices":[]}"#,
+        ),
+    ];
+    let c = client();
+    for answer in answers {
+        let shown = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+        let g = in_front_of(raw_upstream(answer).await).await;
+        let r = chat(&c, g.addr, &chat_body("any-model")).await;
+        let status = r.status().as_u16();
+        assert!(status == 429 || status == 200, "{status} for {shown}");
+        assert!(!r.bytes().await.unwrap().is_empty(), "a reply for {shown}");
+        // Admin views format the pause without failing, and it is bounded by retry.max_pause.
+        let (status, lanes) = admin_get(&c, g.addr, "/admin/lanes").await;
+        assert_eq!(status, 200, "{shown}");
+        assert!(lanes[0]["state"].is_string(), "{lanes}");
+        let recovered = until(Duration::from_secs(10), || async {
+            admin_get(&c, g.addr, "/admin/lanes").await.1[0]["state"] == "ok"
+        })
+        .await;
+        assert!(recovered, "the lane reopens after retry.max_pause: {shown}");
+        assert!(lanes_idle(&g).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upstream_error_is_a_clear_502() {
+    let big = vec![b'x'; 2 << 20];
+    let g = in_front_of(raw_upstream(raw_response("400 Bad Request", &[], &big)).await).await;
+    let r = chat(&client(), g.addr, &chat_body("any-model")).await;
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unreachable");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{v}"
+    );
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_framework_rejects_is_openai_shaped_too() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(
+        &m.url(),
+        "",
+        &format!("[server]\nadmin_key = \"{ADMIN}\"\n"),
+    )
+    .await;
+    let c = client();
+    for (method, path) in [
+        ("POST", "/admin/requests/%ff/cancel"),
+        ("POST", "/admin/stop-all?lane=a&lane=b"),
+        ("POST", "/admin/clear-queue?lane=%zz"),
+        ("GET", "/admin/requests?limit=x&limit=y"),
+        ("POST", "/v1/chat/completions?x=%ff"),
+        ("DELETE", "/v1/models"),
+        ("GET", "/nope"),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), url(g.addr, path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status >= 400 {
+            assert!(ct.starts_with("application/json"), "{method} {path}: {ct}");
+            assert!(v["error"]["code"].is_string(), "{method} {path}: {v}");
+            assert!(v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
+        }
+    }
+}
