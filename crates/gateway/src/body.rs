@@ -68,7 +68,13 @@ impl ProxyBody {
         self.permit = None;
     }
 
-    fn early_end(&mut self, end: End) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Ends the body before the upstream did. A stream gets a final error event (whole events
+    /// only were sent before it, and no `[DONE]` follows it); any other body is cut off.
+    fn early_end(
+        &mut self,
+        end: End,
+        detail: Option<String>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finish(end);
         let (code, message) = match end {
             End::Operator => (
@@ -84,6 +90,7 @@ impl ProxyBody {
                 "the upstream connection broke mid-response",
             ),
         };
+        let message = detail.unwrap_or_else(|| message.to_owned());
         if self.sse {
             let err = ApiError::new(code, message);
             let mut event = b"data: ".to_vec();
@@ -111,14 +118,19 @@ impl Body for ProxyBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(end) = this.watch.as_mut().poll(cx) {
-            return this.early_end(end);
+            return this.early_end(end, None);
         }
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
-                        let out = this.tap.feed(data);
+                        let out = match this.tap.feed(data) {
+                            Ok(out) => out,
+                            Err(e) => {
+                                return this.early_end(End::UpstreamBroke, Some(e.to_string()))
+                            }
+                        };
                         // The last bytes of a body of known length: the request is complete now,
                         // whether or not the client lingers for the end-of-body poll.
                         if this.inner.is_end_stream() {
@@ -138,7 +150,7 @@ impl Body for ProxyBody {
                 },
                 Poll::Ready(Some(Err(e))) => {
                     tracing::warn!(id = %this.ledger.id, error = %e, "upstream body failed");
-                    return this.early_end(End::UpstreamBroke);
+                    return this.early_end(End::UpstreamBroke, None);
                 }
                 Poll::Ready(None) => {
                     let rest = this.tap.finish();

@@ -4,9 +4,13 @@
 //! ends. For JSON bodies the usage object sits near the end, so only a bounded tail is kept. For
 //! Server-Sent Events each complete event is inspected; when Laneway itself asked the upstream
 //! for a usage chunk (`stream_options.include_usage`) that the client did not want, that chunk is
-//! removed before it reaches the client. Chunks are forwarded as soon as they arrive unless
-//! stripping is on, in which case only complete events are forwarded (a client cannot use half an
-//! event anyway).
+//! removed before it reaches the client.
+//!
+//! Only complete events are forwarded: a chunk is passed on up to its last event boundary (the
+//! same bytes, no copy, when nothing was held back) and the partial event after it waits for the
+//! rest. So when a stream breaks, the client has whole events only and the gateway's error event
+//! that follows is readable by any SSE parser. A partial event longer than [`MAX_EVENT`] is an
+//! upstream fault, not something to buffer without bound.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -30,6 +34,14 @@ impl Usage {
 
 /// How much of a JSON body's end is kept to find its usage.
 const JSON_TAIL: usize = 8 * 1024;
+
+/// The longest event held back while waiting for its end.
+pub const MAX_EVENT: usize = 1 << 20;
+
+/// An upstream event grew past [`MAX_EVENT`] without ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the upstream sent an event longer than {} KiB", MAX_EVENT >> 10)]
+pub struct EventTooLong;
 
 #[derive(Debug)]
 enum Mode {
@@ -72,37 +84,63 @@ impl UsageTap {
     }
 
     /// Takes a chunk from the upstream; returns what to send to the client now.
-    pub fn feed(&mut self, chunk: Bytes) -> Option<Bytes> {
-        match self.mode {
+    pub fn feed(&mut self, chunk: Bytes) -> Result<Option<Bytes>, EventTooLong> {
+        let strip_usage = match self.mode {
             Mode::Json => {
                 self.buf.extend_from_slice(&chunk);
                 if self.buf.len() > 2 * JSON_TAIL {
                     let cut = self.buf.len() - JSON_TAIL;
                     let _ = self.buf.split_to(cut);
                 }
-                Some(chunk)
+                return Ok(Some(chunk));
             }
-            Mode::Sse { strip_usage: false } => {
-                self.buf.extend_from_slice(&chunk);
-                while let Some(ev) = self.next_event() {
-                    self.inspect(&ev);
-                }
-                Some(chunk)
+            Mode::Sse { strip_usage } => strip_usage,
+        };
+        let ready = self.complete_events(chunk);
+        if self.buf.len() > MAX_EVENT {
+            return Err(EventTooLong);
+        }
+        if ready.is_empty() {
+            return Ok(None);
+        }
+        if !strip_usage {
+            self.inspect(&ready);
+            return Ok(Some(ready));
+        }
+        // Keep every event but usage-only ones; no copy when there is none to remove.
+        let mut events = Vec::new();
+        let mut rest = &ready[..];
+        while let Some(end) = find_event_end(rest) {
+            events.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let strip: Vec<bool> = events.iter().map(|ev| self.inspect(ev)).collect();
+        if !strip.contains(&true) {
+            return Ok(Some(ready));
+        }
+        let mut out = BytesMut::with_capacity(ready.len());
+        for (ev, s) in events.iter().zip(strip) {
+            if !s {
+                out.extend_from_slice(ev);
             }
-            Mode::Sse { strip_usage: true } => {
-                self.buf.extend_from_slice(&chunk);
-                let mut out: Option<BytesMut> = None;
-                while let Some(ev) = self.next_event() {
-                    if self.inspect(&ev) {
-                        continue;
-                    }
-                    match &mut out {
-                        None => out = Some(ev),
-                        Some(o) => o.unsplit(ev),
-                    }
-                }
-                out.map(BytesMut::freeze)
-            }
+        }
+        Ok((!out.is_empty()).then(|| out.freeze()))
+    }
+
+    /// Adds a chunk and splits off every complete event: the chunk itself (a slice, no copy)
+    /// when nothing was held back before it.
+    fn complete_events(&mut self, chunk: Bytes) -> Bytes {
+        if self.buf.is_empty() {
+            let end = find_last_event_end(&chunk).unwrap_or(0);
+            self.buf.extend_from_slice(&chunk[end..]);
+            return chunk.slice(..end);
+        }
+        // The held bytes contain no boundary; one may straddle them and the new chunk.
+        let from = self.buf.len().saturating_sub(3);
+        self.buf.extend_from_slice(&chunk);
+        match find_last_event_end(&self.buf[from..]) {
+            Some(end) => self.buf.split_to(from + end).freeze(),
+            None => Bytes::new(),
         }
     }
 
@@ -114,17 +152,16 @@ impl UsageTap {
                 self.buf.clear();
                 None
             }
-            Mode::Sse { strip_usage } => {
+            Mode::Sse { .. } => {
+                // An unterminated last event (`data: [DONE]` without its blank line) is passed on
+                // as the upstream sent it.
                 let rest = std::mem::take(&mut self.buf);
-                (strip_usage && !rest.is_empty()).then(|| rest.freeze())
+                if rest.is_empty() || self.inspect(&rest) {
+                    return None;
+                }
+                Some(rest.freeze())
             }
         }
-    }
-
-    /// Splits the next complete event (up to and including its blank line) off the buffer.
-    fn next_event(&mut self) -> Option<BytesMut> {
-        let end = find_event_end(&self.buf)?;
-        Some(self.buf.split_to(end))
     }
 
     /// Records usage found in an event; true when the event is a usage-only chunk to remove.
@@ -154,6 +191,17 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The end of the last complete event (just past its blank line).
+fn find_last_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).rposition(|w| w == b"\n\n").map(|p| p + 2);
+    let crlf = buf
+        .windows(4)
+        .rposition(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4);
+    lf.max(crlf)
+}
+
+/// The end of the first complete event (just past its blank line).
 fn find_event_end(buf: &[u8]) -> Option<usize> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
     let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
@@ -187,7 +235,7 @@ data: [DONE]\n\n";
         let step = bytes.len().div_ceil(pieces);
         let mut out = Vec::new();
         for chunk in bytes.chunks(step) {
-            if let Some(b) = tap.feed(Bytes::copy_from_slice(chunk)) {
+            if let Some(b) = tap.feed(Bytes::copy_from_slice(chunk)).unwrap() {
                 out.extend_from_slice(&b);
             }
         }
@@ -224,9 +272,92 @@ data: [DONE]\n\n";
         let filler = "x".repeat(50_000);
         let body = format!("{{\"choices\":[{{\"text\":\"{filler}\"}}],\"usage\": {{\"prompt_tokens\":7,\"completion_tokens\":1,\"total_tokens\":8}}}}");
         for chunk in body.as_bytes().chunks(1000) {
-            tap.feed(Bytes::copy_from_slice(chunk));
+            tap.feed(Bytes::copy_from_slice(chunk)).unwrap();
         }
         tap.finish();
         assert_eq!(tap.usage().unwrap().total(), 8);
+    }
+
+    #[test]
+    fn a_partial_event_is_held_not_forwarded() {
+        let mut tap = UsageTap::sse(false);
+        let first = tap
+            .feed(Bytes::from_static(
+                b"data: {\"id\":\"c1\"}\n\ndata: {\"id\":\"c1\",\"object\":\"chat.comp",
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&first[..], b"data: {\"id\":\"c1\"}\n\n");
+        assert_eq!(tap.feed(Bytes::from_static(b"letion\"}")).unwrap(), None);
+        let rest = tap.feed(Bytes::from_static(b"\n\n")).unwrap().unwrap();
+        assert_eq!(
+            &rest[..],
+            b"data: {\"id\":\"c1\",\"object\":\"chat.completion\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn an_endless_event_is_refused() {
+        let mut tap = UsageTap::sse(false);
+        let big = Bytes::from(vec![b'x'; MAX_EVENT + 1]);
+        assert_eq!(tap.feed(big), Err(EventTooLong));
+    }
+
+    /// Every event of `text` is whole and its data is JSON or `[DONE]`.
+    fn well_formed(text: &str) -> Result<(), String> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        if !text.ends_with("\n\n") {
+            return Err(format!("does not end on an event boundary: {text:?}"));
+        }
+        for ev in text.split("\n\n").filter(|e| !e.is_empty()) {
+            for line in ev.lines() {
+                let data = line
+                    .strip_prefix("data: ")
+                    .ok_or(format!("bad line {line:?}"))?;
+                if data != "[DONE]" && serde_json::from_str::<serde_json::Value>(data).is_err() {
+                    return Err(format!("not JSON: {data:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// Split anywhere and cut anywhere: the client sees whole events, then the error event.
+        #[test]
+        fn relay_output_is_always_valid_sse(
+            strip in proptest::bool::ANY,
+            cuts in proptest::collection::vec(0usize..STREAM.len(), 0..12),
+            stop in 0usize..=STREAM.len(),
+        ) {
+            let mut points: Vec<usize> = cuts.into_iter().filter(|&c| c < stop).collect();
+            points.push(0);
+            points.push(stop);
+            points.sort_unstable();
+            points.dedup();
+            let bytes = STREAM.as_bytes();
+            let mut tap = UsageTap::sse(strip);
+            let mut out = Vec::new();
+            for w in points.windows(2) {
+                if let Some(b) = tap.feed(Bytes::copy_from_slice(&bytes[w[0]..w[1]])).unwrap() {
+                    out.extend_from_slice(&b);
+                }
+            }
+            if stop == bytes.len() {
+                if let Some(b) = tap.finish() {
+                    out.extend_from_slice(&b);
+                }
+                if !strip {
+                    proptest::prop_assert_eq!(&out[..], bytes);
+                }
+            } else {
+                // The stream broke: the relay appends its error event after what it sent.
+                out.extend_from_slice(b"data: {\"error\":{\"message\":\"cut\"}}\n\n");
+            }
+            let text = String::from_utf8(out).unwrap();
+            proptest::prop_assert!(well_formed(&text).is_ok(), "{:?}", well_formed(&text));
+        }
     }
 }

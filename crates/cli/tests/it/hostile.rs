@@ -209,3 +209,27 @@ async fn what_the_framework_rejects_is_openai_shaped_too() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_mid_event_ends_with_a_readable_error_event() {
+    let events = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n\
+                  data: {\"id\":\"c1\",\"object\":\"chat.comp";
+    // Chunked, and the connection closes before the last chunk: a broken body, not an end.
+    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                       transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        .to_vec();
+    answer.extend_from_slice(format!("{:x}\r\n{events}\r\n", events.len()).as_bytes());
+    let g = in_front_of(raw_upstream(answer).await).await;
+    let r = chat(&client(), g.addr, &stream_body("any-model")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
+    assert_eq!(frames.len(), 2, "{text:?}");
+    for f in &frames {
+        let data = f.strip_prefix("data: ").unwrap();
+        serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {f:?}"));
+    }
+    assert!(frames[1].contains("upstream_unreachable"), "{text:?}");
+    assert!(!text.contains("[DONE]"));
+    assert!(lanes_idle(&g).await);
+}
