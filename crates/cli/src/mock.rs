@@ -52,6 +52,9 @@ pub struct Args {
     /// Retry-After of the scripted failures, in milliseconds (0: none)
     #[arg(long, default_value_t = 1000)]
     fail_retry_after_ms: u64,
+    /// Hold every admitted request until released with POST /mock/release?n=N
+    #[arg(long)]
+    hold: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -74,6 +77,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         fail_status: a.fail_status,
         fail_code: a.fail_code,
         fail_retry_after_ms: a.fail_retry_after_ms,
+        hold: a.hold,
     };
     let server = MockServer::start(a.listen, cfg)
         .await

@@ -46,7 +46,8 @@ fn content(tokens: u32) -> String {
     (0..tokens).map(word).collect()
 }
 
-pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage) -> Response {
+/// A whole JSON answer; `inputs` is the number of embedding inputs (one vector each).
+pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage, inputs: usize) -> Response {
     let v = match kind {
         Kind::Chat => json!({
             "id": format!("chatcmpl-mock-{n}"),
@@ -71,7 +72,9 @@ pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage) -> Respo
         Kind::Embedding => json!({
             "object": "list",
             "model": model,
-            "data": [{"object": "embedding", "index": 0, "embedding": [0.125, -0.25, 0.5, 0.0, 1.0, -1.0, 0.75, 0.0625]}],
+            "data": (0..inputs.max(1))
+                .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.125, -0.25, 0.5, 0.0, 1.0, -1.0, 0.75, 0.0625]}))
+                .collect::<Vec<_>>(),
             "usage": {"prompt_tokens": usage.prompt, "total_tokens": usage.prompt},
         }),
     };

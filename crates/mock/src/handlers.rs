@@ -1,17 +1,18 @@
 //! The mock's endpoints. Each completion request is admitted like a provider would: concurrency,
 //! then requests per minute, then tokens per minute, then injected errors, then the latency.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::body::{self, Kind};
 use crate::bucket::{openai_duration, Bucket, Taken};
@@ -25,6 +26,11 @@ pub struct MockState {
     tpm: Option<Bucket>,
     /// Numbers requests, for response ids and for per-request random streams.
     seq: AtomicU64,
+    /// In-flight limit in force (`u64::MAX`: none); tests may change it while the mock runs.
+    max_concurrent: AtomicU64,
+    /// While on, admitted requests wait at the gate until a test releases them.
+    hold: AtomicBool,
+    gate: Semaphore,
 }
 
 impl MockState {
@@ -32,10 +38,71 @@ impl MockState {
         Self {
             rpm: cfg.rpm.map(|r| Bucket::per_minute(r.into())),
             tpm: cfg.tpm.map(Bucket::per_minute),
+            max_concurrent: AtomicU64::new(cfg.max_concurrent.map_or(u64::MAX, u64::from)),
+            hold: AtomicBool::new(cfg.hold),
+            gate: Semaphore::new(0),
             cfg,
             stats: Arc::default(),
             seq: AtomicU64::new(0),
         }
+    }
+
+    /// Lets up to `n` held requests (all when `None`) go on.
+    pub fn release(&self, n: Option<u64>) -> u64 {
+        let held = self.stats.held.load(Relaxed);
+        let n = n.map_or(held, |n| n.min(held));
+        self.gate.add_permits(
+            usize::try_from(n)
+                .unwrap_or(0)
+                .min(Semaphore::MAX_PERMITS / 2),
+        );
+        n
+    }
+
+    /// Turns the gate on or off; turning it off releases everyone held.
+    pub fn set_hold(&self, on: bool) {
+        if on {
+            // Permits left over from a release nobody took would let requests skip the gate.
+            while let Ok(p) = self.gate.try_acquire() {
+                p.forget();
+            }
+            self.hold.store(true, Relaxed);
+        } else {
+            self.hold.store(false, Relaxed);
+            self.release(None);
+        }
+    }
+
+    pub fn set_max_concurrent(&self, max: Option<u32>) {
+        self.max_concurrent
+            .store(max.map_or(u64::MAX, u64::from), Relaxed);
+    }
+
+    /// Waits at the gate while it is on.
+    async fn pass_gate(&self) {
+        if !self.hold.load(Relaxed) {
+            return;
+        }
+        let _held = Held::enter(&self.stats);
+        if let Ok(p) = self.gate.acquire().await {
+            p.forget();
+        }
+    }
+}
+
+/// Counts a request as held at the gate until dropped (released, or its client went away).
+struct Held<'a>(&'a Stats);
+
+impl<'a> Held<'a> {
+    fn enter(stats: &'a Stats) -> Self {
+        stats.held.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Relaxed);
     }
 }
 
@@ -47,6 +114,8 @@ pub fn router(state: Arc<MockState>) -> Router {
         .route("/v1/models", get(models))
         .route("/mock/stats", get(stats))
         .route("/mock/reset", post(reset))
+        .route("/mock/release", post(release))
+        .route("/mock/config", post(configure))
         .with_state(state)
 }
 
@@ -83,6 +152,54 @@ async fn reset(State(s): State<Arc<MockState>>) -> Response {
 }
 
 #[derive(Deserialize)]
+struct ReleaseQuery {
+    n: Option<u64>,
+}
+
+/// `POST /mock/release?n=N`: lets N held requests (all without `n`) go on.
+async fn release(State(s): State<Arc<MockState>>, Query(q): Query<ReleaseQuery>) -> Response {
+    let released = s.release(q.n);
+    Json(serde_json::json!({"released": released})).into_response()
+}
+
+/// `POST /mock/config {"max_concurrent": N|null, "hold": bool}`: changes a running mock.
+async fn configure(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_slice(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "send a JSON object like {\"max_concurrent\": 2, \"hold\": true}",
+        );
+    };
+    if let Some(m) = v.get("max_concurrent") {
+        match m {
+            serde_json::Value::Null => s.set_max_concurrent(None),
+            m => match m.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => s.set_max_concurrent(Some(n)),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "max_concurrent must be a whole number or null",
+                    )
+                }
+            },
+        }
+    }
+    if let Some(h) = v.get("hold") {
+        let Some(on) = h.as_bool() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "hold must be true or false",
+            );
+        };
+        s.set_hold(on);
+    }
+    Json(s.stats.snapshot()).into_response()
+}
+
+#[derive(Deserialize)]
 struct Req {
     model: Option<String>,
     #[serde(default)]
@@ -90,6 +207,21 @@ struct Req {
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     stream_options: Option<StreamOptions>,
+    input: Option<serde_json::Value>,
+}
+
+impl Req {
+    /// Embedding inputs: a string or token list is one, a list of them is one each.
+    fn inputs(&self) -> usize {
+        match &self.input {
+            Some(serde_json::Value::Array(items))
+                if items.iter().all(|i| i.is_string() || i.is_array()) =>
+            {
+                items.len()
+            }
+            _ => 1,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -132,9 +264,7 @@ fn put_limit_headers(h: &mut HeaderMap, which: &str, t: &Taken) {
 
 async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     s.stats.requests.fetch_add(1, Relaxed);
-    let (guard, in_flight) = InFlight::enter(&s.stats);
     let Ok(req) = serde_json::from_slice::<Req>(&raw) else {
-        guard.complete(false);
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -148,7 +278,6 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     let cfg = &s.cfg;
 
     if n < cfg.fail_first {
-        guard.complete(false);
         let status = StatusCode::from_u16(cfg.fail_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
         if status == StatusCode::TOO_MANY_REQUESTS {
             s.stats.rejected_429.fetch_add(1, Relaxed);
@@ -173,14 +302,12 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
         }
         return r;
     }
-    if let Some(max) = cfg.max_concurrent {
-        if in_flight > u64::from(max) {
-            s.stats.rejected_429.fetch_add(1, Relaxed);
-            guard.complete(false);
-            let hint = Duration::from_millis(cfg.latency_ms.max(1));
-            return too_many(hint, "rate_limit_exceeded", "too many requests in flight");
-        }
-    }
+    let max = Some(s.max_concurrent.load(Relaxed)).filter(|&m| m != u64::MAX);
+    let Some((guard, in_flight)) = InFlight::enter(&s.stats, max) else {
+        s.stats.rejected_429.fetch_add(1, Relaxed);
+        let hint = Duration::from_millis(cfg.latency_ms.max(1));
+        return too_many(hint, "rate_limit_exceeded", "too many requests in flight");
+    };
     let output = req
         .max_completion_tokens
         .or(req.max_tokens)
@@ -216,6 +343,7 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
         );
     }
 
+    s.pass_gate().await;
     let mut latency = cfg.latency_ms as f64;
     if cfg.jitter_ms > 0 {
         latency += (rng.f64() * 2.0 - 1.0) * cfg.jitter_ms as f64;
@@ -228,6 +356,7 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
         tokio::time::sleep(Duration::from_secs_f64(latency / 1000.0)).await;
     }
 
+    let inputs = req.inputs();
     let model = req.model.unwrap_or_else(|| "mock-1".into());
     let usage = body::Usage {
         prompt,
@@ -245,7 +374,7 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
             guard,
         )
     } else {
-        let r = body::json(kind, n, &model, output, usage);
+        let r = body::json(kind, n, &model, output, usage, inputs);
         guard.complete(true);
         r
     };

@@ -52,6 +52,9 @@ pub struct MockConfig {
     pub fail_code: Option<String>,
     /// `Retry-After` of the scripted failures, in milliseconds (0 sends none).
     pub fail_retry_after_ms: u64,
+    /// Hold every admitted request at a gate until released (`POST /mock/release`), so tests
+    /// decide when answers come instead of racing a latency.
+    pub hold: bool,
 }
 
 impl MockConfig {
@@ -99,6 +102,20 @@ impl MockServer {
 
     pub fn reset(&self) {
         self.state.stats.reset();
+    }
+
+    /// Lets `n` held requests (all when `None`) go on; returns how many were released.
+    pub fn release(&self, n: Option<u64>) -> u64 {
+        self.state.release(n)
+    }
+
+    /// Turns the gate on or off; off releases everyone held.
+    pub fn set_hold(&self, on: bool) {
+        self.state.set_hold(on);
+    }
+
+    pub fn set_max_concurrent(&self, max: Option<u32>) {
+        self.state.set_max_concurrent(max);
     }
 }
 

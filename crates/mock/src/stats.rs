@@ -14,6 +14,8 @@ pub struct Stats {
     pub rejected_429: AtomicU64,
     pub errors_injected: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Admitted requests waiting at the gate for a release.
+    pub held: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -25,6 +27,8 @@ pub struct StatsSnapshot {
     pub rejected_429: u64,
     pub errors_injected: u64,
     pub cancelled: u64,
+    #[serde(default)]
+    pub held: u64,
 }
 
 impl Stats {
@@ -37,6 +41,7 @@ impl Stats {
             rejected_429: self.rejected_429.load(Relaxed),
             errors_injected: self.errors_injected.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
+            held: self.held.load(Relaxed),
         }
     }
 
@@ -65,16 +70,23 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn enter(stats: &Arc<Stats>) -> (Self, u64) {
-        let now = stats.in_flight.fetch_add(1, Relaxed) + 1;
+    /// Admits a request unless `max` are already in flight; returns the count with it. Refused
+    /// requests are never counted, so `max_in_flight` shows what the mock really served at once.
+    pub fn enter(stats: &Arc<Stats>, max: Option<u64>) -> Option<(Self, u64)> {
+        let limit = max.unwrap_or(u64::MAX);
+        let before = stats
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()?;
+        let now = before + 1;
         stats.max_in_flight.fetch_max(now, Relaxed);
-        (
+        Some((
             Self {
                 stats: stats.clone(),
                 done: false,
             },
             now,
-        )
+        ))
     }
 
     /// The response went out whole (or was an answer the mock chose, like a 429).

@@ -6,6 +6,7 @@ mod admission;
 mod binary;
 mod errors;
 mod hostile;
+mod mock;
 mod proxy;
 mod resilience;
 mod util;
