@@ -33,7 +33,14 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::new(text);
         let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+            // Spanned tables show up in the path under serde's private name; users never wrote it.
+            let path = e
+                .path()
+                .to_string()
+                .split('.')
+                .filter(|seg| !seg.contains("$__serde_spanned"))
+                .collect::<Vec<_>>()
+                .join(".");
             let inner = e.into_inner();
             ConfigError {
                 file: None,

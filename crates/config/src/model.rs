@@ -32,6 +32,29 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes; larger ones get 413 `payload_too_large`.
     pub max_body: usize,
     pub log_format: LogFormat,
+    /// A client must send a request's headers within this (from the first byte, or from the
+    /// connection's opening for its first request).
+    pub header_timeout: Duration,
+    /// A client must send a request's body within this.
+    pub body_timeout: Duration,
+    /// Keep-alive connections idle longer are closed.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; when full, the oldest idle one is closed, else new ones
+    /// are refused with 503. Also capped by the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Bearer token `/metrics` requires, when set.
+    pub metrics_key: Option<Secret<String>>,
+    pub auth: Auth,
+}
+
+/// Whether clients need a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// Clients need one of the `[[key]]`s; with none configured the gateway is open (the demo).
+    #[default]
+    Keys,
+    /// Declared open: no key is needed even if keys are listed, and a reload may drop every key.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,6 +142,9 @@ pub struct LaneConfig {
     pub api_key: Option<Secret<String>>,
     /// Model name sent upstream in place of the client's.
     pub model: Option<String>,
+    /// Model ids this lane serves, listed by `/v1/models` (patterns are listed from the
+    /// upstream's own `/v1/models`).
+    pub models: Vec<String>,
     pub kind: LaneKind,
     pub limits: Limits,
     pub queue: QueueConfig,
@@ -202,9 +228,13 @@ pub struct LimitStoreConfig {
     pub store: LimitStore,
     /// `true`: serve and count locally when the store is down; `false`: 503 `store_unavailable`.
     pub fail_open: bool,
+    /// Namespace of the store's keys.
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// Largest batch input file, in bytes.
+    pub max_file_size: usize,
 }

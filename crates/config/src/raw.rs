@@ -23,20 +23,16 @@ impl<'de> Deserialize<'de> for EnvString {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[serde(default)]
-    pub server: RawServer,
+    pub server: Option<toml::Spanned<RawServer>>,
     #[serde(default)]
     pub lane: Vec<toml::Spanned<RawLane>>,
     #[serde(default)]
     pub route: Vec<toml::Spanned<RawRoute>>,
     #[serde(default)]
     pub key: Vec<toml::Spanned<RawKey>>,
-    #[serde(default)]
-    pub retry: RawRetry,
-    #[serde(default)]
-    pub limits: RawLimitsStore,
-    #[serde(default)]
-    pub storage: RawStorage,
+    pub retry: Option<toml::Spanned<RawRetry>>,
+    pub limits: Option<toml::Spanned<RawLimitsStore>>,
+    pub storage: Option<toml::Spanned<RawStorage>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +44,12 @@ pub struct RawServer {
     pub shutdown_grace: Option<EnvString>,
     pub max_body: Option<RawSize>,
     pub log_format: Option<EnvString>,
+    pub header_timeout: Option<EnvString>,
+    pub body_timeout: Option<EnvString>,
+    pub idle_timeout: Option<EnvString>,
+    pub max_connections: Option<u64>,
+    pub metrics_key: Option<EnvString>,
+    pub auth: Option<EnvString>,
 }
 
 /// `max_body = 1048576` or `max_body = "32MiB"`.
@@ -85,6 +87,7 @@ pub struct RawLane {
     pub url: Option<EnvString>,
     pub api_key: Option<EnvString>,
     pub model: Option<EnvString>,
+    pub models: Option<Vec<EnvString>>,
     pub kind: Option<EnvString>,
     pub concurrency_limit: Option<RawConcurrency>,
     pub rate_limit: Option<RawRate>,
@@ -150,10 +153,12 @@ pub struct RawBackoff {
 pub struct RawLimitsStore {
     pub store: Option<EnvString>,
     pub on_store_error: Option<EnvString>,
+    pub prefix: Option<EnvString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     pub path: Option<EnvString>,
+    pub max_file_size: Option<RawSize>,
 }

@@ -200,3 +200,95 @@ fn demo_serves_mock_models() {
     assert_eq!(c.route_for("mock-anything"), Some(0));
     assert!(c.keys.is_empty() && c.server.admin_key.is_none());
 }
+
+#[test]
+fn type_errors_name_the_key_path_users_wrote() {
+    let e = Config::parse("[[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\napi_key = 5\n")
+        .unwrap_err();
+    let p = &e.problems[0];
+    assert_eq!(p.path, "lane[0].api_key", "{e}");
+    assert_eq!(p.line, Some(4));
+    let e = Config::parse("[server]\nmax_connections = \"many\"\n").unwrap_err();
+    assert_eq!(e.problems[0].path, "server.max_connections", "{e}");
+    assert!(!e.to_string().contains("serde"), "{e}");
+}
+
+#[test]
+fn secrets_and_urls_must_be_exactly_what_they_say() {
+    let text = "[server]\nadmin_key = \"same\"\nmetrics_key = \"m\\n\"\n\
+                [[lane]]\nname = \"a\"\nurl = \" http://127.0.0.1:1\"\napi_key = \"sk\\u0007\"\n\
+                [[key]]\nname = \"k\"\nkey = \"same\"\n\
+                [[key]]\nname = \"j\"\nkey = \"j \"\n";
+    let e = Config::parse(text).unwrap_err();
+    let found = |path: &str, words: &str| {
+        e.problems
+            .iter()
+            .any(|p| p.path == path && p.message.contains(words) && p.line.is_some())
+    };
+    assert!(found("server.metrics_key", "control character"), "{e}");
+    assert!(found("lane[0].url", "whitespace"), "{e}");
+    assert!(found("lane[0].api_key", "control character"), "{e}");
+    assert!(found("key[0].key", "admin_key"), "{e}");
+    assert!(found("key[1].key", "whitespace"), "{e}");
+}
+
+#[test]
+fn connection_settings_and_their_bounds() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.body_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.retry.max_pause, Duration::from_secs(300));
+    let e = Config::parse(
+        "[server]\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"100000000h\"\n\
+         [retry]\nmax_pause = \"2d\"\n",
+    )
+    .unwrap_err();
+    for path in [
+        "server.max_connections",
+        "server.header_timeout",
+        "server.request_timeout",
+        "retry.max_pause",
+    ] {
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.path == path && p.line.is_some()),
+            "{path}: {e}"
+        );
+    }
+}
+
+#[test]
+fn an_open_gateway_is_declared_and_has_no_keys() {
+    let c = Config::parse("[server]\nauth = \"none\"\n").unwrap();
+    assert_eq!(c.server.auth, Auth::None);
+    let e = Config::parse("[server]\nauth = \"none\"\n[[key]]\nname = \"k\"\nkey = \"sk\"\n")
+        .unwrap_err();
+    assert_eq!(e.problems[0].path, "server.auth");
+    let e = Config::parse("[limits]\nstore = \"redis://127.0.0.1:6379\"\n").unwrap_err();
+    assert!(e.problems[0].message.contains("not available"), "{e}");
+}
+
+proptest::proptest! {
+    /// Whatever the file says, loading ends in a config or in problems that say where.
+    #[test]
+    fn any_toml_loads_or_says_where(text in "(\\[\\[?(server|lane|route|key|retry|limits|storage)\\]\\]?\n|[a-z_]{1,16} = (\"[ -~]{0,12}\"|-?[0-9]{1,22}|[0-9.e+-]{1,8}|true|\\[\\]|\\{ *\\})\n|[ -~]{0,20}\n){0,12}") {
+        match Config::parse(&text) {
+            Ok(_) => {}
+            Err(e) => {
+                proptest::prop_assert!(!e.problems.is_empty());
+                for p in &e.problems {
+                    proptest::prop_assert!(!p.message.is_empty());
+                    proptest::prop_assert!(!p.path.contains("serde"), "{}", e);
+                    // Empty files and sections without a table have no line to point at;
+                    // anything else does.
+                    if !text.trim().is_empty() && p.path.is_empty() {
+                        proptest::prop_assert!(p.line.is_some(), "{}", e);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //! - [`table`]: every request in the gateway, for the admin API and the panel.
 //! - [`ledger`]: the request log line and per-request metrics.
 //! - [`retry`]: backoff and the retry budget.
+//! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
+pub mod reload;
 pub mod respond;
 pub mod retry;
 pub mod runtime;
@@ -98,11 +100,19 @@ impl App {
             .ok_or("the gateway runs the built-in demo; there is no config file to reload")?;
         let config = Config::load(path).map_err(|e| e.to_string())?;
         let old = self.rt.load_full();
+        if let Some(why) = reload::weakens_access(&old.config, &config) {
+            tracing::warn!(path = %path.display(), "reload refused: {why}");
+            return Err(why);
+        }
+        let changes = reload::describe_changes(&old.config, &config);
         let rt = Runtime::build(config, Some(&old), &self.mocks)
             .await
             .map_err(|e| format!("could not start a mock lane: {e}"))?;
         self.rt.store(Arc::new(rt));
         tracing::info!(path = %path.display(), "configuration reloaded");
+        for change in changes {
+            tracing::info!(target: "laneway::reload", "{change}");
+        }
         Ok(())
     }
 }

@@ -421,3 +421,50 @@ async fn requests_sharing_a_client_id_have_their_own_handles() {
     assert_eq!(first.await.unwrap().0, 503);
     assert!(lanes_idle(&g).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_silently_drops_every_key() {
+    let m = mock(mock_cfg()).await;
+    let dir = std::env::temp_dir().join(format!("laneway-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("laneway.toml");
+    let full = format!(
+        "{ADMIN}[[lane]]\nname = \"m\"\nurl = \"{}\"\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n\
+         [[key]]\nname = \"team\"\nkey = \"sk-team\"\n",
+        m.url()
+    );
+    std::fs::write(&path, &full).unwrap();
+    let config = laneway_config::Config::load(&path).unwrap();
+    let g = laneway_gateway::Gateway::start(
+        config,
+        Some(path.clone()),
+        Some(([127, 0, 0, 1], 0).into()),
+    )
+    .await
+    .unwrap();
+    let c = client();
+    // An editor was still writing the file: it stops before the keys.
+    std::fs::write(&path, &full[..full.find("[[key]]").unwrap()]).unwrap();
+    let (status, body) = admin_post(&c, &g, "/admin/reload").await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("team") && msg.contains("server.auth"), "{msg}");
+    let r = chat(&c, g.addr, &chat_body("mock-1")).await;
+    assert_eq!(r.status(), 401, "the old keys still hold");
+    // An empty file loses the admin key too, and is refused the same way.
+    std::fs::write(&path, "").unwrap();
+    let (status, body) = admin_post(&c, &g, "/admin/reload").await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admin_key"));
+    // Said explicitly, an open gateway is accepted.
+    let open =
+        full[..full.find("[[key]]").unwrap()].replace("[server]\n", "[server]\nauth = \"none\"\n");
+    std::fs::write(&path, open).unwrap();
+    let (status, body) = admin_post(&c, &g, "/admin/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
+    std::fs::remove_dir_all(&dir).ok();
+}
