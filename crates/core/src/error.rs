@@ -19,6 +19,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    /// The client did not send its request body within `server.body_timeout`.
+    RequestTimeout,
     RateLimit,
     ConcurrencyLimitExceeded,
     QueueFull,
@@ -40,6 +42,7 @@ impl ErrorCode {
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::RateLimit
             | Self::ConcurrencyLimitExceeded
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::RateLimit => "rate_limit",
             Self::ConcurrencyLimitExceeded => "concurrency_limit_exceeded",
             Self::QueueFull => "queue_full",

@@ -1,7 +1,8 @@
 //! The Laneway gateway: an OpenAI-compatible HTTP server in front of lanes.
 //!
 //! # Layout
-//! - [`server`]: the router and the request-id middleware.
+//! - [`conn`]: client connections: accept, header/idle timeouts, the connection limit.
+//! - [`server`]: the router and the middleware every request passes (ids, panics, error shape).
 //! - [`proxy`]: the OpenAI endpoints, from body to relayed response (the request path).
 //! - [`forward`]: attempts, retries on the pool, lane health feedback, fallbacks.
 //! - [`body`]: the relayed response body, which owns the request's permit.
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod conn;
 pub mod forward;
 pub mod ledger;
 pub mod metrics;
@@ -53,6 +55,7 @@ pub struct App {
     pub config_path: Option<PathBuf>,
     pub draining: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
+    pub conns: Arc<conn::Conns>,
 }
 
 impl App {
@@ -74,6 +77,7 @@ impl App {
             config_path,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
+            conns: Arc::default(),
         }))
     }
 
@@ -122,7 +126,6 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub app: Arc<App>,
     shutdown: CancellationToken,
-    done: tokio::sync::mpsc::Receiver<()>,
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -164,24 +167,19 @@ impl Gateway {
         let app = App::new(config, config_path).await?;
         let shutdown = CancellationToken::new();
         let router = server::router(app.clone());
-        let (tx, done) = tokio::sync::mpsc::channel(1);
-        let serve = |listener: TcpListener,
-                     router: axum::Router,
-                     token: CancellationToken,
-                     tx: tokio::sync::mpsc::Sender<()>| async move {
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped");
-            }
-            drop(tx);
-        };
         if workers == 0 {
-            tokio::spawn(serve(listener, router, shutdown.clone(), tx));
+            let tasks = tokio_util::task::TaskTracker::new();
+            tokio::spawn(conn::accept_loop(
+                listener,
+                app.clone(),
+                router,
+                shutdown.clone(),
+                tasks,
+            ));
         } else {
             drop(listener);
             for i in 0..workers {
-                let (router, token, tx) = (router.clone(), shutdown.clone(), tx.clone());
+                let (app, router, token) = (app.clone(), router.clone(), shutdown.clone());
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -191,27 +189,42 @@ impl Gateway {
                 };
                 std::thread::Builder::new()
                     .name(format!("laneway-worker-{i}"))
-                    .spawn(move || rt.block_on(serve(listener, router, token, tx)))?;
+                    .spawn(move || {
+                        rt.block_on(async move {
+                            let tasks = tokio_util::task::TaskTracker::new();
+                            conn::accept_loop(listener, app, router, token, tasks.clone()).await;
+                            // Connections live on this thread's runtime: let the ones serving a
+                            // request finish before it goes.
+                            tasks.close();
+                            tasks.wait().await;
+                        })
+                    })?;
             }
         }
         Ok(Self {
             addr,
             app,
             shutdown,
-            done,
         })
     }
 
-    /// Stops accepting, lets running requests finish for up to `shutdown_grace`, then returns.
-    /// Returns how many requests were still running when the grace ran out.
-    pub async fn drain(mut self) -> usize {
+    /// Stops accepting, closes idle and half-sent connections, lets running requests finish for
+    /// up to `shutdown_grace`, then returns how many were still running when the grace ran out.
+    pub async fn drain(self) -> usize {
         self.app.draining.store(true, Ordering::Release);
         let grace = self.app.rt.load().config.server.shutdown_grace;
         self.shutdown.cancel();
-        // Every serving loop holds a sender; `recv` returns `None` once all have finished.
-        match tokio::time::timeout(grace, self.done.recv()).await {
-            Ok(_) => 0,
-            Err(_) => self.app.table.len(),
+        let app = &self.app;
+        let finished = async {
+            // Only while shutting down: a short poll is simpler than a notification on every
+            // request's end.
+            while !(app.table.is_empty() && app.conns.responding() == 0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        match tokio::time::timeout(grace, finished).await {
+            Ok(()) => 0,
+            Err(_) => app.table.len().max(app.conns.responding()),
         }
     }
 }

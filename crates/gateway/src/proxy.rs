@@ -130,7 +130,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-async fn read_body(body: Body, max: usize, declared: Option<u64>) -> Result<Bytes, GatewayError> {
+/// Reads the whole body, within `server.max_body` and `server.body_timeout`: a client that
+/// declares more than it sends, or trickles it, is answered 408 instead of holding a handler.
+async fn read_body(
+    body: Body,
+    max: usize,
+    timeout: Duration,
+    declared: Option<u64>,
+) -> Result<Bytes, GatewayError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -140,7 +147,18 @@ async fn read_body(body: Body, max: usize, declared: Option<u64>) -> Result<Byte
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large().into());
     }
-    match http_body_util::Limited::new(body, max).collect().await {
+    let read = tokio::time::timeout(timeout, http_body_util::Limited::new(body, max).collect());
+    let Ok(read) = read.await else {
+        return Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} (server.body_timeout)",
+                humantime::format_duration(timeout)
+            ),
+        )
+        .into());
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large().into()),
         Err(e) => Err(ApiError::new(
@@ -213,7 +231,13 @@ async fn run(
     })?;
     *key_out = Some(key.clone());
     let declared = header_str(&parts.headers, "content-length").and_then(|v| v.parse().ok());
-    let body = read_body(body, rt.config.server.max_body, declared).await?;
+    let body = read_body(
+        body,
+        rt.config.server.max_body,
+        rt.config.server.body_timeout,
+        declared,
+    )
+    .await?;
     let meta = wire::peek(endpoint, &body)?;
     let route = rt.route_for(&meta.model).ok_or_else(|| {
         ApiError::new(

@@ -117,6 +117,7 @@ async fn shape_error(resp: Response) -> Response {
         404 => ErrorCode::NotFound,
         405 => ErrorCode::MethodNotAllowed,
         409 => ErrorCode::Conflict,
+        408 => ErrorCode::RequestTimeout,
         413 => ErrorCode::PayloadTooLarge,
         400..=499 => ErrorCode::InvalidRequest,
         _ => ErrorCode::Internal,

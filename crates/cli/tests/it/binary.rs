@@ -10,7 +10,7 @@ use crate::util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_laneway");
 
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -27,10 +27,26 @@ fn spawn(
     env: &[(&str, &str)],
     stderr: Stdio,
 ) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).envs(env.iter().copied());
+    spawn_command(cmd, stderr)
+}
+
+/// Spawns `laneway ARGS` with at most `nofile` open files (`ulimit -n`), as an operator's
+/// service manager might.
+pub fn spawn_limited(nofile: u32, args: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(BIN)
         .args(args)
-        .current_dir(dir)
-        .envs(env.iter().copied())
+        .current_dir(std::env::temp_dir());
+    let (child, addr) = spawn_command(cmd, Stdio::null());
+    (Proc(child), addr)
+}
+
+fn spawn_command(mut cmd: Command, stderr: Stdio) -> (Child, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

@@ -4,6 +4,7 @@
 mod admin;
 mod admission;
 mod binary;
+mod conns;
 mod errors;
 mod hostile;
 mod mock;
