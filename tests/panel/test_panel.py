@@ -123,13 +123,13 @@ def test_stop_and_cancel_from_the_panel(gateway, driver):
 
     stop_id = running[0].get_attribute("data-id")
     cancel_id = queued[-1].get_attribute("data-id")
+    client_ids = {stop_id: running[0].get_attribute("data-client-id"),
+                  cancel_id: queued[-1].get_attribute("data-client-id")}
     driver.find_element(*card(stop_id)).find_element(By.TAG_NAME, "button").click()
     driver.find_element(*card(cancel_id)).find_element(By.TAG_NAME, "button").click()
     wait.until(EC.invisibility_of_element_located(card(stop_id)))
     wait.until(EC.invisibility_of_element_located(card(cancel_id)))
 
-    client_ids = {stop_id: running[0].get_attribute("data-client-id"),
-                  cancel_id: queued[-1].get_attribute("data-client-id")}
     for rid in (stop_id, cancel_id):
         i = int(client_ids[rid].split("-")[1])
         threads[i].join(timeout=20)

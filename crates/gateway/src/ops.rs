@@ -28,7 +28,19 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
+    if let Some(key) = &app.rt.load().config.server.metrics_key {
+        let presented = crate::proxy::bearer(req.headers());
+        if !presented
+            .is_some_and(|p| crate::admin::constant_time_eq(p.as_bytes(), key.expose().as_bytes()))
+        {
+            let e = ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "/metrics needs server.metrics_key: send `Authorization: Bearer <metrics key>`",
+            );
+            return GatewayError::from(e).into_response();
+        }
+    }
     let text = app.metrics.render(&app.rt.load());
     let mut r = text.into_response();
     r.headers_mut().insert(

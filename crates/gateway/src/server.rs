@@ -143,6 +143,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/ui", get(ui::page))
+        .route("/ui/panel.js", get(ui::script))
+        .route("/ui/panel.css", get(ui::style))
         .nest("/admin", admin::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

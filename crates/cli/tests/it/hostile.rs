@@ -233,3 +233,48 @@ async fn a_stream_cut_mid_event_ends_with_a_readable_error_event() {
     assert!(!text.contains("[DONE]"));
     assert!(lanes_idle(&g).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_panel_is_locked_down_and_metrics_can_need_a_key() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "[server]\nmetrics_key = \"mk\"\n").await;
+    let c = client();
+    for (path, kind) in [
+        ("/ui", "text/html"),
+        ("/ui/panel.js", "text/javascript"),
+        ("/ui/panel.css", "text/css"),
+    ] {
+        let r = c.get(url(g.addr, path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind));
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert_eq!(h["x-frame-options"], "DENY");
+    }
+    let page = c
+        .get(url(g.addr, "/ui"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("<style>") && !page.contains("style=\""),
+        "no inline styles"
+    );
+    assert!(!page.contains("<script>"), "no inline script");
+
+    let r = c.get(url(g.addr, "/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(error_code(r).await, "invalid_api_key");
+    let r = c
+        .get(url(g.addr, "/metrics"))
+        .bearer_auth("mk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("# EOF"));
+}

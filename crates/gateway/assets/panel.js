@@ -1,0 +1,149 @@
+"use strict";
+// The admin key lives in this tab only. `#key=...` in the address signs in without a prompt; the
+// fragment never reaches the server.
+const SHOWN = 300;   // cards per column; the rest are counted, so 1,000+ requests stay responsive
+let key = sessionStorage.getItem("laneway-admin-key");
+const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
+if (fromHash) { key = fromHash; sessionStorage.setItem("laneway-admin-key", key); history.replaceState(null, "", location.pathname); }
+const $ = (id) => document.getElementById(id);
+const cards = new Map();
+
+function api(path, method = "POST") {
+  return fetch(path, { method, headers: { Authorization: "Bearer " + key } });
+}
+
+function showLogin(message) {
+  $("login").classList.remove("hidden");
+  $("app").classList.add("hidden");
+  $("bar").classList.add("hidden");
+  $("login-error").textContent = message || "";
+  $("status").textContent = "signed out";
+  $("status").classList.remove("live");
+}
+
+$("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  key = $("key").value.trim();
+  sessionStorage.setItem("laneway-admin-key", key);
+  connect();
+});
+
+function age(ms) {
+  if (ms == null) return "";
+  return ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.floor(ms / 60000) + " min " + Math.round(ms % 60000 / 1000) + " s";
+}
+
+function renderLanes(lanes) {
+  $("lanes").innerHTML = lanes.map((l) => {
+    const limit = l.limit == null ? "∞" : l.limit;
+    const pct = l.limit ? Math.min(100, 100 * l.in_flight / l.limit) : (l.in_flight ? 100 : 0);
+    const extra = [l.rpm_used != null ? l.rpm_used + " rpm used" : "", l.tpm_used != null ? l.tpm_used + " tpm used" : ""].filter(Boolean).join(" · ");
+    return `<div class="lane" data-lane="${esc(l.name)}"><div class="name">${esc(l.name)}</div>
+      <div class="bar"><span data-pct="${pct}"></span></div>
+      <div class="meta"><b class="in-flight">${l.in_flight}</b> / ${limit} in flight · <b class="queued">${l.queued}</b> queued ·
+      <span class="state-${l.state}">${l.state.replace("_", " ")}</span>${extra ? "<br>" + extra : ""}</div></div>`;
+  }).join("") || '<div class="empty">no lanes</div>';
+  // Widths are set through the DOM: the page's Content-Security-Policy allows no inline styles.
+  for (const bar of $("lanes").querySelectorAll(".bar span")) bar.style.width = bar.dataset.pct + "%";
+}
+
+function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c])); }
+
+function card(r) {
+  let el = cards.get(r.id);
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "card";
+    el.dataset.id = r.id;
+    if (r.client_request_id) el.dataset.clientId = r.client_request_id;
+    el.innerHTML = '<span class="id"></span><span class="meta"></span><button></button>';
+    el.querySelector("button").addEventListener("click", () => act(el));
+    cards.set(r.id, el);
+  }
+  const running = r.state === "running";
+  el.classList.toggle("running", running);
+  el.dataset.state = r.state;
+  el.querySelector(".id").textContent = r.client_request_id ? `${r.id} (${r.client_request_id})` : r.id;
+  const where = running ? "lane " + r.lane : "waits for " + (r.pool || []).join(", ") + (r.position ? " · position " + r.position : "");
+  el.querySelector(".meta").textContent =
+    `${r.key} · ${r.model}${r.stream ? " · stream" : ""} · ${where} · ` +
+    (running ? "running " + age(r.running_ms) + (r.attempt > 1 ? " · attempt " + r.attempt : "") : "waiting " + age(r.queued_ms));
+  el.querySelector("button").textContent = running ? "Stop" : "Cancel";
+  return el;
+}
+
+async function act(el) {
+  const verb = el.dataset.state === "running" ? "stop" : "cancel";
+  const r = await api(`/admin/requests/${encodeURIComponent(el.dataset.id)}/${verb}`);
+  if (!r.ok && r.status !== 404) alert((await r.json()).error.message);
+}
+
+function place(column, list) {
+  const box = $(column);
+  const shown = list.slice(0, SHOWN).map(card);
+  // Reorder only what moved, so a large queue does not rebuild the DOM on every update.
+  shown.forEach((el, i) => { if (box.children[i] !== el) box.insertBefore(el, box.children[i] || null); });
+  while (box.children.length > shown.length) box.lastChild.remove();
+  $("more-" + column).textContent = list.length > SHOWN ? `… and ${list.length - SHOWN} more` : "";
+  if (!list.length) box.innerHTML = '<div class="empty">none</div>';
+}
+
+function render(snap) {
+  renderLanes(snap.lanes);
+  const running = snap.requests.filter((r) => r.state === "running");
+  const queued = snap.requests.filter((r) => r.state === "queued").sort((a, b) => (a.position || 1e9) - (b.position || 1e9));
+  const live = new Set(snap.requests.map((r) => r.id));
+  for (const id of cards.keys()) if (!live.has(id)) { cards.get(id).remove(); cards.delete(id); }
+  for (const col of ["running", "queued"]) [...$(col).querySelectorAll(".empty")].forEach((e) => e.remove());
+  place("running", running);
+  place("queued", queued);
+  $("n-running").textContent = `(${running.length})`;
+  $("n-queued").textContent = `(${queued.length})`;
+  $("counts").textContent = `${running.length} processing · ${queued.length} pending`;
+}
+
+$("stop-all").addEventListener("click", async () => {
+  if (!confirm("Stop every running request? Their clients get 503 request_cancelled.")) return;
+  await api("/admin/stop-all");
+});
+$("clear-queue").addEventListener("click", async () => {
+  if (!confirm("Cancel every pending request? Their clients get 503 request_cancelled.")) return;
+  await api("/admin/clear-queue");
+});
+
+// Server-sent events over fetch, so the admin key travels in a header rather than the URL.
+async function connect() {
+  if (!key) return showLogin();
+  let res;
+  try { res = await fetch("/admin/events", { headers: { Authorization: "Bearer " + key } }); }
+  catch (e) { $("status").textContent = "gateway unreachable, retrying…"; return setTimeout(connect, 2000); }
+  if (res.status === 401 || res.status === 404) {
+    sessionStorage.removeItem("laneway-admin-key");
+    return showLogin(res.status === 404 ? "The admin API is off: set server.admin_key." : "That key was refused.");
+  }
+  $("login").classList.add("hidden");
+  $("app").classList.remove("hidden");
+  $("bar").classList.remove("hidden");
+  $("status").textContent = "live";
+  $("status").classList.add("live");
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    let chunk;
+    try { chunk = await reader.read(); } catch (e) { break; }
+    if (chunk.done) break;
+    buf += decoder.decode(chunk.value, { stream: true });
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const event = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+      if (data) render(JSON.parse(data));
+    }
+  }
+  $("status").textContent = "reconnecting…";
+  $("status").classList.remove("live");
+  setTimeout(connect, 1000);
+}
+connect();
