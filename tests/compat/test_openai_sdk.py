@@ -14,7 +14,7 @@ def client(gateway):
 
 def test_list_models(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["mock-*"]
+    assert ids == ["mock-1", "mock-embed", "mock-large"]
 
 
 def test_chat(client):
@@ -52,6 +52,11 @@ def test_completions(client):
 def test_embeddings(client):
     r = client.embeddings.create(model="mock-embed", input="hello")
     assert len(r.data[0].embedding) > 0
+
+
+def test_embeddings_one_per_input(client):
+    r = client.embeddings.create(model="mock-embed", input=["a", "b", "c"])
+    assert [d.index for d in r.data] == [0, 1, 2]
 
 
 def test_unknown_model_is_a_not_found_error(client):

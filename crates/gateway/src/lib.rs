@@ -12,10 +12,12 @@
 //! - [`ledger`]: the request log line and per-request metrics.
 //! - [`retry`]: backoff and the retry budget.
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
+//! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface.
 
 pub mod admin;
 pub mod body;
+pub mod catalog;
 pub mod conn;
 pub mod forward;
 pub mod ledger;
@@ -56,6 +58,7 @@ pub struct App {
     pub draining: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
     pub conns: Arc<conn::Conns>,
+    pub catalog: catalog::Catalog,
 }
 
 impl App {
@@ -78,6 +81,7 @@ impl App {
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             conns: Arc::default(),
+            catalog: catalog::Catalog::default(),
         }))
     }
 

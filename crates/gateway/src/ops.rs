@@ -50,9 +50,9 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
     r
 }
 
-/// The models the caller's key may use: every route's model (patterns listed as written).
+/// The model ids the caller's key may use (see [`crate::catalog`]).
 pub async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
-    let rt = app.rt.load();
+    let rt = app.rt.load_full();
     let presented = crate::proxy::bearer(req.headers());
     let Some(key) = rt.key(presented) else {
         let e = ApiError::new(
@@ -61,11 +61,11 @@ pub async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
         );
         return GatewayError::from(e).into_response();
     };
-    let data: Vec<_> = rt
-        .routes
-        .iter()
-        .filter(|r| key.allows(&r.pattern))
-        .map(|r| json!({"id": r.pattern, "object": "model", "created": 0, "owned_by": "laneway"}))
+    let key = key.clone();
+    let data: Vec<_> = crate::catalog::Catalog::ids(&app, &rt, &key)
+        .await
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "laneway"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }

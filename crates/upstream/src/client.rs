@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,6 +18,27 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::error::UpstreamError;
+
+/// A request with Laneway's user agent and the lane's key.
+fn build(
+    builder: http::request::Builder,
+    api_key: Option<&str>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, UpstreamError> {
+    let mut builder = builder.header(USER_AGENT, HeaderValue::from_static(UA));
+    if let Some(key) = api_key {
+        let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            UpstreamError::BadUrl(
+                "the lane's api_key has characters not allowed in a header".into(),
+            )
+        })?;
+        v.set_sensitive(true);
+        builder = builder.header(AUTHORIZATION, v);
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| UpstreamError::BadUrl(e.to_string()))
+}
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -65,27 +86,53 @@ impl UpstreamClient {
         &self,
         req: UpstreamRequest<'_>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut builder = Request::post(req.url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(USER_AGENT, HeaderValue::from_static(UA))
-            .header("x-request-id", req.request_id);
-        if let Some(key) = req.api_key {
-            let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                UpstreamError::BadUrl(
-                    "the lane's api_key has characters not allowed in a header".into(),
-                )
-            })?;
-            v.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, v);
-        }
-        let request = builder
-            .body(Full::new(req.body))
-            .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
+        let request = build(
+            Request::post(req.url)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .header("x-request-id", req.request_id),
+            req.api_key,
+            req.body,
+        )?;
         match tokio::time::timeout(req.first_byte_timeout, self.inner.request(request)).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(req.first_byte_timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.describe(e)),
         }
+    }
+
+    /// `GET {base}/models`: the ids an upstream serves, within `timeout` and
+    /// [`crate::models::MAX_LIST_BYTES`].
+    pub async fn list_models(
+        &self,
+        base_url: &str,
+        api_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<String>, UpstreamError> {
+        let url = format!("{base_url}/models");
+        let request = build(Request::get(url.as_str()), api_key, Bytes::new())?;
+        let fetch = async {
+            let resp = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| self.describe(e))?;
+            if !resp.status().is_success() {
+                return Err(UpstreamError::Dropped(format!(
+                    "{url} answered {}",
+                    resp.status()
+                )));
+            }
+            let body =
+                http_body_util::Limited::new(resp.into_body(), crate::models::MAX_LIST_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| UpstreamError::Dropped(format!("reading {url}: {e}")))?
+                    .to_bytes();
+            Ok(crate::models::parse_list(&body))
+        };
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .unwrap_or(Err(UpstreamError::FirstByteTimeout(timeout)))
     }
 
     fn describe(&self, e: hyper_util::client::legacy::Error) -> UpstreamError {

@@ -7,11 +7,13 @@
 //!   `Retry-After`, `retry-after-ms` and `x-ratelimit-*`.
 //! - [`sse`]: watches a response body go by to learn its token usage, and removes the usage chunk
 //!   Laneway asked for on the client's behalf.
+//! - [`models`]: an upstream's `/v1/models` list, read within bounds.
 //! - [`error`]: transport failures, each saying whether a retry may help.
 
 pub mod classify;
 pub mod client;
 pub mod error;
+pub mod models;
 pub mod sse;
 
 pub use classify::{Hints, Outcome};

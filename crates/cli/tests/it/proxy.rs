@@ -52,7 +52,17 @@ async fn every_openai_endpoint_answers_through_a_lane() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["data"][0]["id"], "mock-*");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["mock-1", "mock-embed", "mock-large"],
+        "the upstream's ids, not the pattern"
+    );
     assert_eq!(m.stats().completed, 3);
     assert!(lanes_idle(&g).await);
 }
@@ -264,4 +274,58 @@ async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
     // Ten requests above the threshold: the last one waits 100 ms + 10 × 10 ms.
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert_eq!(m.stats().max_in_flight, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_lists_ids_a_client_can_send_and_only_its_own() {
+    let m = mock(mock_cfg()).await;
+    let toml = format!(
+        "[[lane]]\nname = \"up\"\nurl = \"{{mock}}\"\n\
+         [[lane]]\nname = \"declared\"\nurl = \"{{mock}}\"\nmodels = [\"glm-4\", \"glm-4-air\", \"other\"]\n\
+         [[lane]]\nname = \"down\"\nurl = \"http://127.0.0.1:{}/v1\"\n\
+         [[route]]\nmodel = \"mock-*\"\nlanes = [\"up\", \"down\"]\n\
+         [[route]]\nmodel = \"glm-*\"\nlanes = [\"declared\"]\n\
+         [[route]]\nmodel = \"exact-model\"\nlanes = [\"up\"]\n\
+         [[key]]\nname = \"all\"\nkey = \"sk-all\"\n\
+         [[key]]\nname = \"glm\"\nkey = \"sk-glm\"\nmodels = [\"glm-*\"]\n",
+        closed_port()
+    );
+    let g = gateway(&toml, &m.url()).await;
+    let c = client();
+    let ids = |key: &'static str| {
+        let c = c.clone();
+        async move {
+            let v: Value = c
+                .get(url(g.addr, "/v1/models"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // An unreachable upstream in a pool is tolerated: its pool mate's list still counts.
+    assert_eq!(
+        ids("sk-all").await,
+        [
+            "exact-model",
+            "glm-4",
+            "glm-4-air",
+            "mock-1",
+            "mock-embed",
+            "mock-large"
+        ]
+    );
+    assert_eq!(ids("sk-glm").await, ["glm-4", "glm-4-air"]);
+    let listed = m.stats().requests;
+    ids("sk-all").await;
+    assert_eq!(m.stats().requests, listed, "lists are cached");
 }
