@@ -71,6 +71,7 @@ pub struct Metrics {
     pub rejected: Family<Reason, Counter>,
     pub tokens: Family<LaneKind, Counter>,
     pub cancelled: Family<Reason, Counter>,
+    pub connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -88,6 +89,7 @@ impl Default for Metrics {
             rejected: Family::default(),
             tokens: Family::default(),
             cancelled: Family::default(),
+            connections: Gauge::default(),
             registry: Registry::default(),
         };
         // Names are registered without the `_total` suffix; the encoder appends it to counters.
@@ -146,13 +148,20 @@ impl Default for Metrics {
             "Requests ended early, by reason",
             m.cancelled.clone(),
         );
+        registry.register(
+            "laneway_connections",
+            "Open client connections (see server.max_connections)",
+            m.connections.clone(),
+        );
         Self { registry, ..m }
     }
 }
 
 impl Metrics {
     /// Refreshes the lane gauges from the live lanes and encodes everything.
-    pub fn render(&self, rt: &Runtime) -> String {
+    pub fn render(&self, rt: &Runtime, connections: usize) -> String {
+        self.connections
+            .set(i64::try_from(connections).unwrap_or(i64::MAX));
         for l in &rt.lanes {
             let s = l.lane.snapshot();
             let label = LaneLabel {

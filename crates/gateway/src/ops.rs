@@ -41,7 +41,7 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
             return GatewayError::from(e).into_response();
         }
     }
-    let text = app.metrics.render(&app.rt.load());
+    let text = app.metrics.render(&app.rt.load(), app.conns.len());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
