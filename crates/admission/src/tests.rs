@@ -562,6 +562,6 @@ async fn an_upstream_hint_never_pauses_a_lane_past_its_bound() {
     assert!(a.snapshot().cooldown_until.unwrap() <= Duration::from_secs(1));
     advance(Duration::from_secs(1)).await;
     assert_eq!(a.snapshot().health, Health::Ok);
-    let p = ask(&[a.clone()], &anon(), &CancellationToken::new()).await;
+    let p = ask(std::slice::from_ref(&a), &anon(), &CancellationToken::new()).await;
     assert!(p.is_ok());
 }
