@@ -4,7 +4,10 @@
 //! Each connection knows whether it is serving a request (`active`), and since when it has
 //! been idle or receiving a request head. A small watchdog in its task closes it when a head
 //! takes longer than `server.header_timeout` (the first request's from the moment it connected)
-//! or when it sits idle past `server.idle_timeout`. When `server.max_connections` (or the
+//! or when it sits idle past `server.idle_timeout`. The request path only stores a few atomics
+//! for it; the watchdog looks at them when its timer fires, at least every `header_timeout` (or
+//! `idle_timeout` when shorter), so a head that starts arriving on a kept-alive connection is cut
+//! within twice its timeout, and an idle one closed within twice its own. When `server.max_connections` (or the
 //! process's descriptor limit) is reached, the oldest connection that serves no request is
 //! closed to make room; only when every connection is busy is a new one answered 503. So idle
 //! or slow sockets can never stop the gateway from accepting real work.
@@ -53,6 +56,7 @@ struct Conn {
     head_since: AtomicU64,
     served: AtomicBool,
     evicted: AtomicBool,
+    /// Rung by an eviction only; the request path never wakes the watchdog.
     wake: tokio::sync::Notify,
 }
 
@@ -229,7 +233,10 @@ async fn serve(
             None
         } else {
             let server = &app.rt.load().config.server;
-            conn.deadline(conns, server.header_timeout, server.idle_timeout)
+            // Look again at least this often: a head may have begun, or a request ended.
+            let due = conn.deadline(conns, server.header_timeout, server.idle_timeout);
+            let recheck = Instant::now() + server.header_timeout.min(server.idle_timeout);
+            Some(due.map_or(recheck, |d| d.min(recheck)))
         };
         let expired = async {
             match deadline {
@@ -310,7 +317,6 @@ impl AsyncRead for Watched {
             && c.head_since.load(Relaxed) == 0
         {
             c.head_since.store(self.conns.ms() + 1, Relaxed);
-            c.wake.notify_one();
         }
         r
     }
@@ -357,17 +363,37 @@ struct Service {
 impl hyper::service::Service<Request<Incoming>> for Service {
     type Response = Response<Tracked>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Call;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let mut busy = Busy::enter(&self.conn, &self.conns);
+    fn call(&self, req: Request<Incoming>) -> Call {
+        let busy = Busy::enter(&self.conn, &self.conns);
+        // The router is always ready (axum's contract), so no poll_ready is needed.
         let mut router = self.router.clone();
-        Box::pin(async move {
-            let Ok(resp) =
-                tower_service::Service::call(&mut router, req.map(axum::body::Body::new)).await;
-            busy.responding();
-            Ok(resp.map(|inner| Tracked { inner, _busy: busy }))
-        })
+        let inner = tower_service::Service::call(&mut router, req.map(axum::body::Body::new));
+        Call {
+            inner,
+            busy: Some(busy),
+        }
+    }
+}
+
+/// The router's future, its response body wrapped to keep the request's [`Busy`]; no box.
+pub struct Call {
+    inner: axum::routing::future::RouteFuture<Infallible>,
+    busy: Option<Busy>,
+}
+
+impl Future for Call {
+    type Output = Result<Response<Tracked>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(resp) = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+        let Some(mut busy) = self.busy.take() else {
+            // Polled again after completing: a caller bug, answered rather than panicking.
+            return Poll::Pending;
+        };
+        busy.responding();
+        Poll::Ready(Ok(resp.map(|inner| Tracked { inner, _busy: busy })))
     }
 }
 
@@ -402,9 +428,7 @@ impl Drop for Busy {
         }
         self.conn.idle_since.store(self.conns.ms(), Relaxed);
         self.conn.served.store(true, Relaxed);
-        if self.conn.active.fetch_sub(1, Relaxed) == 1 {
-            self.conn.wake.notify_one();
-        }
+        self.conn.active.fetch_sub(1, Relaxed);
     }
 }
 
