@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -38,17 +38,32 @@ impl RequestCtx {
 /// Bytes of a framework error body kept as the message of the OpenAI-shaped replacement.
 const MAX_REJECTION_TEXT: usize = 1024;
 
-async fn request_ctx(mut req: Request, next: Next) -> Response {
+async fn request_ctx(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let client_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok());
     let ctx = RequestCtx::new(client_id);
     req.extensions_mut().insert(ctx.clone());
+    let count = |code: ErrorCode| {
+        app.metrics
+            .rejected
+            .get_or_create(&crate::metrics::Reason {
+                reason: std::borrow::Cow::Borrowed(code.as_str()),
+            })
+            .inc();
+    };
     let mut resp = match guarded(next.run(req)).await {
-        Ok(resp) => shape_error(resp).await,
+        Ok(resp) => match shape_error(resp).await {
+            Shaped::Kept(r) => r,
+            Shaped::Reshaped(r, code) => {
+                count(code);
+                r
+            }
+        },
         Err(()) => {
             tracing::error!(id = %ctx.id, "request handler panicked");
+            count(ErrorCode::Internal);
             error_response(&ApiError::new(
                 ErrorCode::Internal,
                 "the gateway failed while handling this request; the failure was logged",
@@ -88,7 +103,13 @@ where
 /// Error answers that did not come from Laneway's own error type (the web framework's
 /// rejections of a bad path or query) are rewritten into the OpenAI envelope. An upstream's own
 /// error body is passed on untouched.
-async fn shape_error(resp: Response) -> Response {
+enum Shaped {
+    Kept(Response),
+    /// A framework rejection rewritten, with the code it was given.
+    Reshaped(Response, ErrorCode),
+}
+
+async fn shape_error(resp: Response) -> Shaped {
     let status = resp.status();
     let is_json = resp
         .headers()
@@ -96,7 +117,7 @@ async fn shape_error(resp: Response) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if status.as_u16() < 400 || is_json || resp.extensions().get::<UpstreamAnswer>().is_some() {
-        return resp;
+        return Shaped::Kept(resp);
     }
     let (_, body) = resp.into_parts();
     let text = http_body_util::Limited::new(body, 64 * 1024)
@@ -130,7 +151,7 @@ async fn shape_error(resp: Response) -> Response {
     }
     let mut out = error_response(&ApiError::new(code, text));
     *out.status_mut() = status;
-    out
+    Shaped::Reshaped(out, code)
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -148,7 +169,7 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/admin", admin::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(middleware::from_fn(request_ctx))
+        .layer(middleware::from_fn_with_state(app.clone(), request_ctx))
         .with_state(app)
 }
 
@@ -166,7 +187,11 @@ mod tests {
 
     #[tokio::test]
     async fn framework_rejections_become_openai_errors() {
-        let resp = shape_error(plain(400, "Failed to deserialize query string")).await;
+        let Shaped::Reshaped(resp, _) =
+            shape_error(plain(400, "Failed to deserialize query string")).await
+        else {
+            panic!("a plain-text 400 is reshaped");
+        };
         assert_eq!(resp.status(), 400);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -178,7 +203,9 @@ mod tests {
     async fn upstream_answers_pass_untouched() {
         let mut r = plain(400, "upstream says no");
         r.extensions_mut().insert(UpstreamAnswer);
-        let resp = shape_error(r).await;
+        let Shaped::Kept(resp) = shape_error(r).await else {
+            panic!("an upstream's answer is kept");
+        };
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"upstream says no");
     }
