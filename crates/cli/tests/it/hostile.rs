@@ -208,6 +208,18 @@ async fn what_the_framework_rejects_is_openai_shaped_too() {
                 .is_some_and(|m| !m.is_empty()));
         }
     }
+    let metrics = c
+        .get(url(g.addr, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("laneway_rejected_total{reason=\"invalid_request\"}"),
+        "rejections are counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
