@@ -20,7 +20,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = os.environ.get("LANEWAY_BIN", str(ROOT / "target" / "debug" / "laneway"))
 ADMIN = "panel-admin-key"
-SHOT = ROOT / "docs" / "panel.png"
+# The README's screenshot is refreshed only on request (LANEWAY_PANEL_SHOT=docs/panel.png).
+SHOT = pathlib.Path(os.environ.get("LANEWAY_PANEL_SHOT", ROOT / "target" / "panel.png"))
 
 
 def start(args, cwd):

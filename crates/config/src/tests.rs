@@ -57,10 +57,6 @@ backoff = { base = "200ms", max = "30s" }
 
 [limits]
 store = "memory"
-on_store_error = "open"
-
-[storage]
-path = "laneway-data"
 "#;
 
 fn set_vars() {
@@ -269,6 +265,12 @@ fn an_open_gateway_is_declared_and_has_no_keys() {
     assert_eq!(e.problems[0].path, "server.auth");
     let e = Config::parse("[limits]\nstore = \"redis://127.0.0.1:6379\"\n").unwrap_err();
     assert!(e.problems[0].message.contains("not available"), "{e}");
+    // Settings for parts not built yet are refused rather than silently ignored.
+    let e = Config::parse("[limits]\non_store_error = \"closed\"\n[storage]\npath = \"d\"\n")
+        .unwrap_err();
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["limits.on_store_error", "storage"], "{e}");
+    assert!(e.problems.iter().all(|p| p.line.is_some()));
 }
 
 proptest::proptest! {

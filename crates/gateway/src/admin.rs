@@ -31,28 +31,7 @@ pub fn router() -> Router<Arc<App>> {
 
 /// Checks the admin key; every admin handler calls it first.
 pub fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), GatewayError> {
-    let rt = app.rt.load();
-    let Some(admin) = rt.admin_key() else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "the admin API is off: set server.admin_key to turn it on",
-        )
-        .into());
-    };
-    let presented = crate::proxy::bearer(headers);
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), admin.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::InvalidApiKey,
-            "send the admin key as `Authorization: Bearer <server.admin_key>`",
-        )
-        .into())
-    }
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::auth::admin(app, headers).map_err(GatewayError::from)
 }
 
 /// Queue positions by request tag, the smallest over the lanes a request waits on.

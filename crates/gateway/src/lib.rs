@@ -1,6 +1,7 @@
 //! The Laneway gateway: an OpenAI-compatible HTTP server in front of lanes.
 //!
 //! # Layout
+//! - [`auth`]: client keys, the admin key, the metrics key (constant-time comparisons).
 //! - [`conn`]: client connections: accept, header/idle timeouts, the connection limit.
 //! - [`server`]: the router and the middleware every request passes (ids, panics, error shape).
 //! - [`proxy`]: the OpenAI endpoints, from body to relayed response (the request path).
@@ -16,6 +17,7 @@
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod catalog;
 pub mod conn;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (contract section 6). Labels carry lane, key *names* and route models,
+//! Prometheus metrics (their names are part of Laneway's interface, listed in the README). Labels carry lane, key *names* and route models,
 //! never secrets; the model label is the requested id only for literal routes and the route's
 //! pattern for glob routes, so a client cannot explode cardinality by inventing model names.
 

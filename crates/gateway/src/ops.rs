@@ -29,17 +29,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
-    if let Some(key) = &app.rt.load().config.server.metrics_key {
-        let presented = crate::proxy::bearer(req.headers());
-        if !presented
-            .is_some_and(|p| crate::admin::constant_time_eq(p.as_bytes(), key.expose().as_bytes()))
-        {
-            let e = ApiError::new(
-                ErrorCode::InvalidApiKey,
-                "/metrics needs server.metrics_key: send `Authorization: Bearer <metrics key>`",
-            );
-            return GatewayError::from(e).into_response();
-        }
+    if let Err(e) = crate::auth::metrics(&app, req.headers()) {
+        return GatewayError::from(e).into_response();
     }
     let text = app.metrics.render(&app.rt.load(), app.conns.len());
     let mut r = text.into_response();
@@ -53,15 +44,10 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
 /// The model ids the caller's key may use (see [`crate::catalog`]).
 pub async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
     let rt = app.rt.load_full();
-    let presented = crate::proxy::bearer(req.headers());
-    let Some(key) = rt.key(presented) else {
-        let e = ApiError::new(
-            ErrorCode::InvalidApiKey,
-            "send a valid API key as `Authorization: Bearer <key>`",
-        );
-        return GatewayError::from(e).into_response();
+    let key = match crate::auth::client_key(&rt, req.headers()) {
+        Ok(k) => k,
+        Err(e) => return GatewayError::from(e).into_response(),
     };
-    let key = key.clone();
     let data: Vec<_> = crate::catalog::Catalog::ids(&app, &rt, &key)
         .await
         .into_iter()

@@ -111,25 +111,6 @@ fn put_key_headers(h: &mut HeaderMap, key: &KeyRt) {
     }
 }
 
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        return Some(
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or(v)
-                .trim(),
-        );
-    }
-    headers
-        .get("api-key")
-        .or_else(|| headers.get("x-api-key"))
-        .and_then(|v| v.to_str().ok())
-}
-
 /// Reads the whole body, within `server.max_body` and `server.body_timeout`: a client that
 /// declares more than it sends, or trickles it, is answered 408 instead of holding a handler.
 async fn read_body(
@@ -184,7 +165,7 @@ fn request_options(
 ) -> Result<(Duration, i32), GatewayError> {
     let mut timeout = rt.request_timeout();
     if let Some(v) = header_str(headers, "x-laneway-timeout") {
-        let d = humantime_duration(v).ok_or_else(|| {
+        let d = parse_client_timeout(v).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("x-laneway-timeout `{v}` is not a duration like \"30s\""),
@@ -208,7 +189,7 @@ fn request_options(
     Ok((timeout, priority))
 }
 
-fn humantime_duration(v: &str) -> Option<Duration> {
+fn parse_client_timeout(v: &str) -> Option<Duration> {
     laneway_core::duration::parse(v).filter(|d| !d.is_zero())
 }
 
@@ -221,14 +202,7 @@ async fn run(
     key_out: &mut Option<Arc<KeyRt>>,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
-    let key = rt.key(bearer(&parts.headers)).cloned().ok_or_else(|| {
-        let msg = if bearer(&parts.headers).is_some() {
-            "the API key is not valid; check `Authorization: Bearer <key>`"
-        } else {
-            "this gateway needs an API key: send `Authorization: Bearer <key>`"
-        };
-        ApiError::new(ErrorCode::InvalidApiKey, msg)
-    })?;
+    let key = crate::auth::client_key(rt, &parts.headers)?;
     *key_out = Some(key.clone());
     let declared = header_str(&parts.headers, "content-length").and_then(|v| v.parse().ok());
     let body = read_body(

@@ -25,7 +25,7 @@ const STYLE: &str = include_str!("../assets/panel.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// How often the panel is sent a fresh snapshot while anything changes.
+/// How often the panel is sent a fresh snapshot.
 const TICK: Duration = Duration::from_millis(400);
 
 pub async fn page() -> Response {

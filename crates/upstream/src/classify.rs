@@ -82,7 +82,7 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<f64>() {
         return duration::from_secs_f64(secs);
     }
-    let at = httpdate(v)?;
+    let at = httpdate::parse_http_date(v).ok()?;
     let wait = at
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
@@ -92,46 +92,6 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
 /// OpenAI's reset durations: `1s`, `850ms`, `6m0s`, `1h2m3.5s`, or plain seconds.
 pub fn parse_reset(v: &str) -> Option<Duration> {
     duration::parse(v)
-}
-
-/// The IMF-fixdate form, `Sun, 06 Nov 1994 08:49:37 GMT`, the only one servers send today.
-fn httpdate(v: &str) -> Option<SystemTime> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    // Bounded fields keep the arithmetic below far from overflow; a date past 9999 is no date.
-    let day: u64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
-    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == mon)? as i64
-        + 1;
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    if *h > 23 || *m > 59 || *s > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if mon <= 2 {
-        (year - 1, mon + 9)
-    } else {
-        (year, mon - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + s;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// The meaning of one attempt's answer.
@@ -187,10 +147,6 @@ mod tests {
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(Duration::ZERO)
-        );
-        assert_eq!(
-            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
         );
         let mut h = HeaderMap::new();
         h.insert("retry-after", "3".parse().unwrap());

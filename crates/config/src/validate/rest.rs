@@ -101,18 +101,16 @@ pub(super) fn limits(
             LimitStore::Memory
         }
     };
-    let fail_open = match l.on_store_error.as_ref().map(|s| s.0.as_str()) {
-        None | Some("open") => true,
-        Some("closed") => false,
-        Some(o) => {
-            c.push(
-                line,
-                "limits.on_store_error",
-                format!("`{o}` is not one of \"open\", \"closed\""),
-            );
-            true
-        }
-    };
+    // Only a shared store can fail; until one exists the setting would do nothing.
+    if l.on_store_error.is_some() {
+        c.push(
+            line,
+            "limits.on_store_error",
+            "applies to a shared limit store, which this version of Laneway does not have yet; \
+             remove it",
+        );
+    }
+    let fail_open = true;
     let prefix = l.prefix.as_ref().map_or("laneway", |p| p.0.as_str());
     let prefix_ok = !prefix.is_empty()
         && prefix.len() <= 64
@@ -140,10 +138,16 @@ pub(super) fn storage(
     let line = c.section_line(raw);
     let default = RawStorage::default();
     let s = raw.map_or(&default, |s| s.get_ref());
-    let path = s.path.as_ref().map_or("laneway-data", |p| p.0.as_str());
-    if path.is_empty() || path.chars().any(char::is_control) {
-        c.push(line, "storage.path", "must be a directory path");
+    // Storage holds batch files; until the Batch API exists the section would do nothing.
+    if s.path.is_some() || s.max_file_size.is_some() {
+        c.push(
+            line,
+            "storage",
+            "holds Batch API files, which this version of Laneway does not serve yet; remove the \
+             [storage] section",
+        );
     }
+    let path = s.path.as_ref().map_or("laneway-data", |p| p.0.as_str());
     let default_size = 200 << 20;
     let max_file_size = match &s.max_file_size {
         None => default_size,
