@@ -51,37 +51,39 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
         .get::<RequestCtx>()
         .cloned()
         .unwrap_or_else(|| RequestCtx::new(None));
-    let mut ledger = Some(Ledger::new(app.clone(), &ctx));
-    let mut key = None;
-    let result = run(&app, &rt, endpoint, req, &mut ledger, &mut key).await;
-    let mut response = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(mut l) = ledger.take() {
-                l.code = e.code();
-                if let GatewayError::Api(api) = &e {
-                    l.status = api.status();
-                    app.metrics
-                        .rejected
-                        .get_or_create(&Reason {
-                            reason: std::borrow::Cow::Borrowed(api.code.as_str()),
-                        })
-                        .inc();
-                }
-                let end = match &e {
-                    GatewayError::Api(a) if a.code == ErrorCode::RequestCancelled => End::Operator,
-                    GatewayError::Api(a) if a.code == ErrorCode::DeadlineExceeded => End::Deadline,
-                    _ => End::Complete,
-                };
-                l.close(end, None);
-            }
-            e.into_response()
-        }
+    let mut ledger = Ledger::new(app.clone(), &ctx);
+    let key = match crate::auth::client_key(&rt, req.headers()) {
+        Ok(k) => k,
+        Err(e) => return refused(&app, ledger, e.into()),
     };
-    if let Some(k) = key {
-        put_key_headers(response.headers_mut(), &k);
-    }
+    ledger.key = key.label.clone();
+    let mut response = match run(&app, &rt, endpoint, req, &key, &mut ledger).await {
+        Ok(relay) => relay.respond(ledger),
+        Err(e) => refused(&app, ledger, e),
+    };
+    put_key_headers(response.headers_mut(), &key);
     response
+}
+
+/// The request ends without an upstream answer to relay: record it and answer the error.
+fn refused(app: &App, mut ledger: Ledger, e: GatewayError) -> Response {
+    ledger.code = e.code();
+    if let GatewayError::Api(api) = &e {
+        ledger.status = api.status();
+        app.metrics
+            .rejected
+            .get_or_create(&Reason {
+                reason: std::borrow::Cow::Borrowed(api.code.as_str()),
+            })
+            .inc();
+    }
+    let end = match &e {
+        GatewayError::Api(a) if a.code == ErrorCode::RequestCancelled => End::Operator,
+        GatewayError::Api(a) if a.code == ErrorCode::DeadlineExceeded => End::Deadline,
+        _ => End::Complete,
+    };
+    ledger.close(end, None);
+    e.into_response()
 }
 
 fn put_key_headers(h: &mut HeaderMap, key: &KeyRt) {
@@ -198,12 +200,10 @@ async fn run(
     rt: &Arc<Runtime>,
     endpoint: Endpoint,
     req: Request,
-    ledger: &mut Option<Ledger>,
-    key_out: &mut Option<Arc<KeyRt>>,
-) -> Result<Response, GatewayError> {
+    key: &KeyRt,
+    ledger: &mut Ledger,
+) -> Result<Relay, GatewayError> {
     let (parts, body) = req.into_parts();
-    let key = crate::auth::client_key(rt, &parts.headers)?;
-    *key_out = Some(key.clone());
     let declared = header_str(&parts.headers, "content-length").and_then(|v| v.parse().ok());
     let body = read_body(
         body,
@@ -223,10 +223,7 @@ async fn run(
         )
         .with_param("model")
     })?;
-    if let Some(l) = ledger.as_mut() {
-        l.key = key.label.clone();
-        l.model = route.label.clone();
-    }
+    ledger.model = route.label.clone();
     if !key.allows(&meta.model) {
         return Err(ApiError::new(
             ErrorCode::ModelNotAllowed,
@@ -239,7 +236,7 @@ async fn run(
         .with_param("model")
         .into());
     }
-    let (timeout, priority) = request_options(&parts.headers, rt, &key)?;
+    let (timeout, priority) = request_options(&parts.headers, rt, key)?;
     let deadline = Instant::now() + timeout;
     let default_max = route
         .pool
@@ -250,13 +247,9 @@ async fn run(
         .prompt_token_estimate()
         .saturating_add(meta.max_tokens.unwrap_or(default_max));
 
-    let (id, client_id) = ledger.as_ref().map_or_else(
-        || (Arc::from("-"), None),
-        |l| (l.id.clone(), l.client_id.clone()),
-    );
     let registration = app.table.register(
-        id.clone(),
-        client_id,
+        ledger.id.clone(),
+        ledger.client_id.clone(),
         key.label.clone(),
         meta.model.clone(),
         meta.stream,
@@ -266,7 +259,7 @@ async fn run(
         app,
         rt,
         entry: &entry,
-        key: &key,
+        key,
         meta: &meta,
         body: &body,
         endpoint,
@@ -280,38 +273,71 @@ async fn run(
         strip_usage,
     } = forward(&plan, route, ledger).await?;
     drop(body);
-    let (parts, incoming) = response.into_parts();
-    let sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let tap = if sse {
-        UsageTap::sse(strip_usage)
-    } else {
-        UsageTap::json()
-    };
-    let mut out = Response::builder().status(parts.status);
-    for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
-        if let Some(v) = parts.headers.get(&name) {
-            out = out.header(name, v);
-        }
-    }
-    let mut ledger = ledger
-        .take()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "request ledger missing"))?;
-    ledger.status = parts.status.as_u16();
-    ledger.code = std::borrow::Cow::Borrowed("ok");
-    let watch = watch(entry.clone(), deadline);
-    let held = Held {
+    Ok(Relay {
+        response,
         permit,
+        strip_usage,
         registration,
-        ledger,
-        watch,
-    };
-    let body = ProxyBody::new(incoming, tap, held, sse, !strip_usage);
-    out.body(Body::new(body))
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()).into())
+        watch: watch(entry, deadline),
+    })
+}
+
+/// An upstream answer ready to relay, with everything the request holds until its body ends.
+struct Relay {
+    response: http::Response<hyper::body::Incoming>,
+    permit: laneway_admission::Permit,
+    strip_usage: bool,
+    registration: crate::table::Registration,
+    watch: Watch,
+}
+
+impl Relay {
+    /// The client's response: the upstream's status, content type and body; the body owns the
+    /// permit, the table entry and the ledger until it ends.
+    fn respond(self, mut ledger: Ledger) -> Response {
+        let (parts, incoming) = self.response.into_parts();
+        let sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let tap = if sse {
+            UsageTap::sse(self.strip_usage)
+        } else {
+            UsageTap::json()
+        };
+        let mut out = Response::new(Body::empty());
+        *out.status_mut() = parts.status;
+        for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+            if let Some(v) = parts.headers.get(&name) {
+                out.headers_mut().insert(name, v.clone());
+            }
+        }
+        // Which lane served it and how long it waited for a slot, for clients tuning themselves.
+        let h = out.headers_mut();
+        if let Some(v) = ledger
+            .lane
+            .as_deref()
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            h.insert("x-laneway-lane", v);
+        }
+        let queued_ms = ledger.queue_wait.unwrap_or_default().as_millis();
+        h.insert(
+            "x-laneway-queue-ms",
+            HeaderValue::from(u64::try_from(queued_ms).unwrap_or(u64::MAX)),
+        );
+        ledger.status = parts.status.as_u16();
+        ledger.code = std::borrow::Cow::Borrowed("ok");
+        let held = Held {
+            permit: self.permit,
+            registration: self.registration,
+            ledger,
+            watch: self.watch,
+        };
+        *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, sse, !self.strip_usage));
+        out
+    }
 }
 
 /// Ends the body early on an operator stop or at the deadline.

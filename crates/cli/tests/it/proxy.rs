@@ -329,3 +329,22 @@ async fn models_lists_ids_a_client_can_send_and_only_its_own() {
     ids("sk-all").await;
     assert_eq!(m.stats().requests, listed, "lists are cached");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_answer_names_its_lane_and_queue_time() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let r = chat(&client(), g.addr, &chat_body("mock-1")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-laneway-lane"], "m");
+    let queued: u64 = r.headers()["x-laneway-queue-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(queued < 60_000);
+    assert!(r.headers()["x-laneway-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+}
