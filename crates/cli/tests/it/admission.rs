@@ -65,19 +65,42 @@ async fn a_lane_limit_keeps_the_upstream_within_its_capacity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_mode_answers_429_with_an_honest_hint() {
-    let m = slow_mock(300).await;
+    // The mock holds every answer until released: the eight admitted ones stay in flight while
+    // the other 32 are refused, whatever the machine's speed.
+    let mut cfg = mock_cfg();
+    cfg.hold = true;
+    let m = mock(cfg).await;
     let g = simple(
         &m.url(),
         "concurrency_limit = { max_concurrent_requests = 8 }\non_limit = \"reject\"",
         "",
     )
     .await;
-    let rs = flood(&client(), g.addr, 40, None).await;
+    let c = client();
+    let all = tokio::spawn({
+        let (c, addr) = (c.clone(), g.addr);
+        async move { flood(&c, addr, 40, None).await }
+    });
+    stats_until(&m, |s| s.held == 8).await;
+    let metrics_refused = until(Duration::from_secs(10), || async {
+        let text = c
+            .get(url(g.addr, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("laneway_rejected_total{reason=\"concurrency_limit_exceeded\"} 32")
+    })
+    .await;
+    assert!(metrics_refused, "32 refused while 8 are held");
+    m.release(None);
+    let rs = all.await.unwrap();
     let ok = rs.iter().filter(|r| r.status() == 200).count();
     let refused: Vec<_> = rs.into_iter().filter(|r| r.status() == 429).collect();
-    assert_eq!(ok + refused.len(), 40);
-    assert!(ok >= 8 && !refused.is_empty(), "{ok} served");
-    assert!(m.stats().max_in_flight <= 8);
+    assert_eq!((ok, refused.len()), (8, 32));
+    assert_eq!(m.stats().max_in_flight, 8);
     for r in refused {
         let (secs, ms) = retry_after(&r);
         assert!(
@@ -90,10 +113,21 @@ async fn reject_mode_answers_429_with_an_honest_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_and_a_queue_timeout_are_429s() {
-    let m = slow_mock(1500).await;
+    let mut cfg = mock_cfg();
+    cfg.hold = true;
+    let m = mock(cfg).await;
     let lane = "concurrency_limit = { max_concurrent_requests = 1 }\nqueue = { max_len = 2, timeout = \"300ms\" }";
     let g = simple(&m.url(), lane, "").await;
-    let rs = flood(&client(), g.addr, 5, None).await;
+    let c = client();
+    let first = tokio::spawn({
+        let (c, addr) = (c.clone(), g.addr);
+        async move { flood(&c, addr, 1, None).await }
+    });
+    stats_until(&m, |s| s.held == 1).await;
+    // The slot is held until released: two wait and time out, two find the queue full.
+    let mut rs = flood(&c, g.addr, 4, None).await;
+    m.release(None);
+    rs.extend(first.await.unwrap());
     let mut codes: Vec<String> = Vec::new();
     for r in rs {
         if r.status() == 200 {
