@@ -262,15 +262,18 @@ async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
     let mut cfg = mock_cfg();
     cfg.latency_ms = 100;
     cfg.slowdown_above = Some(1);
+    cfg.hold = true;
     let m = mock(cfg).await;
-    let started = tokio::time::Instant::now();
     let body = chat_body("mock-1");
-    join_all((0..11).map(|_| {
-        c.post(format!("{}/chat/completions", m.url()))
-            .json(&body)
-            .send()
-    }))
-    .await;
+    let all = tokio::spawn({
+        let (c, u) = (c.clone(), format!("{}/chat/completions", m.url()));
+        async move { join_all((0..11).map(|_| c.post(&u).json(&body).send())).await }
+    });
+    // All eleven are in flight at once, held at the gate; then they go.
+    stats_until(&m, |s| s.held == 11).await;
+    let started = tokio::time::Instant::now();
+    m.release(None);
+    all.await.unwrap();
     // Ten requests above the threshold: the last one waits 100 ms + 10 × 10 ms.
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert_eq!(m.stats().max_in_flight, 11);
