@@ -100,7 +100,7 @@ fn by_headroom(lanes: &[Arc<Lane>], now: Instant, tokens: u64) -> Vec<&Arc<Lane>
     if lanes.len() == 1 {
         return lanes.iter().collect();
     }
-    let offset = fastrand_offset(lanes.len());
+    let offset = round_robin_start(lanes.len());
     let mut scored: Vec<_> = lanes
         .iter()
         .enumerate()
@@ -123,7 +123,8 @@ fn by_headroom(lanes: &[Arc<Lane>], now: Instant, tokens: u64) -> Vec<&Arc<Lane>
     scored.into_iter().map(|(_, l)| l).collect()
 }
 
-fn fastrand_offset(n: usize) -> usize {
+/// Where a pool scan starts: a round-robin counter, so lanes of equal headroom take turns.
+fn round_robin_start(n: usize) -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed) % n
