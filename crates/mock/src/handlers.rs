@@ -159,7 +159,8 @@ struct ReleaseQuery {
 /// `POST /mock/release?n=N`: lets N held requests (all without `n`) go on.
 async fn release(State(s): State<Arc<MockState>>, Query(q): Query<ReleaseQuery>) -> Response {
     let released = s.release(q.n);
-    Json(serde_json::json!({"released": released})).into_response()
+    let held = s.stats.held.load(Relaxed).saturating_sub(released);
+    Json(serde_json::json!({"released": released, "held": held})).into_response()
 }
 
 /// `POST /mock/config {"max_concurrent": N|null, "hold": bool}`: changes a running mock.

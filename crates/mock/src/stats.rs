@@ -27,7 +27,9 @@ pub struct StatsSnapshot {
     pub rejected_429: u64,
     pub errors_injected: u64,
     pub cancelled: u64,
-    #[serde(default)]
+    /// Requests waiting at the gate. Not part of `GET /mock/stats`, whose fields are fixed;
+    /// `POST /mock/release` reports it.
+    #[serde(default, skip_serializing)]
     pub held: u64,
 }
 

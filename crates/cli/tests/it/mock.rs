@@ -94,7 +94,34 @@ async fn the_gate_releases_exactly_what_the_test_asks_over_http() {
         .collect();
     stats_until(&m, |s| s.held == 3).await;
     let (status, v) = post("/mock/release?n=1", Value::Null).await;
-    assert_eq!((status, v["released"].as_u64()), (200, Some(1)));
+    assert_eq!(
+        (status, v["released"].as_u64(), v["held"].as_u64()),
+        (200, Some(1), Some(2))
+    );
+    let (_, stats) = {
+        let r = c.get(format!("{base}/mock/stats")).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let mut fields: Vec<&str> = stats
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "cancelled",
+            "completed",
+            "errors_injected",
+            "in_flight",
+            "max_in_flight",
+            "rejected_429",
+            "requests"
+        ],
+        "the documented fields, no more"
+    );
     let s = stats_until(&m, |s| s.completed == 1).await;
     assert_eq!((s.completed, s.held), (1, 2));
     let (status, v) = post("/mock/config", json!({"max_concurrent": "two"})).await;
