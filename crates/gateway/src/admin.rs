@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::respond::GatewayError;
 use crate::table::{Entry, RequestView};
-use crate::App;
+use crate::{auth, App};
 
 pub fn router() -> Router<Arc<App>> {
     Router::new()
@@ -27,11 +27,6 @@ pub fn router() -> Router<Arc<App>> {
         .route("/lanes", get(lanes))
         .route("/reload", post(reload))
         .route("/events", get(crate::ui::events))
-}
-
-/// Checks the admin key; every admin handler calls it first.
-pub fn authorize(app: &App, headers: &axum::http::HeaderMap) -> Result<(), GatewayError> {
-    crate::auth::admin(app, headers).map_err(GatewayError::from)
 }
 
 /// Queue positions by request tag, the smallest over the lanes a request waits on.
@@ -90,7 +85,7 @@ pub fn views(app: &App) -> Vec<RequestView> {
 }
 
 async fn requests(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
+    auth::admin(&app, req.headers())?;
     Ok(Json(views(&app)).into_response())
 }
 
@@ -123,7 +118,7 @@ async fn stop(
 /// Cancels a queued request (`running = false`) or stops a running one; acting on a request in
 /// the other state is a 409 that names the right verb.
 fn end_one(app: &App, id: &str, req: &Request, running: bool) -> Result<Response, GatewayError> {
-    authorize(app, req.headers())?;
+    auth::admin(app, req.headers())?;
     let e = find(app, id)?;
     let (verb, other) = if running {
         ("stopped", "still queued: cancel")
@@ -151,7 +146,7 @@ async fn stop_all(
     Query(f): Query<LaneFilter>,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
+    auth::admin(&app, req.headers())?;
     let mut n = 0;
     for e in app.table.all() {
         if e.is_running()
@@ -172,7 +167,7 @@ async fn clear_queue(
     Query(f): Query<LaneFilter>,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
+    auth::admin(&app, req.headers())?;
     let pos = positions(&app);
     let mut n = 0;
     for e in app.table.all() {
@@ -235,12 +230,12 @@ fn wall_clock(d: std::time::Duration) -> String {
 }
 
 async fn lanes(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
+    auth::admin(&app, req.headers())?;
     Ok(Json(lane_views(&app)).into_response())
 }
 
 async fn reload(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
+    auth::admin(&app, req.headers())?;
     match app.reload().await {
         Ok(()) => {
             Ok(Json(json!({"reloaded": true, "lanes": app.rt.load().lanes.len()})).into_response())

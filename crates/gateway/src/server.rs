@@ -72,12 +72,15 @@ async fn request_ctx(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     };
     let h = resp.headers_mut();
     // Ids are checked printable ASCII or generated hex, both valid header values.
-    let echoed = ctx.client_id.as_deref().unwrap_or(&ctx.id);
-    if let Ok(v) = HeaderValue::from_str(echoed) {
-        h.insert("x-request-id", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        h.insert("x-laneway-request-id", v);
+    if let Ok(own) = HeaderValue::from_str(&ctx.id) {
+        let echoed = match ctx.client_id.as_deref() {
+            Some(client) => HeaderValue::from_str(client).ok(),
+            None => Some(own.clone()),
+        };
+        if let Some(v) = echoed {
+            h.insert("x-request-id", v);
+        }
+        h.insert("x-laneway-request-id", own);
     }
     resp
 }

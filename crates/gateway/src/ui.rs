@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::admin::{authorize, lane_views, views};
+use crate::admin::{lane_views, views};
 use crate::respond::GatewayError;
 use crate::App;
 
@@ -69,7 +69,7 @@ fn snapshot(app: &App) -> Bytes {
 }
 
 pub async fn events(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
-    authorize(&app, req.headers())?;
+    crate::auth::admin(&app, req.headers())?;
     let stream = futures_util::stream::unfold((app, true), |(app, first)| async move {
         if !first {
             tokio::time::sleep(TICK).await;

@@ -107,24 +107,22 @@ impl UsageTap {
             self.inspect(&ready);
             return Ok(Some(ready));
         }
-        // Keep every event but usage-only ones; no copy when there is none to remove.
-        let mut events = Vec::new();
-        let mut rest = &ready[..];
-        while let Some(end) = find_event_end(rest) {
-            events.push(&rest[..end]);
-            rest = &rest[end..];
-        }
-        let strip: Vec<bool> = events.iter().map(|ev| self.inspect(ev)).collect();
-        if !strip.contains(&true) {
-            return Ok(Some(ready));
-        }
-        let mut out = BytesMut::with_capacity(ready.len());
-        for (ev, s) in events.iter().zip(strip) {
-            if !s {
-                out.extend_from_slice(ev);
+        // Keep every event but usage-only ones; a copy is made only from the first removal on.
+        let mut kept: Option<BytesMut> = None;
+        let mut at = 0;
+        while let Some(end) = find_event_end(&ready[at..]) {
+            let ev = &ready[at..at + end];
+            if self.inspect(ev) {
+                kept.get_or_insert_with(|| BytesMut::from(&ready[..at]));
+            } else if let Some(k) = &mut kept {
+                k.extend_from_slice(ev);
             }
+            at += end;
         }
-        Ok((!out.is_empty()).then(|| out.freeze()))
+        Ok(match kept {
+            None => Some(ready),
+            Some(k) => (!k.is_empty()).then(|| k.freeze()),
+        })
     }
 
     /// Adds a chunk and splits off every complete event: the chunk itself (a slice, no copy)

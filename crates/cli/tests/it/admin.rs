@@ -10,14 +10,9 @@ use crate::util::*;
 const ADMIN: &str = "[server]\nadmin_key = \"adm\"\n";
 
 async fn admin_get(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> Value {
-    let r = c
-        .get(url(g.addr, path))
-        .bearer_auth("adm")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
+    let (status, v) = admin_json(c, g.addr, path).await;
+    assert_eq!(status, 200, "{path}");
+    v
 }
 
 async fn admin_post(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> (u16, Value) {
@@ -247,14 +242,7 @@ async fn metrics_count_what_was_sent() {
         .bytes()
         .await
         .unwrap();
-    let text = c
-        .get(url(g.addr, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c, g.addr).await;
     let value = |needle: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(needle))
@@ -350,14 +338,7 @@ async fn reload_changes_limits_under_load_without_losing_requests() {
     assert!(m.stats().max_in_flight <= 4);
     let lanes = admin_get(&c, &g, "/admin/lanes").await;
     assert_eq!(lanes[0]["limit"], 2);
-    let metrics = c
-        .get(url(g.addr, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, g.addr).await;
     assert!(
         metrics.contains(
             r#"laneway_requests_total{lane="m",key="anonymous",model="mock-*",code="ok"} 200"#

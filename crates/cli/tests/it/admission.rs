@@ -83,14 +83,7 @@ async fn reject_mode_answers_429_with_an_honest_hint() {
     });
     stats_until(&m, |s| s.held == 8).await;
     let metrics_refused = until(Duration::from_secs(10), || async {
-        let text = c
-            .get(url(g.addr, "/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&c, g.addr).await;
         text.contains("laneway_rejected_total{reason=\"concurrency_limit_exceeded\"} 32")
     })
     .await;

@@ -78,7 +78,10 @@ async fn an_idle_keep_alive_connection_is_closed() {
         .await
         .unwrap();
     let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(closed_by_server(&mut s, Duration::from_secs(10)).await);
 }
@@ -220,7 +223,8 @@ async fn sigterm_does_not_wait_for_idle_or_half_sent_connections() {
         .await
         .unwrap();
     let mut buf = [0u8; 512];
-    assert!(kept.read(&mut buf).await.unwrap() > 0);
+    let read = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut buf)).await;
+    assert!(read.expect("an answer").unwrap() > 0);
     held.push(lying);
     held.push(kept);
     let pid = proc.0.id().to_string();

@@ -9,17 +9,6 @@ use crate::util::*;
 
 const ADMIN: &str = "adm";
 
-async fn admin_get(c: &reqwest::Client, addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
-    let r = c
-        .get(url(addr, path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_client_deadlines_are_clamped_not_fatal() {
     let m = mock(mock_cfg()).await;
@@ -142,11 +131,11 @@ async fn absurd_upstream_pacing_hints_pause_a_lane_only_briefly() {
         assert!(status == 429 || status == 200, "{status} for {shown}");
         assert!(!r.bytes().await.unwrap().is_empty(), "a reply for {shown}");
         // Admin views format the pause without failing, and it is bounded by retry.max_pause.
-        let (status, lanes) = admin_get(&c, g.addr, "/admin/lanes").await;
+        let (status, lanes) = admin_json(&c, g.addr, "/admin/lanes").await;
         assert_eq!(status, 200, "{shown}");
         assert!(lanes[0]["state"].is_string(), "{lanes}");
         let recovered = until(Duration::from_secs(10), || async {
-            admin_get(&c, g.addr, "/admin/lanes").await.1[0]["state"] == "ok"
+            admin_json(&c, g.addr, "/admin/lanes").await.1[0]["state"] == "ok"
         })
         .await;
         assert!(recovered, "the lane reopens after retry.max_pause: {shown}");
@@ -208,14 +197,7 @@ async fn what_the_framework_rejects_is_openai_shaped_too() {
                 .is_some_and(|m| !m.is_empty()));
         }
     }
-    let metrics = c
-        .get(url(g.addr, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, g.addr).await;
     assert!(
         metrics.contains("laneway_rejected_total{reason=\"invalid_request\"}"),
         "rejections are counted"

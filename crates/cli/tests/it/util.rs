@@ -71,6 +71,24 @@ pub async fn chat(c: &reqwest::Client, addr: SocketAddr, body: &Value) -> reqwes
         .expect("request sent")
 }
 
+/// `GET path` with the admin key the tests configure (`adm`): status and JSON body.
+pub async fn admin_json(c: &reqwest::Client, addr: SocketAddr, path: &str) -> (u16, Value) {
+    let r = c
+        .get(url(addr, path))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .expect("admin request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The gateway's `/metrics` page (no metrics key).
+pub async fn metrics_text(c: &reqwest::Client, addr: SocketAddr) -> String {
+    let r = c.get(url(addr, "/metrics")).send().await.expect("metrics");
+    r.text().await.expect("metrics text")
+}
+
 /// The error code of an OpenAI-shaped error response.
 pub async fn error_code(r: reqwest::Response) -> String {
     let v: Value = r.json().await.expect("error body is JSON");
@@ -135,7 +153,9 @@ pub async fn raw_upstream(response: Vec<u8>) -> SocketAddr {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    let Ok(n) = sock.read(&mut chunk).await else {
+                    // A gateway that stops sending fails the test instead of hanging it.
+                    let read = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut chunk));
+                    let Ok(Ok(n)) = read.await else {
                         return;
                     };
                     if n == 0 {
