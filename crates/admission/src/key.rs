@@ -73,8 +73,9 @@ pub struct KeyPermit {
     holds_slot: bool,
     tokens: u64,
     started: Instant,
-    /// Set once the request reaches a lane; a request refused later gets its rates back.
-    pub(crate) used: bool,
+    /// Whether dropping the permit gives the rate reservation back: true while the request has
+    /// not reached a lane yet (it waits, or a lane refused it), false once it was sent.
+    pub(crate) refund_on_drop: bool,
 }
 
 impl Key {
@@ -183,7 +184,7 @@ impl Key {
             holds_slot: false,
             tokens,
             started: now,
-            used: true,
+            refund_on_drop: false,
         };
         let mode = self.lock().spec.on_limit;
         match mode {
@@ -216,7 +217,7 @@ impl Key {
                     st.rates.reserve(now, tokens)
                 };
                 // From here on, dropping `permit` gives the reservation back.
-                permit.used = false;
+                permit.refund_on_drop = true;
                 if at > deadline {
                     return Err(AdmissionError::RateLimited {
                         scope: self.scope(),
@@ -243,7 +244,7 @@ impl Key {
                         () = cancel.cancelled() => return Err(AdmissionError::Cancelled),
                     }
                 }
-                permit.used = true;
+                permit.refund_on_drop = false;
             }
         }
         Ok(permit)
@@ -264,7 +265,7 @@ impl Drop for KeyPermit {
     fn drop(&mut self) {
         {
             let mut st = self.key.lock();
-            if self.used {
+            if !self.refund_on_drop {
                 let held = self.started.elapsed();
                 st.ewma_service = (st.ewma_service * 7 + held) / 8;
             } else {

@@ -87,9 +87,16 @@ pub async fn acquire_with_key(
 ) -> Result<Permit, AdmissionError> {
     let start = Instant::now();
     match admit_lane(lanes, &ask).await {
-        Ok(lane) => Ok(Permit::new(lane, key, ask.tokens, start.elapsed())),
+        Ok(lane) => {
+            // `admit_lane` grants only lanes of `lanes`, so the search always finds it.
+            let index = lanes
+                .iter()
+                .position(|l| Arc::ptr_eq(l, &lane))
+                .unwrap_or_default();
+            Ok(Permit::new(lane, index, key, ask.tokens, start.elapsed()))
+        }
         Err(e) => {
-            key.used = false;
+            key.refund_on_drop = true;
             Err(e)
         }
     }

@@ -13,6 +13,8 @@ use crate::lane::Lane;
 
 pub struct Permit {
     lane: Arc<Lane>,
+    /// Where the lane stands in the pool the request asked with.
+    pool_index: usize,
     /// Always present; an `Option` only so that [`Permit::into_key`] can move it out.
     key: Option<KeyPermit>,
     tokens: u64,
@@ -24,12 +26,14 @@ pub struct Permit {
 impl Permit {
     pub(crate) fn new(
         lane: Arc<Lane>,
+        pool_index: usize,
         key: KeyPermit,
         tokens: u64,
         queued_for: std::time::Duration,
     ) -> Self {
         Self {
             lane,
+            pool_index,
             key: Some(key),
             tokens,
             started: Instant::now(),
@@ -39,6 +43,12 @@ impl Permit {
 
     pub fn lane(&self) -> &Arc<Lane> {
         &self.lane
+    }
+
+    /// The granted lane's position in the slice of lanes passed to [`crate::acquire`], so the
+    /// caller can find its own data for the lane without a lookup.
+    pub fn pool_index(&self) -> usize {
+        self.pool_index
     }
 
     /// Releases the lane slot and keeps the key's share, for a retry on another lane: the

@@ -73,12 +73,27 @@ impl Config {
         .expect("the demo config is valid")
     }
 
-    /// The first route whose pattern matches the model.
+    /// The first route whose pattern matches the model: the one rule that routes a request.
     pub fn route_for(&self, model: &str) -> Option<usize> {
         self.routes
             .iter()
             .position(|r| laneway_core::glob::matches(&r.model, model))
     }
+}
+
+/// The route a fallback leads to: the route written with that same pattern, or the first route
+/// whose pattern matches the fallback as a literal model id.
+fn fallback_target(routes: &[RouteConfig], fallback: &str) -> Option<usize> {
+    use laneway_core::glob;
+    routes.iter().position(|r| r.model == fallback).or_else(|| {
+        glob::is_literal(fallback)
+            .then(|| {
+                routes
+                    .iter()
+                    .position(|r| glob::matches(&r.model, fallback))
+            })
+            .flatten()
+    })
 }
 
 #[cfg(test)]

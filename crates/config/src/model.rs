@@ -166,6 +166,8 @@ pub struct RouteConfig {
     pub lanes: Vec<usize>,
     /// Model patterns tried, in order, when every lane of this route fails or is unavailable.
     pub fallbacks: Vec<String>,
+    /// Where each fallback leads: indices into [`Config::routes`], resolved once at load.
+    pub fallback_routes: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -134,6 +134,15 @@ impl ApiError {
         self.code.status()
     }
 
+    /// The error as the last Server-Sent Event of a stream that cannot go on: the same
+    /// envelope as [`ApiError::to_body`] in one `data:` event.
+    pub fn to_sse_event(&self) -> Vec<u8> {
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(&self.to_body());
+        event.extend_from_slice(b"\n\n");
+        event
+    }
+
     /// The JSON body, `{"error":{...}}`.
     pub fn to_body(&self) -> Vec<u8> {
         #[derive(Serialize)]

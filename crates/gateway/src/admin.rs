@@ -31,9 +31,9 @@ pub fn router() -> Router<Arc<App>> {
 
 /// Queue positions by request tag, the smallest over the lanes a request waits on.
 fn positions(app: &App) -> HashMap<u64, (usize, Vec<String>)> {
-    let rt = app.rt.load();
+    let topo = app.topo.load();
     let mut pos: HashMap<u64, (usize, Vec<String>)> = HashMap::new();
-    for l in &rt.lanes {
+    for l in &topo.lanes {
         for (i, tag) in l.lane.waiting().into_iter().enumerate() {
             let e = pos.entry(tag).or_insert((usize::MAX, Vec::new()));
             e.0 = e.0.min(i + 1);
@@ -197,8 +197,8 @@ pub struct LaneView {
 }
 
 pub fn lane_views(app: &App) -> Vec<LaneView> {
-    let rt = app.rt.load();
-    rt.lanes
+    let topo = app.topo.load();
+    topo.lanes
         .iter()
         .map(|l| {
             let s = l.lane.snapshot();
@@ -237,9 +237,9 @@ async fn lanes(State(app): State<Arc<App>>, req: Request) -> Result<Response, Ga
 async fn reload(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
     auth::admin(&app, req.headers())?;
     match app.reload().await {
-        Ok(()) => {
-            Ok(Json(json!({"reloaded": true, "lanes": app.rt.load().lanes.len()})).into_response())
-        }
+        Ok(()) => Ok(
+            Json(json!({"reloaded": true, "lanes": app.topo.load().lanes.len()})).into_response(),
+        ),
         Err(msg) => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             format!("the new configuration was refused; the old one stays:\n{msg}"),

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap};
 use laneway_core::{ApiError, ErrorCode, Secret};
 use subtle::ConstantTimeEq;
 
-use crate::runtime::{KeyRt, Runtime};
+use crate::topology::{KeyLive, Topology};
 use crate::App;
 
 /// The presented secret: `Authorization: Bearer …`, else `api-key` / `x-api-key` (Azure-style
@@ -36,9 +36,9 @@ fn presents(headers: &HeaderMap, secret: &Secret<String>) -> bool {
 }
 
 /// The client key a request presents (the anonymous one on a gateway without keys).
-pub fn client_key(rt: &Runtime, headers: &HeaderMap) -> Result<Arc<KeyRt>, ApiError> {
+pub fn client_key(topo: &Topology, headers: &HeaderMap) -> Result<Arc<KeyLive>, ApiError> {
     let presented = bearer(headers);
-    rt.key(presented).cloned().ok_or_else(|| {
+    topo.key(presented).cloned().ok_or_else(|| {
         let msg = if presented.is_some() {
             "the API key is not valid; check `Authorization: Bearer <key>`"
         } else {
@@ -50,8 +50,8 @@ pub fn client_key(rt: &Runtime, headers: &HeaderMap) -> Result<Arc<KeyRt>, ApiEr
 
 /// The admin key; every admin handler and the panel's event stream check it first.
 pub fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let rt = app.rt.load();
-    let Some(key) = rt.admin_key() else {
+    let topo = app.topo.load();
+    let Some(key) = topo.admin_key() else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "the admin API is off: set server.admin_key to turn it on",
@@ -69,7 +69,7 @@ pub fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The metrics key, when `server.metrics_key` is set.
 pub fn metrics(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    match &app.rt.load().config.server.metrics_key {
+    match &app.topo.load().config.server.metrics_key {
         Some(key) if !presents(headers, key) => Err(ApiError::new(
             ErrorCode::InvalidApiKey,
             "/metrics needs server.metrics_key: send `Authorization: Bearer <metrics key>`",

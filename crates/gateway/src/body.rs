@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use laneway_admission::Permit;
-use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::UsageTap;
 
 use crate::ledger::{End, Ledger};
@@ -29,6 +28,16 @@ pub struct Held {
     pub watch: Watch,
 }
 
+/// How the relayed body is framed.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    /// Server-Sent Events end early with an error event; other bodies are cut off.
+    pub sse: bool,
+    /// Whether the upstream's length holds for what the client gets; not when the usage tap
+    /// strips a chunk the client did not ask for.
+    pub keep_length: bool,
+}
+
 pub struct ProxyBody {
     inner: Incoming,
     tap: UsageTap,
@@ -36,15 +45,12 @@ pub struct ProxyBody {
     _registration: Registration,
     ledger: Ledger,
     watch: Watch,
-    /// Server-Sent Events end early with an error event; other bodies are cut off.
-    sse: bool,
-    /// The tap may change the length (stripping), so the upstream's length is not passed on.
-    exact_size: bool,
+    shape: Shape,
     done: bool,
 }
 
 impl ProxyBody {
-    pub fn new(inner: Incoming, tap: UsageTap, held: Held, sse: bool, exact_size: bool) -> Self {
+    pub fn new(inner: Incoming, tap: UsageTap, held: Held, shape: Shape) -> Self {
         Self {
             inner,
             tap,
@@ -52,8 +58,7 @@ impl ProxyBody {
             _registration: held.registration,
             ledger: held.ledger,
             watch: held.watch,
-            sse,
-            exact_size,
+            shape,
             done: false,
         }
     }
@@ -76,29 +81,15 @@ impl ProxyBody {
         detail: Option<String>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finish(end);
-        let (code, message) = match end {
-            End::Operator => (
-                ErrorCode::RequestCancelled,
-                "an operator stopped this request",
-            ),
-            End::Deadline => (
-                ErrorCode::DeadlineExceeded,
-                "the request's deadline passed mid-response",
-            ),
-            _ => (
-                ErrorCode::UpstreamUnreachable,
-                "the upstream connection broke mid-response",
-            ),
-        };
-        let message = detail.unwrap_or_else(|| message.to_owned());
-        if self.sse {
-            let err = ApiError::new(code, message);
-            let mut event = b"data: ".to_vec();
-            event.extend_from_slice(&err.to_body());
-            event.extend_from_slice(b"\n\n");
-            Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+        let mut err = end.error();
+        if let Some(detail) = detail {
+            err.message = detail;
+        }
+        if self.shape.sse {
+            let event = Bytes::from(err.to_sse_event());
+            Poll::Ready(Some(Ok(Frame::data(event))))
         } else {
-            Poll::Ready(Some(Err(message.into())))
+            Poll::Ready(Some(Err(err.message.into())))
         }
     }
 }
@@ -135,7 +126,7 @@ impl Body for ProxyBody {
                         // whether or not the client lingers for the end-of-body poll.
                         if this.inner.is_end_stream() {
                             let rest = this.tap.finish();
-                            this.finish(End::Complete);
+                            this.finish(End::Answered);
                             let all = match (out, rest) {
                                 (Some(a), Some(b)) => Some([a, b].concat().into()),
                                 (a, b) => a.or(b),
@@ -154,7 +145,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(None) => {
                     let rest = this.tap.finish();
-                    this.finish(End::Complete);
+                    this.finish(End::Answered);
                     return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));
                 }
             }
@@ -166,7 +157,7 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.exact_size {
+        if self.shape.keep_length {
             self.inner.size_hint()
         } else {
             SizeHint::default()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use laneway_core::glob;
 use tokio::time::Instant;
 
-use crate::runtime::{KeyRt, LaneRt, Runtime};
+use crate::topology::{KeyLive, LaneLive, Topology};
 use crate::App;
 
 /// How long a fetched list is used before it is refreshed.
@@ -43,17 +43,15 @@ impl Catalog {
     }
 
     /// The ids `key` may use, sorted and without duplicates.
-    pub async fn ids(app: &Arc<App>, rt: &Runtime, key: &KeyRt) -> Vec<String> {
+    pub async fn ids(app: &Arc<App>, topo: &Topology, key: &KeyLive) -> Vec<String> {
         let mut out = BTreeSet::new();
-        for route in &rt.routes {
+        for route in &topo.routes {
             if glob::is_literal(&route.pattern) {
                 out.insert(route.pattern.clone());
                 continue;
             }
-            for lane in &route.pool {
-                let Some(lane) = rt.lane(lane.name()) else {
-                    continue;
-                };
+            for &i in &route.lanes {
+                let lane = &topo.lanes[i];
                 let served = if lane.config.models.is_empty() {
                     Self::discovered(app, lane).await
                 } else {
@@ -72,7 +70,7 @@ impl Catalog {
 
     /// What the lane's upstream lists: fetched now if never fetched, else the cached list
     /// (refreshed in the background once stale).
-    async fn discovered(app: &Arc<App>, lane: &LaneRt) -> Arc<Vec<String>> {
+    async fn discovered(app: &Arc<App>, lane: &LaneLive) -> Arc<Vec<String>> {
         let url = lane.config.url.clone();
         let now = Instant::now();
         let cached = {

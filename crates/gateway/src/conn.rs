@@ -158,7 +158,7 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let configured = app.rt.load().config.server.max_connections;
+        let configured = app.topo.load().config.server.max_connections;
         if conns.len() >= conns.capacity(configured) && !conns.evict_one() {
             tasks.spawn(refuse(stream));
             continue;
@@ -232,7 +232,7 @@ async fn serve(
         let deadline = if draining {
             None
         } else {
-            let server = &app.rt.load().config.server;
+            let server = &app.topo.load().config.server;
             // Look again at least this often: a head may have begun, or a request ended.
             let due = conn.deadline(conns, server.header_timeout, server.idle_timeout);
             let recheck = Instant::now() + server.header_timeout.min(server.idle_timeout);
@@ -271,7 +271,7 @@ async fn serve(
         if conn.evicted.load(Relaxed) {
             return;
         }
-        let server = &app.rt.load().config.server;
+        let server = &app.topo.load().config.server;
         let due = conn.deadline(conns, server.header_timeout, server.idle_timeout);
         if due.is_some_and(|d| d <= Instant::now()) {
             return;

@@ -6,23 +6,57 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::Usage;
 use tokio::time::Instant;
 
 use crate::metrics::{Code, Label, LaneKind, LaneLabel, Reason, RequestLabels};
+use crate::respond::GatewayError;
 use crate::server::RequestCtx;
 use crate::App;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    Complete,
+    /// The client got the whole answer: a relayed response, or an error the gateway chose to
+    /// send (the ledger's `code` says which).
+    Answered,
     ClientGone,
     Operator,
     Deadline,
     UpstreamBroke,
     /// The handler panicked: a bug in Laneway, answered with 500 `internal_error`.
     Panicked,
+}
+
+impl End {
+    /// How a request refused with `e` ends: an operator's stop and a passed deadline are
+    /// counted as cancellations, everything else as an answer.
+    pub fn of(e: &GatewayError) -> Self {
+        match e {
+            GatewayError::Api(a) if a.code == ErrorCode::RequestCancelled => Self::Operator,
+            GatewayError::Api(a) if a.code == ErrorCode::DeadlineExceeded => Self::Deadline,
+            _ => Self::Answered,
+        }
+    }
+
+    /// The error a response cut short by this end tells the client: the inverse of [`End::of`].
+    pub fn error(self) -> ApiError {
+        match self {
+            Self::Operator => ApiError::new(
+                ErrorCode::RequestCancelled,
+                "an operator stopped this request",
+            ),
+            Self::Deadline => ApiError::new(
+                ErrorCode::DeadlineExceeded,
+                "the request's deadline passed mid-response",
+            ),
+            _ => ApiError::new(
+                ErrorCode::UpstreamUnreachable,
+                "the upstream connection broke mid-response",
+            ),
+        }
+    }
 }
 
 pub struct Ledger {
@@ -73,7 +107,7 @@ impl Ledger {
         let m = &self.app.metrics;
         let lane = self.lane.clone().unwrap_or_else(dash);
         let code: Code = match end {
-            End::Complete => self.code.clone(),
+            End::Answered => self.code.clone(),
             End::ClientGone => Cow::Borrowed("client_disconnect"),
             End::Operator => Cow::Borrowed("request_cancelled"),
             End::Deadline => Cow::Borrowed("deadline_exceeded"),

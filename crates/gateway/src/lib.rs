@@ -5,18 +5,20 @@
 //! - [`conn`]: client connections: accept, header/idle timeouts, the connection limit.
 //! - [`server`]: the router and the middleware every request passes (ids, panics, error shape).
 //! - [`proxy`]: the OpenAI endpoints, from body to relayed response (the request path).
-//! - [`forward`]: attempts, retries on the pool, lane health feedback, fallbacks.
+//! - [`forward`]: admission on the route's pool, retries that prefer another lane, fallbacks.
+//! - [`attempt`]: one upstream call and its verdict, fed back to the lane's health.
 //! - [`body`]: the relayed response body, which owns the request's permit.
 //! - [`respond`]: the one place errors become responses.
-//! - [`runtime`]: the configuration in force as live lanes, routes and keys; swapped on reload.
+//! - [`topology`]: the configuration in force as live lanes, routes and keys; swapped on reload.
 //! - [`table`]: every request in the gateway, for the admin API and the panel.
 //! - [`ledger`]: the request log line and per-request metrics.
-//! - [`retry`]: backoff and the retry budget.
+//! - [`retry`]: backoff, the delay before a retry, and the retry budget.
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface.
 
 pub mod admin;
+pub mod attempt;
 pub mod auth;
 pub mod body;
 pub mod catalog;
@@ -29,9 +31,9 @@ pub mod proxy;
 pub mod reload;
 pub mod respond;
 pub mod retry;
-pub mod runtime;
 pub mod server;
 pub mod table;
+pub mod topology;
 pub mod ui;
 
 use std::net::SocketAddr;
@@ -46,11 +48,11 @@ use laneway_upstream::UpstreamClient;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Mocks, Runtime};
+use crate::topology::{Mocks, Topology};
 
 /// Shared state of a running gateway.
 pub struct App {
-    pub rt: ArcSwap<Runtime>,
+    pub topo: ArcSwap<Topology>,
     pub table: Arc<table::Table>,
     connect_timeout: Duration,
     pub metrics: metrics::Metrics,
@@ -72,9 +74,9 @@ impl App {
             .map(|l| l.connect_timeout)
             .max()
             .unwrap_or(Duration::from_secs(10));
-        let rt = Runtime::build(config, None, &mocks).await?;
+        let topo = Topology::build(config, None, &mocks).await?;
         Ok(Arc::new(Self {
-            rt: ArcSwap::from_pointee(rt),
+            topo: ArcSwap::from_pointee(topo),
             table: Arc::default(),
             connect_timeout: connect,
             metrics: metrics::Metrics::default(),
@@ -109,16 +111,16 @@ impl App {
             .as_ref()
             .ok_or("the gateway runs the built-in demo; there is no config file to reload")?;
         let config = Config::load(path).map_err(|e| e.to_string())?;
-        let old = self.rt.load_full();
+        let old = self.topo.load_full();
         if let Some(why) = reload::weakens_access(&old.config, &config) {
             tracing::warn!(path = %path.display(), "reload refused: {why}");
             return Err(why);
         }
         let changes = reload::describe_changes(&old.config, &config);
-        let rt = Runtime::build(config, Some(&old), &self.mocks)
+        let topo = Topology::build(config, Some(&old), &self.mocks)
             .await
             .map_err(|e| format!("could not start a mock lane: {e}"))?;
-        self.rt.store(Arc::new(rt));
+        self.topo.store(Arc::new(topo));
         tracing::info!(path = %path.display(), "configuration reloaded");
         for change in changes {
             tracing::info!(target: "laneway::reload", "{change}");
@@ -186,17 +188,17 @@ impl Gateway {
             drop(listener);
             for i in 0..workers {
                 let (app, router, token) = (app.clone(), router.clone(), shutdown.clone());
-                let rt = tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
                 let listener = {
-                    let _enter = rt.enter();
+                    let _enter = runtime.enter();
                     reuseport_listener(addr)?
                 };
                 std::thread::Builder::new()
                     .name(format!("laneway-worker-{i}"))
                     .spawn(move || {
-                        rt.block_on(async move {
+                        runtime.block_on(async move {
                             let tasks = tokio_util::task::TaskTracker::new();
                             conn::accept_loop(listener, app, router, token, tasks.clone()).await;
                             // Connections live on this thread's runtime: let the ones serving a
@@ -218,7 +220,7 @@ impl Gateway {
     /// up to `shutdown_grace`, then returns how many were still running when the grace ran out.
     pub async fn drain(self) -> usize {
         self.app.draining.store(true, Ordering::Release);
-        let grace = self.app.rt.load().config.server.shutdown_grace;
+        let grace = self.app.topo.load().config.server.shutdown_grace;
         self.shutdown.cancel();
         let app = &self.app;
         let finished = async {

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::runtime::Runtime;
+use crate::topology::Topology;
 
 /// A label value shared by every request that carries it (a lane, key or route name), so that
 /// recording a metric clones a pointer instead of allocating a string.
@@ -159,10 +159,10 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Refreshes the lane gauges from the live lanes and encodes everything.
-    pub fn render(&self, rt: &Runtime, connections: usize) -> String {
+    pub fn render(&self, topo: &Topology, connections: usize) -> String {
         self.connections
             .set(i64::try_from(connections).unwrap_or(i64::MAX));
-        for l in &rt.lanes {
+        for l in &topo.lanes {
             let s = l.lane.snapshot();
             let label = LaneLabel {
                 lane: l.label.clone(),

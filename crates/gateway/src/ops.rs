@@ -23,8 +23,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
         let e = ApiError::new(ErrorCode::NoLaneAvailable, "the gateway is shutting down");
         return GatewayError::from(e).into_response();
     }
-    let rt = app.rt.load();
-    Json(json!({"status": "ready", "lanes": rt.lanes.len(), "routes": rt.routes.len()}))
+    let topo = app.topo.load();
+    Json(json!({"status": "ready", "lanes": topo.lanes.len(), "routes": topo.routes.len()}))
         .into_response()
 }
 
@@ -32,7 +32,7 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Err(e) = crate::auth::metrics(&app, req.headers()) {
         return GatewayError::from(e).into_response();
     }
-    let text = app.metrics.render(&app.rt.load(), app.conns.len());
+    let text = app.metrics.render(&app.topo.load(), app.conns.len());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -43,12 +43,12 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
 
 /// The model ids the caller's key may use (see [`crate::catalog`]).
 pub async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
-    let rt = app.rt.load_full();
-    let key = match crate::auth::client_key(&rt, req.headers()) {
+    let topo = app.topo.load_full();
+    let key = match crate::auth::client_key(&topo, req.headers()) {
         Ok(k) => k,
         Err(e) => return GatewayError::from(e).into_response(),
     };
-    let data: Vec<_> = crate::catalog::Catalog::ids(&app, &rt, &key)
+    let data: Vec<_> = crate::catalog::Catalog::ids(&app, &topo, &key)
         .await
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "laneway"}))

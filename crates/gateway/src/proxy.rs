@@ -22,14 +22,14 @@ use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::UsageTap;
 use tokio::time::Instant;
 
-use crate::body::{Held, ProxyBody, Watch};
+use crate::body::{Held, ProxyBody, Shape, Watch};
 use crate::forward::{forward, Forwarded, Plan};
 use crate::ledger::{End, Ledger};
 use crate::metrics::Reason;
 use crate::respond::GatewayError;
-use crate::runtime::{KeyRt, Runtime};
 use crate::server::RequestCtx;
 use crate::table::Entry;
+use crate::topology::{KeyLive, Topology};
 use crate::App;
 
 pub async fn chat(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -45,19 +45,19 @@ pub async fn embeddings(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
-    let rt = app.rt.load_full();
+    let topo = app.topo.load_full();
     let ctx = req
         .extensions()
         .get::<RequestCtx>()
         .cloned()
         .unwrap_or_else(|| RequestCtx::new(None));
     let mut ledger = Ledger::new(app.clone(), &ctx);
-    let key = match crate::auth::client_key(&rt, req.headers()) {
+    let key = match crate::auth::client_key(&topo, req.headers()) {
         Ok(k) => k,
         Err(e) => return refused(&app, ledger, e.into()),
     };
     ledger.key = key.label.clone();
-    let mut response = match run(&app, &rt, endpoint, req, &key, &mut ledger).await {
+    let mut response = match run(&app, &topo, endpoint, req, &key, &mut ledger).await {
         Ok(relay) => relay.respond(ledger),
         Err(e) => refused(&app, ledger, e),
     };
@@ -77,16 +77,11 @@ fn refused(app: &App, mut ledger: Ledger, e: GatewayError) -> Response {
             })
             .inc();
     }
-    let end = match &e {
-        GatewayError::Api(a) if a.code == ErrorCode::RequestCancelled => End::Operator,
-        GatewayError::Api(a) if a.code == ErrorCode::DeadlineExceeded => End::Deadline,
-        _ => End::Complete,
-    };
-    ledger.close(end, None);
+    ledger.close(End::of(&e), None);
     e.into_response()
 }
 
-fn put_key_headers(h: &mut HeaderMap, key: &KeyRt) {
+fn put_key_headers(h: &mut HeaderMap, key: &KeyLive) {
     if !key.key.has_rate_limits() {
         return;
     }
@@ -162,10 +157,10 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// The request's own deadline and priority, from the `x-laneway-*` headers.
 fn request_options(
     headers: &HeaderMap,
-    rt: &Runtime,
-    key: &KeyRt,
+    topo: &Topology,
+    key: &KeyLive,
 ) -> Result<(Duration, i32), GatewayError> {
-    let mut timeout = rt.request_timeout();
+    let mut timeout = topo.request_timeout();
     if let Some(v) = header_str(headers, "x-laneway-timeout") {
         let d = parse_client_timeout(v).ok_or_else(|| {
             ApiError::new(
@@ -197,23 +192,23 @@ fn parse_client_timeout(v: &str) -> Option<Duration> {
 
 async fn run(
     app: &Arc<App>,
-    rt: &Arc<Runtime>,
+    topo: &Arc<Topology>,
     endpoint: Endpoint,
     req: Request,
-    key: &KeyRt,
+    key: &KeyLive,
     ledger: &mut Ledger,
 ) -> Result<Relay, GatewayError> {
     let (parts, body) = req.into_parts();
     let declared = header_str(&parts.headers, "content-length").and_then(|v| v.parse().ok());
     let body = read_body(
         body,
-        rt.config.server.max_body,
-        rt.config.server.body_timeout,
+        topo.config.server.max_body,
+        topo.config.server.body_timeout,
         declared,
     )
     .await?;
     let meta = wire::peek(endpoint, &body)?;
-    let route = rt.route_for(&meta.model).ok_or_else(|| {
+    let route = topo.route_for(&meta.model).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ModelNotFound,
             format!(
@@ -236,13 +231,13 @@ async fn run(
         .with_param("model")
         .into());
     }
-    let (timeout, priority) = request_options(&parts.headers, rt, key)?;
+    let (timeout, priority) = request_options(&parts.headers, topo, key)?;
     let deadline = Instant::now() + timeout;
+    // The reservation is made before a lane is chosen, so the pool's first lane sets it.
     let default_max = route
-        .pool
+        .lanes
         .first()
-        .and_then(|l| rt.lane(l.name()))
-        .map_or(1024, |l| l.config.default_max_tokens);
+        .map_or(1024, |&i| topo.lanes[i].config.default_max_tokens);
     let tokens = meta
         .prompt_token_estimate()
         .saturating_add(meta.max_tokens.unwrap_or(default_max));
@@ -257,7 +252,7 @@ async fn run(
     let entry = registration.entry.clone();
     let plan = Plan {
         app,
-        rt,
+        topo,
         entry: &entry,
         key,
         meta: &meta,
@@ -335,7 +330,11 @@ impl Relay {
             ledger,
             watch: self.watch,
         };
-        *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, sse, !self.strip_usage));
+        let shape = Shape {
+            sse,
+            keep_length: !self.strip_usage,
+        };
+        *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, shape));
         out
     }
 }

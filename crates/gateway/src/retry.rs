@@ -21,6 +21,23 @@ pub fn backoff(cfg: &RetryConfig, retry: u32) -> Duration {
     cap.mul_f64(fastrand::f64())
 }
 
+/// The delay before retry number `attempt`, or `None` when it would not finish before the
+/// deadline. Another lane of the pool is tried after a short backoff; the same lane only once
+/// its hint (bounded by `retry.max_pause`) has passed.
+pub fn delay(
+    retry: &RetryConfig,
+    attempt: u32,
+    another_lane: bool,
+    hint: Option<Duration>,
+    remaining: Duration,
+) -> Option<Duration> {
+    let mut delay = backoff(retry, attempt);
+    if !another_lane {
+        delay = delay.max(hint.unwrap_or_default().min(retry.max_pause));
+    }
+    (delay < remaining).then_some(delay)
+}
+
 /// A token bucket of retries, refilled by first attempts (`ratio` each) and by time
 /// (`min_per_second`), capped at what ten seconds of that floor plus a burst would hold. It
 /// starts with one second of the floor, so a quiet lane can retry at once.
@@ -109,5 +126,67 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         let n = (0..100).filter(|_| b.withdraw(&c)).count();
         assert_eq!(n, 5);
+    }
+
+    fn pacing() -> RetryConfig {
+        RetryConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            max_pause: Duration::from_secs(5),
+            ..RetryConfig::default()
+        }
+    }
+
+    #[test]
+    fn another_lane_is_tried_after_backoff_only() {
+        for attempt in 1..6 {
+            let d = delay(
+                &pacing(),
+                attempt,
+                true,
+                Some(Duration::from_secs(60)),
+                Duration::MAX,
+            )
+            .unwrap();
+            assert!(
+                d <= Duration::from_secs(1),
+                "the hint is for the lane that gave it"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_lane_waits_for_its_bounded_hint() {
+        let d = delay(
+            &pacing(),
+            1,
+            false,
+            Some(Duration::from_secs(2)),
+            Duration::MAX,
+        )
+        .unwrap();
+        assert!(d >= Duration::from_secs(2));
+        let d = delay(
+            &pacing(),
+            1,
+            false,
+            Some(Duration::from_secs(3600)),
+            Duration::MAX,
+        );
+        assert_eq!(
+            d,
+            Some(Duration::from_secs(5)),
+            "retry.max_pause bounds a hint"
+        );
+    }
+
+    #[test]
+    fn no_retry_that_cannot_finish_before_the_deadline() {
+        let hint = Some(Duration::from_secs(2));
+        assert_eq!(
+            delay(&pacing(), 1, false, hint, Duration::from_secs(1)),
+            None
+        );
+        assert!(delay(&pacing(), 1, false, hint, Duration::from_secs(3)).is_some());
     }
 }

@@ -364,7 +364,7 @@ async fn churn_leaves_no_permit_or_queue_slot_behind() {
         lanes_idle(&g).await,
         "lanes: {:?}",
         g.app
-            .rt
+            .topo
             .load()
             .lanes
             .iter()
@@ -425,14 +425,14 @@ async fn a_request_may_lower_its_priority_but_not_raise_it() {
     let low = send("lowered", Some("-5"));
     assert!(
         until(Duration::from_secs(5), || async {
-            g.app.rt.load().lanes[0].lane.queued() == 1
+            g.app.topo.load().lanes[0].lane.queued() == 1
         })
         .await
     );
     let raised = send("asked-for-more", Some("100"));
     assert!(
         until(Duration::from_secs(5), || async {
-            g.app.rt.load().lanes[0].lane.queued() == 2
+            g.app.topo.load().lanes[0].lane.queued() == 2
         })
         .await
     );

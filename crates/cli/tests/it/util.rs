@@ -125,7 +125,7 @@ pub async fn stats_until(m: &MockServer, cond: impl Fn(&StatsSnapshot) -> bool) 
 /// Every lane of the gateway idle: nothing in flight, nothing queued.
 pub async fn lanes_idle(g: &Gateway) -> bool {
     until(Duration::from_secs(5), || async {
-        g.app.rt.load().lanes.iter().all(|l| {
+        g.app.topo.load().lanes.iter().all(|l| {
             let s = l.lane.snapshot();
             s.in_flight == 0 && s.queued == 0
         }) && g.app.table.is_empty()

@@ -4,8 +4,6 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use laneway_core::glob;
-
 use super::Checker;
 use crate::model::*;
 use crate::raw::{RawLane, RawRoute};
@@ -165,13 +163,17 @@ pub(super) fn routes(
             model: r.model.0.clone(),
             lanes: indices,
             fallbacks: r.fallbacks.iter().map(|f| f.0.clone()).collect(),
+            fallback_routes: Vec::new(),
         });
     }
     for (i, spanned) in raw.iter().enumerate() {
         let line = c.line(&spanned.span());
         for (j, f) in routes[i].fallbacks.clone().iter().enumerate() {
             // A fallback pattern must lead somewhere other than back into its own route.
-            let target = routes.iter().position(|r| fallback_hits(&r.model, f));
+            let target = crate::fallback_target(&routes, f);
+            if let Some(t) = target {
+                routes[i].fallback_routes.push(t);
+            }
             match target {
                 None => c.push(
                     line,
@@ -188,10 +190,4 @@ pub(super) fn routes(
         }
     }
     routes
-}
-
-/// Whether a fallback pattern reaches a route: literally the same pattern, or a literal model id
-/// the route's pattern matches.
-fn fallback_hits(route_model: &str, fallback: &str) -> bool {
-    route_model == fallback || (glob::is_literal(fallback) && glob::matches(route_model, fallback))
 }

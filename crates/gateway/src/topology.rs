@@ -1,5 +1,5 @@
 //! The configuration in force, turned into live objects: lanes with their admission state, the
-//! routing table, keys by secret. A reload builds a new `Runtime` and swaps it in atomically;
+//! routing table, keys by secret. A reload builds a new `Topology` and swaps it in atomically;
 //! lanes and keys with the same name are carried over (their counters, queues and running
 //! requests survive), only their limits change.
 
@@ -16,7 +16,7 @@ use laneway_mock::{MockConfig, MockServer};
 use crate::metrics::Label;
 use crate::retry::Budget;
 
-pub struct LaneRt {
+pub struct LaneLive {
     pub lane: Arc<Lane>,
     pub config: LaneConfig,
     /// Full upstream URLs per endpoint, built once instead of per request.
@@ -29,29 +29,32 @@ pub struct LaneRt {
     pub label: Label,
 }
 
-impl LaneRt {
+impl LaneLive {
     pub fn url(&self, e: Endpoint) -> &str {
         &self.urls[e as usize]
     }
 }
 
-pub struct RouteRt {
+pub struct RouteLive {
     pub pattern: String,
     /// The pool, in config order.
     pub pool: Vec<Arc<Lane>>,
-    pub fallbacks: Vec<String>,
+    /// The same lanes as indices into [`Topology::lanes`]: `lanes[i]` is `pool[i]`.
+    pub lanes: Vec<usize>,
+    /// Fallback patterns, and the index into [`Topology::routes`] each leads to.
+    pub fallbacks: Vec<(String, usize)>,
     /// The pattern as the `model` metrics label: the model id itself for a literal route.
     pub label: Label,
 }
 
-pub struct KeyRt {
+pub struct KeyLive {
     pub key: Arc<Key>,
     pub config: Option<KeyConfig>,
     /// The key's name as a metrics label.
     pub label: Label,
 }
 
-impl KeyRt {
+impl KeyLive {
     pub fn name(&self) -> &str {
         &self.key.name
     }
@@ -61,13 +64,13 @@ impl KeyRt {
     }
 }
 
-pub struct Runtime {
+pub struct Topology {
     pub config: Config,
-    pub lanes: Vec<LaneRt>,
+    pub lanes: Vec<LaneLive>,
     by_name: HashMap<String, usize>,
-    pub routes: Vec<RouteRt>,
-    keys: HashMap<String, Arc<KeyRt>>,
-    anonymous: Arc<KeyRt>,
+    pub routes: Vec<RouteLive>,
+    keys: HashMap<String, Arc<KeyLive>>,
+    anonymous: Arc<KeyLive>,
 }
 
 /// In-process mock upstreams for `kind = "mock"` lanes, kept across reloads by lane name.
@@ -136,11 +139,11 @@ fn key_spec(c: &KeyConfig) -> KeySpec {
     }
 }
 
-impl Runtime {
+impl Topology {
     /// Builds the live objects for `config`, reusing lanes and unchanged keys of `previous`.
     pub async fn build(
         mut config: Config,
-        previous: Option<&Runtime>,
+        previous: Option<&Topology>,
         mocks: &Mocks,
     ) -> std::io::Result<Self> {
         for lane in &mut config.lanes {
@@ -166,7 +169,7 @@ impl Runtime {
             ]
             .map(|e| format!("{}{}", c.url, e.upstream_suffix()));
             by_name.insert(c.name.clone(), i);
-            lanes.push(LaneRt {
+            lanes.push(LaneLive {
                 lane,
                 budget,
                 label: Arc::new(c.name.clone()),
@@ -178,10 +181,16 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRt {
+            .map(|r| RouteLive {
                 pattern: r.model.clone(),
                 pool: r.lanes.iter().map(|&i| lanes[i].lane.clone()).collect(),
-                fallbacks: r.fallbacks.clone(),
+                lanes: r.lanes.clone(),
+                fallbacks: r
+                    .fallbacks
+                    .iter()
+                    .cloned()
+                    .zip(r.fallback_routes.iter().copied())
+                    .collect(),
                 label: Arc::new(r.model.clone()),
             })
             .collect();
@@ -197,7 +206,7 @@ impl Runtime {
             };
             keys.insert(
                 c.key.expose().clone(),
-                Arc::new(KeyRt {
+                Arc::new(KeyLive {
                     key,
                     config: Some(c.clone()),
                     label: Arc::new(c.name.clone()),
@@ -208,7 +217,7 @@ impl Runtime {
             || {
                 let key = Key::new(0, KeySpec::anonymous());
                 let label = Arc::new(key.name.clone());
-                Arc::new(KeyRt {
+                Arc::new(KeyLive {
                     key,
                     config: None,
                     label,
@@ -226,27 +235,21 @@ impl Runtime {
         })
     }
 
-    pub fn lane(&self, name: &str) -> Option<&LaneRt> {
+    pub fn lane(&self, name: &str) -> Option<&LaneLive> {
         self.by_name.get(name).map(|&i| &self.lanes[i])
     }
 
-    fn key_named(&self, name: &str) -> Option<&Arc<KeyRt>> {
+    fn key_named(&self, name: &str) -> Option<&Arc<KeyLive>> {
         self.keys.values().find(|k| k.name() == name)
     }
 
-    /// The route a fallback pattern leads to: the route written with that same pattern, or
-    /// the first route serving it as a model id.
-    pub fn route_for_pattern(&self, pattern: &str) -> Option<&RouteRt> {
-        self.routes
-            .iter()
-            .find(|r| r.pattern == pattern)
-            .or_else(|| self.route_for(pattern))
+    pub fn route_for(&self, model: &str) -> Option<&RouteLive> {
+        self.config.route_for(model).map(|i| &self.routes[i])
     }
 
-    pub fn route_for(&self, model: &str) -> Option<&RouteRt> {
-        self.routes
-            .iter()
-            .find(|r| laneway_core::glob::matches(&r.pattern, model))
+    /// The gateway's side of the lane at position `index` of `route`'s pool.
+    pub fn pool_lane(&self, route: &RouteLive, index: usize) -> &LaneLive {
+        &self.lanes[route.lanes[index]]
     }
 
     pub fn requires_key(&self) -> bool {
@@ -254,7 +257,7 @@ impl Runtime {
     }
 
     /// The key a presented secret belongs to; the anonymous key when no keys are configured.
-    pub fn key(&self, presented: Option<&str>) -> Option<&Arc<KeyRt>> {
+    pub fn key(&self, presented: Option<&str>) -> Option<&Arc<KeyLive>> {
         if self.keys.is_empty() {
             return Some(&self.anonymous);
         }

@@ -1,0 +1,183 @@
+//! One attempt on one lane: the upstream call and what its answer means for the request
+//! (a success to relay, a final error, or one worth retrying), with feedback to the lane's
+//! health. It decides nothing about retries; `forward` does.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use http::StatusCode;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use laneway_admission::{Feedback, Permit};
+use laneway_core::wire::RequestMeta;
+use laneway_core::{ApiError, ErrorCode};
+use laneway_upstream::classify::{classify, is_quota_error, Outcome};
+use laneway_upstream::{Hints, UpstreamRequest};
+use tokio::time::Instant;
+
+use crate::forward::Plan;
+use crate::metrics::LaneLabel;
+use crate::respond::{self, GatewayError};
+use crate::topology::LaneLive;
+
+/// Largest upstream error body read to classify it (a quota error versus a rate limit).
+const MAX_ERROR_BODY: usize = 1 << 20;
+
+pub fn cancelled() -> GatewayError {
+    ApiError::new(
+        ErrorCode::RequestCancelled,
+        "an operator stopped this request; send it again if it is still needed",
+    )
+    .into()
+}
+
+pub fn deadline_exceeded() -> GatewayError {
+    ApiError::new(
+        ErrorCode::DeadlineExceeded,
+        "the request's deadline passed before the upstream answered; raise x-laneway-timeout or server.request_timeout if it needs longer",
+    )
+    .into()
+}
+
+/// What one attempt's answer means for the request.
+pub enum Verdict {
+    Success {
+        response: http::Response<Incoming>,
+        strip_usage: bool,
+    },
+    /// Passed to the client as it is, no retry.
+    Final(GatewayError),
+    /// Worth another attempt; `error` is what the client gets if none follows.
+    Retry {
+        error: GatewayError,
+        hint: Option<Duration>,
+        reason: Cow<'static, str>,
+    },
+}
+
+/// Sends one attempt on the permit's lane and judges the answer, feeding the lane's health.
+pub async fn once(
+    plan: &Plan<'_>,
+    lane: &LaneLive,
+    model: Option<&str>,
+    permit: Permit,
+) -> (Verdict, Permit) {
+    let entry = plan.entry;
+    // Ask for usage on streams when a token limit needs settling and the client did not.
+    let meta = plan.meta;
+    let strip_usage = meta.stream
+        && !meta.include_usage
+        && (lane.has_tpm
+            || plan
+                .key
+                .config
+                .as_ref()
+                .is_some_and(|k| k.limits.tpm.is_some()));
+    let mut body = match model.or(lane.config.model.as_deref()) {
+        Some(m) => meta.rewrite_model(plan.body, m),
+        None => plan.body.clone(),
+    };
+    if strip_usage {
+        body = RequestMeta::with_stream_usage(&body);
+    }
+    let now = Instant::now();
+    let request = UpstreamRequest {
+        url: lane.url(plan.endpoint),
+        api_key: lane.config.api_key.as_ref().map(|k| k.expose().as_str()),
+        body,
+        request_id: &entry.id,
+        first_byte_timeout: lane
+            .config
+            .first_byte_timeout
+            .min(plan.deadline.saturating_duration_since(now)),
+    };
+    let client = plan.app.client();
+    let sent = tokio::select! {
+        r = client.send(request) => r,
+        () = entry.cancel.cancelled() => return (Verdict::Final(cancelled()), permit),
+        () = tokio::time::sleep_until(plan.deadline) => return (Verdict::Final(deadline_exceeded()), permit),
+    };
+    let latency = now.elapsed();
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(e) if e.retryable() => {
+            tracing::debug!(lane = %lane.label, error = %e, "upstream attempt failed");
+            permit.lane().feedback(Feedback::Failed);
+            let verdict = Verdict::Retry {
+                error: GatewayError::from(e),
+                hint: None,
+                reason: Cow::Borrowed("connect"),
+            };
+            return (verdict, permit);
+        }
+        Err(e) => return (Verdict::Final(e.into()), permit),
+    };
+    let status = resp.status();
+    let hints = Hints::from_headers(resp.headers());
+    if !(status.is_client_error() || status.is_server_error()) {
+        permit.lane().feedback(Feedback::Success { latency });
+        if let Some(reset) = hints.exhausted_for() {
+            permit.lane().feedback(Feedback::Exhausted { reset });
+        }
+        return (
+            Verdict::Success {
+                response: resp,
+                strip_usage,
+            },
+            permit,
+        );
+    }
+    let (parts, incoming) = resp.into_parts();
+    let read = tokio::select! {
+        b = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect() => b,
+        () = entry.cancel.cancelled() => return (Verdict::Final(cancelled()), permit),
+        () = tokio::time::sleep_until(plan.deadline) => return (Verdict::Final(deadline_exceeded()), permit),
+    };
+    let Ok(bytes) = read.map(|c| c.to_bytes()) else {
+        // An error answer that cannot be read whole is not passed on cut short.
+        permit.lane().feedback(Feedback::Failed);
+        let error = GatewayError::Api(ApiError::new(
+            ErrorCode::UpstreamUnreachable,
+            format!(
+                "the upstream answered {} with an error body that is broken or larger \
+                 than {} KiB; the lane's upstream misbehaves",
+                status.as_u16(),
+                MAX_ERROR_BODY >> 10
+            ),
+        ));
+        return (Verdict::Final(error), permit);
+    };
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        plan.app
+            .metrics
+            .upstream_429
+            .get_or_create(&LaneLabel {
+                lane: lane.label.clone(),
+            })
+            .inc();
+    }
+    let outcome = classify(status, is_quota_error(&bytes));
+    let passthrough = respond::upstream_error(parts, bytes, hints.retry_after);
+    let verdict = match outcome {
+        Outcome::Retryable { overloaded } => {
+            permit.lane().feedback(if overloaded {
+                Feedback::Overloaded {
+                    retry_after: hints.retry_after,
+                }
+            } else {
+                Feedback::Failed
+            });
+            Verdict::Retry {
+                error: passthrough,
+                hint: hints.retry_after,
+                reason: Cow::Owned(format!("status_{}", status.as_u16())),
+            }
+        }
+        _ => {
+            // The upstream answered; the request itself was refused.
+            permit.lane().feedback(Feedback::Success { latency });
+            Verdict::Final(passthrough)
+        }
+    };
+    (verdict, permit)
+}
