@@ -1,7 +1,6 @@
 //! The admin API (Bearer `server.admin_key`): see and act on what runs and what waits.
 //! Off (404) when no admin key is configured, so an unconfigured gateway exposes nothing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
@@ -9,12 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use laneway_core::{ApiError, ErrorCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use tokio::time::Instant;
 
 use crate::respond::GatewayError;
-use crate::table::{Entry, RequestView};
+use crate::table::Entry;
+use crate::views::{lane_views, positions, views};
 use crate::{auth, App};
 
 pub fn router() -> Router<Arc<App>> {
@@ -26,62 +25,6 @@ pub fn router() -> Router<Arc<App>> {
         .route("/clear-queue", post(clear_queue))
         .route("/lanes", get(lanes))
         .route("/reload", post(reload))
-        .route("/events", get(crate::ui::events))
-}
-
-/// Queue positions by request tag, the smallest over the lanes a request waits on.
-fn positions(app: &App) -> HashMap<u64, (usize, Vec<String>)> {
-    let topo = app.topo.load();
-    let mut pos: HashMap<u64, (usize, Vec<String>)> = HashMap::new();
-    for l in &topo.lanes {
-        for (i, tag) in l.lane.waiting().into_iter().enumerate() {
-            let e = pos.entry(tag).or_insert((usize::MAX, Vec::new()));
-            e.0 = e.0.min(i + 1);
-            e.1.push(l.lane.name().to_owned());
-        }
-    }
-    pos
-}
-
-pub fn views(app: &App) -> Vec<RequestView> {
-    let now = Instant::now();
-    let pos = positions(app);
-    app.table
-        .all()
-        .into_iter()
-        .map(|e| {
-            let started = e.running();
-            let queued_ms = started
-                .as_ref()
-                .map_or(now, |(s, _)| *s)
-                .duration_since(e.created)
-                .as_millis() as u64;
-            let (position, pool) = match (&started, pos.get(&e.tag)) {
-                (None, Some((p, pool))) => (Some(*p), pool.clone()),
-                _ => (None, Vec::new()),
-            };
-            RequestView {
-                id: e.id.to_string(),
-                client_request_id: e.client_id.as_deref().map(str::to_owned),
-                state: if started.is_some() {
-                    "running"
-                } else {
-                    "queued"
-                },
-                lane: started.as_ref().map(|(_, l)| l.to_string()),
-                key: e.key.to_string(),
-                model: e.model.clone(),
-                stream: e.stream,
-                queued_ms,
-                running_ms: started
-                    .as_ref()
-                    .map(|(s, _)| now.duration_since(*s).as_millis() as u64),
-                attempt: e.attempt.load(std::sync::atomic::Ordering::Relaxed),
-                position,
-                pool,
-            }
-        })
-        .collect()
 }
 
 async fn requests(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
@@ -182,51 +125,6 @@ async fn clear_queue(
         }
     }
     Ok(Json(json!({"cancelled": n})).into_response())
-}
-
-#[derive(Serialize)]
-pub struct LaneView {
-    pub name: String,
-    pub in_flight: u32,
-    pub queued: usize,
-    pub limit: Option<u32>,
-    pub rpm_used: Option<u64>,
-    pub tpm_used: Option<u64>,
-    pub state: &'static str,
-    pub cooldown_until: Option<String>,
-}
-
-pub fn lane_views(app: &App) -> Vec<LaneView> {
-    let topo = app.topo.load();
-    topo.lanes
-        .iter()
-        .map(|l| {
-            let s = l.lane.snapshot();
-            LaneView {
-                name: s.name,
-                in_flight: s.in_flight,
-                queued: s.queued,
-                limit: s.limit,
-                rpm_used: s.rpm_used,
-                tpm_used: s.tpm_used,
-                state: match s.health {
-                    laneway_admission::Health::Ok => "ok",
-                    laneway_admission::Health::CoolingDown => "cooling_down",
-                    laneway_admission::Health::Open => "open",
-                },
-                cooldown_until: s.cooldown_until.map(wall_clock),
-            }
-        })
-        .collect()
-}
-
-/// An RFC 3339 time `d` from now. Never fails: `d` is capped so the year stays printable.
-fn wall_clock(d: std::time::Duration) -> String {
-    let now = std::time::SystemTime::now();
-    let at = now
-        .checked_add(d.min(laneway_core::duration::CEILING))
-        .unwrap_or(now);
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 async fn lanes(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {

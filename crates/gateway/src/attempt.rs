@@ -3,25 +3,43 @@
 //! health. It decides nothing about retries; `forward` does.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use laneway_admission::{Feedback, Permit};
-use laneway_core::wire::RequestMeta;
+use laneway_core::wire::{Endpoint, RequestMeta};
 use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::{Hints, UpstreamRequest};
 use tokio::time::Instant;
 
-use crate::forward::Plan;
 use crate::metrics::LaneLabel;
 use crate::respond::{self, GatewayError};
+use crate::table::Entry;
 use crate::topology::LaneLive;
+use crate::topology::{KeyLive, Topology};
+use crate::App;
 
 /// Largest upstream error body read to classify it (a quota error versus a rate limit).
 const MAX_ERROR_BODY: usize = 1 << 20;
+
+/// Everything about the request that every attempt needs.
+pub struct Plan<'a> {
+    pub app: &'a Arc<App>,
+    pub topo: &'a Topology,
+    pub entry: &'a Arc<Entry>,
+    pub key: &'a KeyLive,
+    pub meta: &'a RequestMeta,
+    pub body: &'a Bytes,
+    pub endpoint: Endpoint,
+    pub priority: i32,
+    pub tokens: u64,
+    pub deadline: Instant,
+}
 
 pub fn cancelled() -> GatewayError {
     ApiError::new(

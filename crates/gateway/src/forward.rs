@@ -8,34 +8,17 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper::body::Incoming;
 use laneway_admission::{acquire, acquire_with_key, AdmissionError, Ask, KeyPermit, Lane, Permit};
 use laneway_core::glob;
-use laneway_core::wire::{Endpoint, RequestMeta};
 use tokio::time::Instant;
 
-use crate::attempt::{self, Verdict};
+use crate::attempt::{self, Plan, Verdict};
 use crate::ledger::Ledger;
 use crate::metrics::{LaneLabel, LaneReason};
 use crate::respond::GatewayError;
-use crate::table::Entry;
-use crate::topology::{KeyLive, LaneLive, RouteLive, Topology};
-use crate::{retry, App};
-
-/// Everything about the request that every attempt needs.
-pub struct Plan<'a> {
-    pub app: &'a Arc<App>,
-    pub topo: &'a Topology,
-    pub entry: &'a Arc<Entry>,
-    pub key: &'a KeyLive,
-    pub meta: &'a RequestMeta,
-    pub body: &'a Bytes,
-    pub endpoint: Endpoint,
-    pub priority: i32,
-    pub tokens: u64,
-    pub deadline: Instant,
-}
+use crate::retry;
+use crate::topology::{LaneLive, RouteLive};
 
 /// An upstream success, with the slot it holds.
 pub struct Forwarded {

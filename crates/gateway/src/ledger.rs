@@ -10,9 +10,9 @@ use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::Usage;
 use tokio::time::Instant;
 
+use crate::auth::RequestCtx;
 use crate::metrics::{Code, Label, LaneKind, LaneLabel, Reason, RequestLabels};
 use crate::respond::GatewayError;
-use crate::server::RequestCtx;
 use crate::App;
 
 /// How a request ended.

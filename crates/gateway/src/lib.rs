@@ -1,7 +1,9 @@
 //! The Laneway gateway: an OpenAI-compatible HTTP server in front of lanes.
 //!
 //! # Layout
-//! - [`auth`]: client keys, the admin key, the metrics key (constant-time comparisons).
+//! - [`auth`]: who is asking: the request's ids, client keys, the admin key, the metrics key
+//!   (constant-time comparisons).
+//! - [`label`]: names shared by metrics, the request table and the topology.
 //! - [`conn`]: client connections: accept, header/idle timeouts, the connection limit.
 //! - [`server`]: the router and the middleware every request passes (ids, panics, error shape).
 //! - [`proxy`]: the OpenAI endpoints, from body to relayed response (the request path).
@@ -15,7 +17,8 @@
 //! - [`retry`]: backoff, the delay before a retry, and the retry budget.
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
-//! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface.
+//! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface; [`views`]: what the
+//!   admin API and the panel show.
 
 pub mod admin;
 pub mod attempt;
@@ -24,6 +27,7 @@ pub mod body;
 pub mod catalog;
 pub mod conn;
 pub mod forward;
+pub mod label;
 pub mod ledger;
 pub mod metrics;
 pub mod ops;
@@ -35,6 +39,7 @@ pub mod server;
 pub mod table;
 pub mod topology;
 pub mod ui;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

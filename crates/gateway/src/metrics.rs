@@ -2,9 +2,6 @@
 //! never secrets; the model label is the requested id only for literal routes and the route's
 //! pattern for glob routes, so a client cannot explode cardinality by inventing model names.
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,12 +11,7 @@ use prometheus_client::registry::Registry;
 
 use crate::topology::Topology;
 
-/// A label value shared by every request that carries it (a lane, key or route name), so that
-/// recording a metric clones a pointer instead of allocating a string.
-pub type Label = Arc<String>;
-
-/// A label value that is usually a constant (`ok`, an error code) and sometimes built.
-pub type Code = Cow<'static, str>;
+pub use crate::label::{Code, Label};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {

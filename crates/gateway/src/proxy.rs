@@ -22,12 +22,13 @@ use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::UsageTap;
 use tokio::time::Instant;
 
+use crate::attempt::Plan;
+use crate::auth::RequestCtx;
 use crate::body::{Held, ProxyBody, Shape, Watch};
-use crate::forward::{forward, Forwarded, Plan};
+use crate::forward::{forward, Forwarded};
 use crate::ledger::{End, Ledger};
 use crate::metrics::Reason;
 use crate::respond::GatewayError;
-use crate::server::RequestCtx;
 use crate::table::Entry;
 use crate::topology::{KeyLive, Topology};
 use crate::App;

@@ -12,28 +12,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
-use laneway_core::id::{accept_client_id, new_request_id};
 use laneway_core::{ApiError, ErrorCode};
 
+use crate::auth::RequestCtx;
 use crate::respond::{error_response, UpstreamAnswer};
 use crate::{admin, ops, proxy, ui, App};
-
-/// Who a request is: the id the gateway assigned (the handle of the admin API, the panel and the
-/// log) and the client's own `x-request-id`, kept beside it.
-#[derive(Clone)]
-pub struct RequestCtx {
-    pub id: Arc<str>,
-    pub client_id: Option<Arc<str>>,
-}
-
-impl RequestCtx {
-    pub fn new(client_id: Option<&str>) -> Self {
-        Self {
-            id: Arc::from(new_request_id()),
-            client_id: client_id.and_then(accept_client_id).map(Arc::from),
-        }
-    }
-}
 
 /// Bytes of a framework error body kept as the message of the OpenAI-shaped replacement.
 const MAX_REJECTION_TEXT: usize = 1024;
@@ -169,6 +152,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui", get(ui::page))
         .route("/ui/panel.js", get(ui::script))
         .route("/ui/panel.css", get(ui::style))
+        .route("/admin/events", get(ui::events))
         .nest("/admin", admin::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Label;
+use crate::label::Label;
 
 const SHARDS: usize = 32;
 

@@ -13,7 +13,7 @@ use laneway_core::wire::Endpoint;
 use laneway_core::Secret;
 use laneway_mock::{MockConfig, MockServer};
 
-use crate::metrics::Label;
+use crate::label::Label;
 use crate::retry::Budget;
 
 pub struct LaneLive {

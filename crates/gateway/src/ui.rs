@@ -1,19 +1,18 @@
 //! The live queue panel: one HTML page compiled into the binary, fed by a server-sent event
-//! stream of lane and request snapshots (`/admin/events`).
+//! stream (`/admin/events`) that sends a snapshot of every lane and request every 400 ms.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 
-use crate::admin::{lane_views, views};
 use crate::respond::GatewayError;
+use crate::views::{lane_views, views};
 use crate::App;
 
 const PAGE: &str = include_str!("../assets/panel.html");
@@ -60,29 +59,24 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-fn snapshot(app: &App) -> Bytes {
+/// One snapshot of every lane and request, as an event.
+fn snapshot(app: &App) -> Event {
     let body = json!({"lanes": lane_views(app), "requests": views(app)});
-    let mut out = b"data: ".to_vec();
-    out.extend_from_slice(body.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
+    Event::default().data(body.to_string())
 }
 
+/// `/admin/events`: a snapshot at once, then one every [`TICK`] for as long as the panel stays.
 pub async fn events(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
     crate::auth::admin(&app, req.headers())?;
     let stream = futures_util::stream::unfold((app, true), |(app, first)| async move {
         if !first {
             tokio::time::sleep(TICK).await;
         }
-        let frame = snapshot(&app);
-        Some((Ok::<_, Infallible>(frame), (app, false)))
+        let event = snapshot(&app);
+        Some((Ok::<_, Infallible>(event), (app, false)))
     });
-    let mut r = Body::from_stream(stream).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let mut r = Sse::new(stream).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
 }

@@ -1,0 +1,110 @@
+//! What the admin API and the panel show: every request in the gateway with its queue position,
+//! and every lane's load and health, as plain serializable views.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::table::RequestView;
+use crate::App;
+
+/// Queue positions by request tag, the smallest over the lanes a request waits on.
+pub fn positions(app: &App) -> HashMap<u64, (usize, Vec<String>)> {
+    let topo = app.topo.load();
+    let mut pos: HashMap<u64, (usize, Vec<String>)> = HashMap::new();
+    for l in &topo.lanes {
+        for (i, tag) in l.lane.waiting().into_iter().enumerate() {
+            let e = pos.entry(tag).or_insert((usize::MAX, Vec::new()));
+            e.0 = e.0.min(i + 1);
+            e.1.push(l.lane.name().to_owned());
+        }
+    }
+    pos
+}
+
+pub fn views(app: &App) -> Vec<RequestView> {
+    let now = Instant::now();
+    let pos = positions(app);
+    app.table
+        .all()
+        .into_iter()
+        .map(|e| {
+            let started = e.running();
+            let queued_ms = started
+                .as_ref()
+                .map_or(now, |(s, _)| *s)
+                .duration_since(e.created)
+                .as_millis() as u64;
+            let (position, pool) = match (&started, pos.get(&e.tag)) {
+                (None, Some((p, pool))) => (Some(*p), pool.clone()),
+                _ => (None, Vec::new()),
+            };
+            RequestView {
+                id: e.id.to_string(),
+                client_request_id: e.client_id.as_deref().map(str::to_owned),
+                state: if started.is_some() {
+                    "running"
+                } else {
+                    "queued"
+                },
+                lane: started.as_ref().map(|(_, l)| l.to_string()),
+                key: e.key.to_string(),
+                model: e.model.clone(),
+                stream: e.stream,
+                queued_ms,
+                running_ms: started
+                    .as_ref()
+                    .map(|(s, _)| now.duration_since(*s).as_millis() as u64),
+                attempt: e.attempt.load(std::sync::atomic::Ordering::Relaxed),
+                position,
+                pool,
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+pub struct LaneView {
+    pub name: String,
+    pub in_flight: u32,
+    pub queued: usize,
+    pub limit: Option<u32>,
+    pub rpm_used: Option<u64>,
+    pub tpm_used: Option<u64>,
+    pub state: &'static str,
+    pub cooldown_until: Option<String>,
+}
+
+pub fn lane_views(app: &App) -> Vec<LaneView> {
+    let topo = app.topo.load();
+    topo.lanes
+        .iter()
+        .map(|l| {
+            let s = l.lane.snapshot();
+            LaneView {
+                name: s.name,
+                in_flight: s.in_flight,
+                queued: s.queued,
+                limit: s.limit,
+                rpm_used: s.rpm_used,
+                tpm_used: s.tpm_used,
+                state: match s.health {
+                    laneway_admission::Health::Ok => "ok",
+                    laneway_admission::Health::CoolingDown => "cooling_down",
+                    laneway_admission::Health::Open => "open",
+                },
+                cooldown_until: s.cooldown_until.map(wall_clock),
+            }
+        })
+        .collect()
+}
+
+/// An RFC 3339 time `d` from now. Never fails: `d` is capped so the year stays printable.
+fn wall_clock(d: std::time::Duration) -> String {
+    let now = std::time::SystemTime::now();
+    let at = now
+        .checked_add(d.min(laneway_core::duration::CEILING))
+        .unwrap_or(now);
+    humantime::format_rfc3339_millis(at).to_string()
+}
