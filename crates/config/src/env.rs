@@ -1,8 +1,32 @@
 //! `${NAME}` substitution. `$` not followed by `{` is literal; `$${` escapes to a literal `${`.
 
-/// Replaces every `${NAME}` with the environment variable `NAME`.
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+thread_local! {
+    /// The variables a parse on this thread reads instead of the process environment.
+    static GIVEN: RefCell<Option<HashMap<String, String>>> = const { RefCell::new(None) };
+}
+
+/// Replaces every `${NAME}` with the variable `NAME`: from the environment given to
+/// [`with_vars`] while inside it, from the process environment otherwise.
 pub fn substitute(input: &str) -> Result<String, String> {
-    substitute_with(input, |name| std::env::var(name).ok())
+    GIVEN.with_borrow(|given| match given {
+        Some(vars) => substitute_with(input, |name| vars.get(name).cloned()),
+        None => substitute_with(input, |name| std::env::var(name).ok()),
+    })
+}
+
+/// Runs `f` (a parse) with `vars` as its whole environment, on this thread only.
+pub fn with_vars<T>(vars: HashMap<String, String>, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<HashMap<String, String>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            GIVEN.set(self.0.take());
+        }
+    }
+    let _reset = Reset(GIVEN.replace(Some(vars)));
+    f()
 }
 
 pub fn substitute_with(

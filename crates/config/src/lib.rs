@@ -29,6 +29,15 @@ impl Config {
         })
     }
 
+    /// Parses and validates config text with `vars` as the environment `${NAME}` reads, for
+    /// callers (tests, embedders) that must not touch the process environment.
+    pub fn parse_with_vars(
+        text: &str,
+        vars: std::collections::HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        env::with_vars(vars, || Self::parse(text))
+    }
+
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::new(text);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use laneway_core::Secret;
+use serde::Deserialize;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,7 +49,8 @@ pub struct ServerConfig {
 }
 
 /// Whether clients need a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Auth {
     /// Clients need one of the `[[key]]`s; with none configured the gateway is open (the demo).
     #[default]
@@ -57,14 +59,16 @@ pub enum Auth {
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LaneKind {
     /// A hosted, OpenAI-compatible API.
     OpenAi,
@@ -85,7 +89,8 @@ impl LaneKind {
 }
 
 /// What happens to a request that finds a limit exhausted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnLimit {
     /// Refuse at once with 429 and an honest Retry-After.
     Reject,

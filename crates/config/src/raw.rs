@@ -6,6 +6,7 @@
 use serde::{Deserialize, Deserializer};
 
 use crate::env;
+use crate::model::{Auth, LaneKind, LogFormat, OnLimit};
 
 /// A string with `${NAME}` already replaced by the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +44,13 @@ pub struct RawServer {
     pub request_timeout: Option<EnvString>,
     pub shutdown_grace: Option<EnvString>,
     pub max_body: Option<RawSize>,
-    pub log_format: Option<EnvString>,
+    pub log_format: Option<LogFormat>,
     pub header_timeout: Option<EnvString>,
     pub body_timeout: Option<EnvString>,
     pub idle_timeout: Option<EnvString>,
     pub max_connections: Option<u64>,
     pub metrics_key: Option<EnvString>,
-    pub auth: Option<EnvString>,
+    pub auth: Option<Auth>,
 }
 
 /// `max_body = 1048576` or `max_body = "32MiB"`.
@@ -88,14 +89,14 @@ pub struct RawLane {
     pub api_key: Option<EnvString>,
     pub model: Option<EnvString>,
     pub models: Option<Vec<EnvString>>,
-    pub kind: Option<EnvString>,
+    pub kind: Option<LaneKind>,
     pub concurrency_limit: Option<RawConcurrency>,
     pub rate_limit: Option<RawRate>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub queue: Option<RawQueue>,
     pub adaptive: Option<bool>,
-    pub on_limit: Option<EnvString>,
+    pub on_limit: Option<OnLimit>,
     pub connect_timeout: Option<EnvString>,
     pub first_byte_timeout: Option<EnvString>,
     pub default_max_tokens: Option<u64>,
@@ -122,7 +123,7 @@ pub struct RawKey {
     pub tpm: Option<u64>,
     pub priority: Option<i32>,
     pub weight: Option<u32>,
-    pub on_limit: Option<EnvString>,
+    pub on_limit: Option<OnLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -59,17 +59,25 @@ backoff = { base = "200ms", max = "30s" }
 store = "memory"
 "#;
 
-fn set_vars() {
-    // Tests in this module only ever set these to the same values, so parallel tests agree.
-    std::env::set_var("LW_TEST_ADMIN", "admin-secret");
-    std::env::set_var("LW_TEST_KEY_A", "sk-upstream");
-    std::env::set_var("LW_TEST_TEAM", "sk-team-a");
+/// The environment the contract example reads, given to the parse instead of set globally.
+fn vars() -> std::collections::HashMap<String, String> {
+    [
+        ("LW_TEST_ADMIN", "admin-secret"),
+        ("LW_TEST_KEY_A", "sk-upstream"),
+        ("LW_TEST_TEAM", "sk-team-a"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 #[test]
 fn the_contract_example_is_valid() {
-    set_vars();
-    let c = Config::parse(CONTRACT_EXAMPLE).unwrap();
+    let c = Config::parse_with_vars(CONTRACT_EXAMPLE, vars()).unwrap();
+    assert!(
+        Config::parse(CONTRACT_EXAMPLE).is_err(),
+        "the variables were given to that parse only"
+    );
     assert_eq!(c.lanes.len(), 2);
     let a = &c.lanes[0];
     assert_eq!(a.api_key.as_ref().unwrap().expose(), "sk-upstream");
@@ -83,8 +91,10 @@ fn the_contract_example_is_valid() {
         1,
         "local lanes run one at a time"
     );
-    assert_eq!(c.server.max_body, 32 << 20);
-    assert_eq!(c.server.request_timeout, Duration::from_secs(600));
+    assert_eq!(
+        c.server.admin_key.as_ref().unwrap().expose(),
+        "admin-secret"
+    );
     assert_eq!(c.keys[0].on_limit, OnLimit::Reject);
     assert_eq!(c.lanes[0].on_limit, OnLimit::Queue);
     assert_eq!(c.route_for("deepseek-reasoner"), Some(0));
@@ -147,7 +157,6 @@ fallbacks = ["y-*"]
 name = "k"
 key = "s"
 weight = 0
-on_limit = "maybe"
 "#,
     )
     .unwrap_err();
@@ -160,7 +169,6 @@ on_limit = "maybe"
         "route[0].lanes[1]: no lane is named `missing`",
         "route[0].fallbacks[0]",
         "key[0].weight",
-        "key[0].on_limit",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
@@ -228,14 +236,65 @@ fn secrets_and_urls_must_be_exactly_what_they_say() {
     assert!(found("key[1].key", "whitespace"), "{e}");
 }
 
+/// Every setting is read: values unlike the defaults come back as written.
+#[test]
+fn server_settings_are_read_as_written() {
+    let c = Config::parse(
+        "[server]\nrequest_timeout = \"90s\"\nshutdown_grace = \"7s\"\nmax_body = \"1MiB\"\n\
+         log_format = \"json\"\nheader_timeout = \"3s\"\nidle_timeout = \"4s\"\n\
+         body_timeout = \"5s\"\nmax_connections = 77\n[retry]\nmax_pause = \"9s\"\n",
+    )
+    .unwrap();
+    let d = Config::parse("").unwrap();
+    let s = &c.server;
+    for (read, default, name) in [
+        (
+            s.request_timeout,
+            d.server.request_timeout,
+            "request_timeout",
+        ),
+        (s.shutdown_grace, d.server.shutdown_grace, "shutdown_grace"),
+        (s.header_timeout, d.server.header_timeout, "header_timeout"),
+        (s.idle_timeout, d.server.idle_timeout, "idle_timeout"),
+        (s.body_timeout, d.server.body_timeout, "body_timeout"),
+        (c.retry.max_pause, d.retry.max_pause, "max_pause"),
+    ] {
+        assert_ne!(read, default, "{name} must differ from its default here");
+    }
+    assert_eq!(s.request_timeout, Duration::from_secs(90));
+    assert_eq!(s.shutdown_grace, Duration::from_secs(7));
+    assert_eq!(s.header_timeout, Duration::from_secs(3));
+    assert_eq!(s.idle_timeout, Duration::from_secs(4));
+    assert_eq!(s.body_timeout, Duration::from_secs(5));
+    assert_eq!(c.retry.max_pause, Duration::from_secs(9));
+    assert_eq!(s.max_body, 1 << 20);
+    assert_eq!(s.max_connections, 77);
+    assert_eq!(s.log_format, LogFormat::Json);
+    assert_ne!(d.server.log_format, LogFormat::Json);
+}
+
+#[test]
+fn enumerations_name_their_choices() {
+    let e =
+        Config::parse("[[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\nkind = \"remote\"\n")
+            .unwrap_err();
+    let p = &e.problems[0];
+    assert_eq!(p.path, "lane[0].kind", "{e}");
+    assert_eq!(p.line, Some(4), "{e}");
+    assert!(
+        p.message.contains("openai") && p.message.contains("local"),
+        "{e}"
+    );
+    let e =
+        Config::parse("[[key]]\nname = \"k\"\nkey = \"s\"\non_limit = \"maybe\"\n").unwrap_err();
+    assert_eq!(e.problems[0].path, "key[0].on_limit", "{e}");
+    assert!(e.problems[0].message.contains("reject"), "{e}");
+    let e = Config::parse("[server]\nlog_format = \"xml\"\n").unwrap_err();
+    assert_eq!(e.problems[0].path, "server.log_format", "{e}");
+}
+
 #[test]
 fn connection_settings_and_their_bounds() {
-    let c = Config::parse("").unwrap();
-    assert_eq!(c.server.header_timeout, Duration::from_secs(10));
-    assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
-    assert_eq!(c.server.body_timeout, Duration::from_secs(60));
-    assert_eq!(c.server.max_connections, 10_000);
-    assert_eq!(c.retry.max_pause, Duration::from_secs(300));
     let e = Config::parse(
         "[server]\nmax_connections = 0\nheader_timeout = \"0s\"\nrequest_timeout = \"100000000h\"\n\
          [retry]\nmax_pause = \"2d\"\n",

@@ -53,12 +53,7 @@ pub(super) fn keys(c: &mut Checker<'_>, raw: &[toml::Spanned<RawKey>]) -> Vec<Ke
             ),
             priority: k.priority.unwrap_or(0),
             weight: weight.unwrap_or(NonZeroU32::MIN),
-            on_limit: c.on_limit(
-                line,
-                &format!("{p}.on_limit"),
-                k.on_limit.as_ref(),
-                OnLimit::Reject,
-            ),
+            on_limit: k.on_limit.unwrap_or(OnLimit::Reject),
         });
     }
     keys

@@ -28,19 +28,7 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
                 format!("lane `{name}` is defined twice"),
             );
         }
-        let kind = match l.kind.as_ref().map(|k| k.0.as_str()) {
-            None | Some("openai") => LaneKind::OpenAi,
-            Some("local") => LaneKind::Local,
-            Some("mock") => LaneKind::Mock,
-            Some(o) => {
-                c.push(
-                    line,
-                    format!("{p}.kind"),
-                    format!("`{o}` is not one of \"openai\", \"local\", \"mock\""),
-                );
-                LaneKind::OpenAi
-            }
-        };
+        let kind = l.kind.unwrap_or(LaneKind::OpenAi);
         let url = match (&l.url, kind) {
             (Some(u), _) => {
                 let u = u.0.trim_end_matches('/').to_string();
@@ -103,12 +91,7 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
             limits,
             queue,
             adaptive: l.adaptive.unwrap_or(false),
-            on_limit: c.on_limit(
-                line,
-                &format!("{p}.on_limit"),
-                l.on_limit.as_ref(),
-                OnLimit::Queue,
-            ),
+            on_limit: l.on_limit.unwrap_or(OnLimit::Queue),
             connect_timeout: c.duration(
                 line,
                 &format!("{p}.connect_timeout"),

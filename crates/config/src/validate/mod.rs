@@ -158,28 +158,6 @@ impl Checker<'_> {
         }
         limits
     }
-
-    fn on_limit(
-        &mut self,
-        line: Option<usize>,
-        path: &str,
-        v: Option<&EnvString>,
-        default: OnLimit,
-    ) -> OnLimit {
-        match v.map(|s| s.0.as_str()) {
-            None => default,
-            Some("reject") => OnLimit::Reject,
-            Some("queue") => OnLimit::Queue,
-            Some(other) => {
-                self.push(
-                    line,
-                    path,
-                    format!("`{other}` is not one of \"reject\", \"queue\""),
-                );
-                default
-            }
-        }
-    }
 }
 
 /// Parses a size: plain bytes or a number with `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`.

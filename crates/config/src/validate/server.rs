@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{parse_size, Checker, DEFAULT_LISTEN};
-use crate::model::{Auth, LogFormat, ServerConfig};
+use crate::model::ServerConfig;
 use crate::raw::{RawServer, RawSize};
 
 /// The largest `max_connections` accepted; the descriptor limit usually binds far below it.
@@ -36,30 +36,8 @@ pub(super) fn server(c: &mut Checker<'_>, raw: Option<&toml::Spanned<RawServer>>
             32 << 20
         }),
     };
-    let log_format = match s.log_format.as_ref().map(|s| s.0.as_str()) {
-        None | Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(o) => {
-            c.push(
-                line,
-                "server.log_format",
-                format!("`{o}` is not one of \"text\", \"json\""),
-            );
-            LogFormat::Text
-        }
-    };
-    let auth = match s.auth.as_ref().map(|s| s.0.as_str()) {
-        None | Some("keys") => Auth::Keys,
-        Some("none") => Auth::None,
-        Some(o) => {
-            c.push(
-                line,
-                "server.auth",
-                format!("`{o}` is not one of \"keys\", \"none\""),
-            );
-            Auth::Keys
-        }
-    };
+    let log_format = s.log_format.unwrap_or_default();
+    let auth = s.auth.unwrap_or_default();
     let admin_key = match &s.admin_key {
         Some(k) if k.0.is_empty() => {
             c.push(
