@@ -160,4 +160,24 @@ mod tests {
         );
         assert!(refused * 100 / 2000 <= 2, "{refused} refusals in 2000");
     }
+
+    #[test]
+    fn rising_latency_lowers_the_limit_and_noise_does_not() {
+        let mut a = Aimd::new(10, 100);
+        for _ in 0..20 {
+            a.success(Duration::from_millis(100));
+        }
+        let steady = a.limit();
+        assert!(steady >= 10, "{steady}");
+        // Within twice the best latency plus 5 ms: noise, the limit keeps growing.
+        for _ in 0..20 {
+            a.success(Duration::from_millis(190));
+        }
+        assert!(a.limit() >= steady);
+        // Four times the best: the upstream queues internally.
+        for _ in 0..10 {
+            a.success(Duration::from_millis(400));
+        }
+        assert!(a.limit() < steady, "{} vs {steady}", a.limit());
+    }
 }

@@ -282,7 +282,7 @@ async fn metrics_count_what_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_limits_under_load_without_losing_requests() {
-    let m = slow_mock(30).await;
+    let m = held_mock().await;
     let dir = std::env::temp_dir().join(format!("laneway-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("laneway.toml");
@@ -300,7 +300,7 @@ async fn reload_changes_limits_under_load_without_losing_requests() {
     .await
     .unwrap();
     let c = client();
-    let load: Vec<_> = (0..200)
+    let load: Vec<_> = (0..20)
         .map(|_| {
             let (c, addr) = (c.clone(), g.addr);
             tokio::spawn(
@@ -308,15 +308,9 @@ async fn reload_changes_limits_under_load_without_losing_requests() {
             )
         })
         .collect();
-    assert!(
-        until(Duration::from_secs(5), || async {
-            m.stats().completed >= 20
-        })
-        .await
-    );
-    let before_max = m.stats().max_in_flight;
-    assert!(before_max <= 4);
-    m.reset();
+    let lane = || g.app.topo.load().lanes[0].lane.snapshot();
+    stats_until(&m, |s| s.held == 4).await;
+    assert!(until(Duration::from_secs(10), || async { lane().queued == 16 }).await);
     write(2);
     let (status, body) = admin_post(&c, &g, "/admin/reload").await;
     assert_eq!(status, 200, "{body}");
@@ -328,20 +322,27 @@ async fn reload_changes_limits_under_load_without_losing_requests() {
         body["error"]["message"].as_str().unwrap().contains("bogus"),
         "{body}"
     );
+    // The four running under the old limit finish; then only two at a time start.
+    m.release(Some(4));
+    stats_until(&m, |s| s.completed == 4 && s.held == 2).await;
+    let s = lane();
+    assert_eq!((s.in_flight, s.queued, s.limit), (2, 14, Some(2)), "{s:?}");
+    m.release(Some(2));
+    stats_until(&m, |s| s.completed == 6 && s.held == 2).await;
+    assert_eq!((lane().in_flight, lane().queued), (2, 12));
+    m.set_hold(false);
     let statuses: Vec<u16> = join_all(load)
         .await
         .into_iter()
         .map(|r| r.unwrap())
         .collect();
     assert!(statuses.iter().all(|&s| s == 200), "no request was lost");
-    // After the reload, in flight never exceeded the new limit once the old requests drained.
-    assert!(m.stats().max_in_flight <= 4);
     let lanes = admin_get(&c, &g, "/admin/lanes").await;
     assert_eq!(lanes[0]["limit"], 2);
     let metrics = metrics_text(&c, g.addr).await;
     assert!(
         metrics.contains(
-            r#"laneway_requests_total{lane="m",key="anonymous",model="mock-*",code="ok"} 200"#
+            r#"laneway_requests_total{lane="m",key="anonymous",model="mock-*",code="ok"} 20"#
         ),
         "counters kept counting across the reload"
     );

@@ -22,6 +22,47 @@ pub async fn slow_mock(latency_ms: u64) -> MockServer {
     mock(cfg).await
 }
 
+/// A mock that holds every answer at its gate until the test releases it.
+pub async fn held_mock() -> MockServer {
+    let mut cfg = mock_cfg();
+    cfg.hold = true;
+    mock(cfg).await
+}
+
+/// With a lane that runs one request at a time in front of a [`held_mock`]: lets the requests
+/// through one by one and returns their `x-request-id`s in the order the lane started them.
+pub async fn serial_order(g: &Gateway, m: &MockServer, n: usize) -> Vec<String> {
+    let mut order = Vec::with_capacity(n);
+    for _ in 0..n {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            let running: Vec<_> = laneway_gateway::views::views(&g.app)
+                .into_iter()
+                .filter(|r| r.state == "running")
+                .collect();
+            // The request held at the mock is the only one running once the one before it left.
+            if m.stats().held == 1 && running.len() == 1 {
+                break running[0].client_request_id.clone().unwrap_or_default();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no single request reached the mock; order so far {order:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        m.release(Some(1));
+        let gone = until(Duration::from_secs(10), || async {
+            !laneway_gateway::views::views(&g.app)
+                .iter()
+                .any(|r| r.client_request_id.as_deref() == Some(id.as_str()))
+        })
+        .await;
+        assert!(gone, "request {id} never finished after its release");
+        order.push(id);
+    }
+    order
+}
+
 pub fn mock_cfg() -> MockConfig {
     MockConfig::new()
 }
@@ -116,10 +157,12 @@ where
     }
 }
 
-/// Waits for the mock's stats to satisfy `cond`; returns the last stats seen.
+/// Waits (at most 10 s) for the mock's stats to satisfy `cond`, and fails the test otherwise.
 pub async fn stats_until(m: &MockServer, cond: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-    until(Duration::from_secs(5), || async { cond(&m.stats()) }).await;
-    m.stats()
+    let met = until(Duration::from_secs(10), || async { cond(&m.stats()) }).await;
+    let s = m.stats();
+    assert!(met, "the mock never reached the expected state: {s:?}");
+    s
 }
 
 /// Every lane of the gateway idle: nothing in flight, nothing queued.
