@@ -22,11 +22,28 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_well_formed() {
-        let a = new_request_id();
-        let b = new_request_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 28);
-        assert!(a.starts_with("req_"));
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000, "no two of 10,000 ids collide");
+        for id in &ids {
+            let hex = id.strip_prefix("req_").expect("the req_ prefix");
+            assert_eq!(hex.len(), 24, "{id}");
+            assert!(
+                hex.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        // 96 random bits: every hex position takes many values across the set.
+        for pos in 0..24 {
+            let seen: std::collections::HashSet<u8> =
+                ids.iter().map(|id| id.as_bytes()[4 + pos]).collect();
+            assert!(
+                seen.len() >= 15,
+                "position {pos} took only {} values",
+                seen.len()
+            );
+        }
     }
 
     #[test]

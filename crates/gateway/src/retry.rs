@@ -88,15 +88,31 @@ mod tests {
     }
 
     #[test]
-    fn backoff_stays_within_its_cap() {
-        let c = RetryConfig::default();
-        for retry in 1..40 {
-            let d = backoff(&c, retry);
-            let cap = c
-                .backoff_base
-                .saturating_mul(1 << (retry - 1).min(20))
-                .min(c.backoff_max);
-            assert!(d <= cap, "retry {retry}: {d:?} > {cap:?}");
+    fn backoff_doubles_up_to_its_cap_with_full_jitter() {
+        let c = RetryConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..RetryConfig::default()
+        };
+        let ms = Duration::from_millis;
+        for (retry, cap) in [
+            (1, ms(100)),
+            (2, ms(200)),
+            (3, ms(400)),
+            (4, ms(800)),
+            (5, ms(1000)),
+            (40, ms(1000)),
+        ] {
+            let delays: Vec<Duration> = (0..400).map(|_| backoff(&c, retry)).collect();
+            let max = delays.iter().max().copied().unwrap_or_default();
+            let min = delays.iter().min().copied().unwrap_or_default();
+            assert!(max <= cap, "retry {retry}: {max:?} > {cap:?}");
+            // Full jitter spreads retries over the whole range, so a crowd does not come back
+            // at once.
+            assert!(
+                max > cap * 9 / 10 && min < cap / 10,
+                "retry {retry}: {min:?}..{max:?}"
+            );
         }
     }
 

@@ -69,7 +69,7 @@ fn start(args: &[&str]) -> (Proc, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_serves_on_port_zero_and_drains_on_sigterm() {
+async fn the_demo_serves_on_port_zero_and_exits_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("laneway-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (mut child, addr) = spawn(
@@ -101,21 +101,62 @@ async fn the_demo_serves_on_port_zero_and_drains_on_sigterm() {
             "{path}"
         );
     }
-    // A streaming request in progress finishes after SIGTERM; then the process exits 0.
-    let body = stream_body("mock-demo");
-    let r = c
-        .post(format!("{base}/v1/chat/completions"))
-        .json(&body)
-        .send()
+    sigterm(&child);
+    let code = tokio::task::spawn_blocking(move || child.wait())
         .await
+        .unwrap()
         .unwrap();
+    assert!(code.success(), "{code:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let text = r.text().await.unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_stream_finish_then_exits() {
+    let m = held_mock().await;
+    let dir = std::env::temp_dir().join(format!("laneway-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[lane]]\nname = \"up\"\nurl = \"{}\"\n[[route]]\nmodel = \"*\"\nlanes = [\"up\"]\n",
+            m.url()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (mut child, addr) = spawn(&args, &dir, &[], Stdio::null());
+    let stream = tokio::spawn(async move {
+        let r = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&stream_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    });
+    // The stream is held at the mock when the signal comes, so only a draining gateway can
+    // deliver its end.
+    stats_until(&m, |s| s.held == 1).await;
+    sigterm(&child);
+    m.release(None);
+    let text = stream.await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     let code = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
@@ -323,15 +364,20 @@ async fn the_request_log_can_be_json() {
         .to_owned();
     r.bytes().await.unwrap();
     let err = child.stderr.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        BufReader::new(err)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("log-me"))
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    // Read on a thread of its own, so a log line that never comes fails the test after a
+    // bound instead of blocking it forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("log-me") && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the request log line within 30 s");
     let v: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["target"], "laneway::request");
     assert_eq!(v["client_request_id"], "log-me");

@@ -1,5 +1,7 @@
 //! The mock upstream tells the truth: tests and benchmarks rely on its counters.
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
@@ -131,4 +133,57 @@ async fn the_gate_releases_exactly_what_the_test_asks_over_http() {
         assert_eq!(call.await.unwrap(), 200);
     }
     assert_eq!(m.stats().completed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
+    let mut cfg = mock_cfg();
+    cfg.tpm = Some(100);
+    let m = mock(cfg).await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .post(format!("{}/chat/completions", m.url()))
+            .json(&chat_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().contains_key("x-ratelimit-remaining-tokens"));
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(
+                r.headers()["retry-after-ms"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    > 0
+            );
+        }
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "each request costs about 31 tokens (prompt bytes / 4 + 16) of 100"
+    );
+
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 100;
+    cfg.slowdown_above = Some(1);
+    cfg.hold = true;
+    let m = mock(cfg).await;
+    let body = chat_body("mock-1");
+    let all = tokio::spawn({
+        let (c, u) = (c.clone(), format!("{}/chat/completions", m.url()));
+        async move { join_all((0..11).map(|_| c.post(&u).json(&body).send())).await }
+    });
+    // All eleven are in flight at once, held at the gate; then they go.
+    stats_until(&m, |s| s.held == 11).await;
+    let started = tokio::time::Instant::now();
+    m.release(None);
+    all.await.unwrap();
+    // Ten requests above the threshold: the last one waits 100 ms + 10 × 10 ms.
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert_eq!(m.stats().max_in_flight, 11);
 }
