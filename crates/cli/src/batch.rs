@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,13 +156,13 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let client = UpstreamClient::new(Duration::from_secs(10));
     let timeout: Duration = a.timeout.into();
     let total = todo.len();
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (mut ok, mut failed) = (0usize, 0usize);
     let stop = Arc::new(AtomicBool::new(false));
-    let progress = std::io::stderr().is_terminal();
+    let progress = Progress::new(total);
     let started = tokio::time::Instant::now();
 
-    let results = futures_util::stream::iter(todo.into_iter().enumerate())
-        .map(|(i, line)| {
+    let results = futures_util::stream::iter(todo)
+        .map(|line| {
             let (client, base, key, stop) = (
                 client.clone(),
                 base.clone(),
@@ -173,7 +173,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 if stop.load(Ordering::Acquire) {
                     return None;
                 }
-                Some(one(&client, &base, key.as_deref(), timeout, skipped + i, line).await)
+                Some(one(&client, &base, key.as_deref(), timeout, line).await)
             }
         })
         .buffer_unordered(a.concurrency);
@@ -187,26 +187,16 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             .and_then(|()| out.flush())
             .context("cannot write the output")?;
         if success {
-            ok.fetch_add(1, Ordering::Relaxed);
+            ok += 1;
         } else {
-            failed.fetch_add(1, Ordering::Relaxed);
+            failed += 1;
             if a.fail_fast {
                 stop.store(true, Ordering::Release);
             }
         }
-        if progress {
-            let n = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
-            eprint!(
-                "\r[{n}/{total}] {} ok, {} failed",
-                ok.load(Ordering::Relaxed),
-                failed.load(Ordering::Relaxed)
-            );
-        }
+        progress.advance(ok, failed);
     }
-    if progress {
-        eprintln!();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    progress.finish();
     eprintln!(
         "batch: {} lines: {ok} succeeded, {failed} failed, {skipped} already done, {} not run; {:.1}s",
         total + skipped,
@@ -226,10 +216,9 @@ async fn one(
     base: &str,
     key: Option<&str>,
     timeout: Duration,
-    n: usize,
     line: Line,
 ) -> (Value, bool) {
-    let id = format!("batch_req_{n}");
+    let id = laneway_core::id::new_id("batch_req");
     let url = format!("{base}{}", line.url);
     let body = bytes::Bytes::from(line.body.to_string());
     let request = UpstreamRequest {
@@ -282,6 +271,64 @@ async fn one(
             ),
             false,
         ),
+    }
+}
+
+/// Progress on standard error: a live bar (done/total, rate, ETA, failures) on a terminal, and
+/// a plain line at every tenth of the work otherwise, so logs stay readable.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    /// The last tenth reported as a plain line.
+    tenth: std::cell::Cell<usize>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        Self {
+            bar,
+            total,
+            tenth: std::cell::Cell::new(0),
+        }
+    }
+
+    fn advance(&self, ok: usize, failed: usize) {
+        let done = ok + failed;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done as u64);
+                bar.set_message(format!("{failed} failed"));
+            }
+            None => {
+                let tenth = (done * 10).checked_div(self.total).unwrap_or(10);
+                if tenth > self.tenth.get() {
+                    self.tenth.set(tenth);
+                    eprintln!(
+                        "batch: {done}/{} done ({}%), {failed} failed",
+                        self.total,
+                        done * 100 / self.total.max(1)
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 

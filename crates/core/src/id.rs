@@ -5,7 +5,13 @@
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
 pub fn new_request_id() -> String {
-    format!("req_{:024x}", fastrand::u128(..) >> 32)
+    new_id("req")
+}
+
+/// `PREFIX_` and 24 random hex digits (96 bits): unique without coordination, so ids made by
+/// separate runs (a resumed batch, another replica) do not collide.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{:024x}", fastrand::u128(..) >> 32)
 }
 
 /// Keeps a client's id when it is short, printable ASCII; otherwise `None`.

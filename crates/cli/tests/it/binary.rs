@@ -294,6 +294,12 @@ fn batch_runs_every_line_once_and_resumes_after_a_crash() {
     );
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("29 succeeded, 1 failed"), "{summary}");
+    // Not a terminal: a plain progress line per tenth of the work, no bar.
+    assert!(
+        summary.contains("batch: 30/30 done (100%), 1 failed"),
+        "{summary}"
+    );
+    assert!(summary.contains("batch: 3/30 done (10%)"), "{summary}");
     let text = std::fs::read_to_string(&output).unwrap();
     let bad = text
         .lines()
@@ -324,6 +330,19 @@ fn batch_runs_every_line_once_and_resumes_after_a_crash() {
     let mut expected: Vec<String> = (0..30).map(|i| format!("item-{i}")).collect();
     expected.sort();
     assert_eq!(ids, expected, "exactly one line per input line");
+    // Every output line has its own id, across the two runs.
+    let line_ids: std::collections::HashSet<String> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(line_ids.len(), 30);
+    assert!(line_ids.iter().all(|id| id.starts_with("batch_req_")));
 
     // --fail-fast stops with a non-zero exit after the failing line.
     std::fs::remove_file(&output).unwrap();
