@@ -251,18 +251,16 @@ impl Lane {
         }
     }
 
-    /// Tags of the requests waiting here, highest priority first and FIFO within a key; the
-    /// interleaving between keys is approximate (it is decided only when a slot frees).
+    /// Tags of the requests waiting here, in the order this lane would serve them if nothing
+    /// else arrived (a waiter also queued on another lane of its pool may leave earlier).
     pub fn waiting(&self) -> Vec<u64> {
         let st = self.lock();
-        let mut live: Vec<(i32, Instant, u64)> = st
-            .queue
-            .iter()
+        st.queue
+            .in_order()
+            .into_iter()
             .filter(|w| w.is_pending())
-            .map(|w| (w.priority, w.enqueued_at, w.tag))
-            .collect();
-        live.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        live.into_iter().map(|(_, _, tag)| tag).collect()
+            .map(|w| w.tag)
+            .collect()
     }
 
     pub fn queued(&self) -> usize {

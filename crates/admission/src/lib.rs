@@ -10,6 +10,7 @@
 //! - [`rates`]: the three rate limits of a scope, taken all-or-nothing.
 //! - [`queue`]: the fair queue (priority classes, weighted virtual time per key, FIFO per key).
 //! - [`lane`]: a lane's slots, rates, queue and dispatcher.
+//! - [`health`]: what upstream answers teach a lane: cooldowns, the circuit, the adaptive limit.
 //! - [`key`]: a client key's limits, in reject or queue mode.
 //! - `waiter`: a queued request, possibly waiting on several lanes of a pool at once.
 //! - [`permit`]: the RAII permit.

@@ -126,13 +126,33 @@ impl<T> FairQueue<T> {
         self.classes.retain(|_, c| c.len > 0 || !c.keys.is_empty());
     }
 
-    /// Items in service order is expensive to compute exactly; this gives every item with the
-    /// position it would have if classes were served in order and keys interleaved by their
-    /// current virtual times. Used only by the admin view.
-    pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.classes
-            .values()
-            .flat_map(|c| c.keys.values().flat_map(|q| q.items.iter().map(|(_, t)| t)))
+    /// Every item in the order [`FairQueue::pop`] would serve them if nothing else arrived:
+    /// classes from the highest priority, keys by virtual time inside a class. Costs
+    /// O(items × keys); meant for the views that show queue positions, not the hot path.
+    pub fn in_order(&self) -> Vec<&T> {
+        let mut out = Vec::with_capacity(self.len);
+        for class in self.classes.values() {
+            // (virtual time, next index, queue) per key, advanced as pop would advance it.
+            let mut cursors: Vec<(f64, usize, &KeyQueue<T>)> = class
+                .keys
+                .values()
+                .filter(|q| !q.items.is_empty())
+                .map(|q| (q.vtime, 0, q))
+                .collect();
+            loop {
+                let next = cursors
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (vt, at, q))| q.items.get(*at).map(|(seq, _)| (*vt, *seq, i)))
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let Some((_, _, i)) = next else { break };
+                let (vt, at, q) = &mut cursors[i];
+                out.push(&q.items[*at].1);
+                *at += 1;
+                *vt += 1.0 / q.weight;
+            }
+        }
+        out
     }
 }
 
@@ -209,6 +229,28 @@ mod tests {
             let expected_a = served as f64 * f64::from(wa) / f64::from(wa + wb);
             prop_assert!((counts[0] as f64 - expected_a).abs() <= 1.0 + 1e-9,
                 "served {:?}, expected {expected_a:.1} for key 0", counts);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn in_order_is_the_order_pop_serves(
+            pushes in proptest::collection::vec((0i32..3, 0u32..4, 1u32..4), 0..200),
+            pops in 0usize..50,
+        ) {
+            let mut q = FairQueue::default();
+            for (i, (p, k, w)) in pushes.iter().enumerate() {
+                q.push(*p, *k, *w, i);
+            }
+            for _ in 0..pops {
+                q.pop();
+            }
+            let predicted: Vec<usize> = q.in_order().into_iter().copied().collect();
+            let mut served = Vec::new();
+            while let Some(i) = q.pop() {
+                served.push(i);
+            }
+            prop_assert_eq!(predicted, served);
         }
     }
 }
