@@ -117,6 +117,22 @@ fn resume(path: &PathBuf) -> anyhow::Result<HashSet<String>> {
         .collect())
 }
 
+/// Where requests go: the gateway URL given, or a private gateway on loopback serving the
+/// config's lanes in-process (kept alive by the returned handle).
+async fn target(a: &Args) -> anyhow::Result<(String, Option<laneway_gateway::Gateway>)> {
+    let Some(path) = &a.config else {
+        return Ok((a.url.trim_end_matches('/').to_owned(), None));
+    };
+    let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gw = laneway_gateway::Gateway::start(
+        config,
+        Some(path.clone()),
+        Some(([127, 0, 0, 1], 0).into()),
+    )
+    .await?;
+    Ok((format!("http://{}", gw.addr), Some(gw)))
+}
+
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     crate::logging::init(false);
     if a.concurrency == 0 {
@@ -130,23 +146,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let skipped = done.len();
 
-    // In-process: a private gateway on loopback serving the config's lanes.
-    let mut _gateway = None;
-    let base = match &a.config {
-        Some(path) => {
-            let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let gw = laneway_gateway::Gateway::start(
-                config,
-                Some(path.clone()),
-                Some(([127, 0, 0, 1], 0).into()),
-            )
-            .await?;
-            let url = format!("http://{}", gw.addr);
-            _gateway = Some(gw);
-            url
-        }
-        None => a.url.trim_end_matches('/').to_owned(),
-    };
+    let (base, _gateway) = target(&a).await?;
 
     let mut out = std::fs::OpenOptions::new()
         .create(true)

@@ -73,24 +73,17 @@ pub enum Verdict {
     },
 }
 
-/// Sends one attempt on the permit's lane and judges the answer, feeding the lane's health.
-pub async fn once(
-    plan: &Plan<'_>,
-    lane: &LaneLive,
-    model: Option<&str>,
-    permit: Permit,
-) -> (Verdict, Permit) {
-    let entry = plan.entry;
-    // Ask for usage on streams when a token limit needs settling and the client did not.
+/// The body one attempt sends on `lane`: the model rewritten when the fallback or the lane
+/// names one, and usage requested on streams when a token limit needs settling and the client
+/// did not ask (the relay then strips it: the second value).
+fn upstream_body(plan: &Plan<'_>, lane: &LaneLive, model: Option<&str>) -> (Bytes, bool) {
     let meta = plan.meta;
-    let strip_usage = meta.stream
-        && !meta.include_usage
-        && (lane.has_tpm
-            || plan
-                .key
-                .config
-                .as_ref()
-                .is_some_and(|k| k.limits.tpm.is_some()));
+    let key_tpm = plan
+        .key
+        .config
+        .as_ref()
+        .is_some_and(|k| k.limits.tpm.is_some());
+    let strip_usage = meta.stream && !meta.include_usage && (lane.has_tpm || key_tpm);
     let mut body = match model.or(lane.config.model.as_deref()) {
         Some(m) => meta.rewrite_model(plan.body, m),
         None => plan.body.clone(),
@@ -98,6 +91,20 @@ pub async fn once(
     if strip_usage {
         body = RequestMeta::with_stream_usage(&body);
     }
+    (body, strip_usage)
+}
+
+/// Sends one attempt on the permit's lane and judges the answer, feeding the lane's health.
+/// The permit comes back with the verdict, so the caller decides whether it is kept (a success
+/// relays under it) or traded for the key's share (a retry).
+pub async fn once(
+    plan: &Plan<'_>,
+    lane: &LaneLive,
+    model: Option<&str>,
+    permit: Permit,
+) -> (Verdict, Permit) {
+    let entry = plan.entry;
+    let (body, strip_usage) = upstream_body(plan, lane, model);
     let now = Instant::now();
     let request = UpstreamRequest {
         url: lane.url(plan.endpoint),
@@ -145,11 +152,27 @@ pub async fn once(
             permit,
         );
     }
+    let verdict = judge_error(plan, lane, &permit, resp, hints, latency).await;
+    (verdict, permit)
+}
+
+/// What an upstream error answer means: read its body (bounded) to tell a quota error from a
+/// rate limit, feed the lane, and pass the answer on as it is if no retry follows.
+async fn judge_error(
+    plan: &Plan<'_>,
+    lane: &LaneLive,
+    permit: &Permit,
+    resp: http::Response<Incoming>,
+    hints: Hints,
+    latency: Duration,
+) -> Verdict {
+    let entry = plan.entry;
+    let status = resp.status();
     let (parts, incoming) = resp.into_parts();
     let read = tokio::select! {
         b = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect() => b,
-        () = entry.cancel.cancelled() => return (Verdict::Final(cancelled()), permit),
-        () = tokio::time::sleep_until(plan.deadline) => return (Verdict::Final(deadline_exceeded()), permit),
+        () = entry.cancel.cancelled() => return Verdict::Final(cancelled()),
+        () = tokio::time::sleep_until(plan.deadline) => return Verdict::Final(deadline_exceeded()),
     };
     let Ok(bytes) = read.map(|c| c.to_bytes()) else {
         // An error answer that cannot be read whole is not passed on cut short.
@@ -163,7 +186,7 @@ pub async fn once(
                 MAX_ERROR_BODY >> 10
             ),
         ));
-        return (Verdict::Final(error), permit);
+        return Verdict::Final(error);
     };
     if status == StatusCode::TOO_MANY_REQUESTS {
         plan.app
@@ -176,7 +199,7 @@ pub async fn once(
     }
     let outcome = classify(status, is_quota_error(&bytes));
     let passthrough = respond::upstream_error(parts, bytes, hints.retry_after);
-    let verdict = match outcome {
+    match outcome {
         Outcome::Retryable { overloaded } => {
             permit.lane().feedback(if overloaded {
                 Feedback::Overloaded {
@@ -196,6 +219,5 @@ pub async fn once(
             permit.lane().feedback(Feedback::Success { latency });
             Verdict::Final(passthrough)
         }
-    };
-    (verdict, permit)
+    }
 }

@@ -139,6 +139,65 @@ fn key_spec(c: &KeyConfig) -> KeySpec {
     }
 }
 
+/// The lanes of `config`, carrying over (and reconfiguring) those `previous` had by name.
+fn build_lanes(
+    config: &Config,
+    previous: Option<&Topology>,
+) -> (Vec<LaneLive>, HashMap<String, usize>) {
+    let mut lanes = Vec::with_capacity(config.lanes.len());
+    let mut by_name = HashMap::new();
+    for (i, c) in config.lanes.iter().enumerate() {
+        let spec = lane_spec(c, config.retry.max_pause);
+        let (lane, budget) = match previous.and_then(|p| p.lane(&c.name)) {
+            Some(old) => {
+                old.lane.reconfigure(spec);
+                (old.lane.clone(), old.budget.clone())
+            }
+            None => (Lane::new(spec), Arc::default()),
+        };
+        let urls = [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+        ]
+        .map(|e| format!("{}{}", c.url, e.upstream_suffix()));
+        by_name.insert(c.name.clone(), i);
+        lanes.push(LaneLive {
+            lane,
+            budget,
+            label: Arc::new(c.name.clone()),
+            has_tpm: c.limits.tpm.is_some(),
+            urls,
+            config: c.clone(),
+        });
+    }
+    (lanes, by_name)
+}
+
+/// The keys of `config` by secret, carrying over (and reconfiguring) those `previous` had by name.
+fn build_keys(config: &Config, previous: Option<&Topology>) -> HashMap<String, Arc<KeyLive>> {
+    let mut keys = HashMap::new();
+    for c in &config.keys {
+        let spec = key_spec(c);
+        let key = match previous.and_then(|p| p.key_named(&c.name)) {
+            Some(old) => {
+                old.key.reconfigure(spec);
+                old.key.clone()
+            }
+            None => Key::new(next_key_id(), spec),
+        };
+        keys.insert(
+            c.key.expose().clone(),
+            Arc::new(KeyLive {
+                key,
+                config: Some(c.clone()),
+                label: Arc::new(c.name.clone()),
+            }),
+        );
+    }
+    keys
+}
+
 impl Topology {
     /// Builds the live objects for `config`, reusing lanes and unchanged keys of `previous`.
     pub async fn build(
@@ -151,33 +210,7 @@ impl Topology {
                 lane.url = mocks.url_for(&lane.name).await?;
             }
         }
-        let mut lanes = Vec::with_capacity(config.lanes.len());
-        let mut by_name = HashMap::new();
-        for (i, c) in config.lanes.iter().enumerate() {
-            let spec = lane_spec(c, config.retry.max_pause);
-            let (lane, budget) = match previous.and_then(|p| p.lane(&c.name)) {
-                Some(old) => {
-                    old.lane.reconfigure(spec);
-                    (old.lane.clone(), old.budget.clone())
-                }
-                None => (Lane::new(spec), Arc::default()),
-            };
-            let urls = [
-                Endpoint::ChatCompletions,
-                Endpoint::Completions,
-                Endpoint::Embeddings,
-            ]
-            .map(|e| format!("{}{}", c.url, e.upstream_suffix()));
-            by_name.insert(c.name.clone(), i);
-            lanes.push(LaneLive {
-                lane,
-                budget,
-                label: Arc::new(c.name.clone()),
-                has_tpm: c.limits.tpm.is_some(),
-                urls,
-                config: c.clone(),
-            });
-        }
+        let (lanes, by_name) = build_lanes(&config, previous);
         let routes = config
             .routes
             .iter()
@@ -194,25 +227,7 @@ impl Topology {
                 label: Arc::new(r.model.clone()),
             })
             .collect();
-        let mut keys = HashMap::new();
-        for c in &config.keys {
-            let spec = key_spec(c);
-            let key = match previous.and_then(|p| p.key_named(&c.name)) {
-                Some(old) => {
-                    old.key.reconfigure(spec);
-                    old.key.clone()
-                }
-                None => Key::new(next_key_id(), spec),
-            };
-            keys.insert(
-                c.key.expose().clone(),
-                Arc::new(KeyLive {
-                    key,
-                    config: Some(c.clone()),
-                    label: Arc::new(c.name.clone()),
-                }),
-            );
-        }
+        let keys = build_keys(&config, previous);
         let anonymous = previous.map_or_else(
             || {
                 let key = Key::new(0, KeySpec::anonymous());
