@@ -263,6 +263,52 @@ fn put_limit_headers(h: &mut HeaderMap, which: &str, t: &Taken) {
     }
 }
 
+/// One of the first `fail_first` answers: the scripted status, code and retry hint.
+fn scripted_failure(s: &MockState) -> Response {
+    let cfg = &s.cfg;
+    let status = StatusCode::from_u16(cfg.fail_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        s.stats.rejected_429.fetch_add(1, Relaxed);
+    } else {
+        s.stats.errors_injected.fetch_add(1, Relaxed);
+    }
+    let code = cfg
+        .fail_code
+        .as_deref()
+        .unwrap_or(if status.as_u16() == 429 {
+            "rate_limit_exceeded"
+        } else {
+            "server_error"
+        });
+    let mut r = error(status, code, "scripted failure");
+    if cfg.fail_retry_after_ms > 0 {
+        let ms = cfg.fail_retry_after_ms;
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
+        r.headers_mut()
+            .insert("retry-after-ms", HeaderValue::from(ms));
+    }
+    r
+}
+
+/// How long an answer takes: the configured latency, jitter, and the slowdown per request in
+/// flight above `slowdown_above` (an upstream queueing internally).
+fn answer_latency(cfg: &MockConfig, rng: &mut fastrand::Rng, in_flight: u64) -> Duration {
+    let mut latency = cfg.latency_ms as f64;
+    if cfg.jitter_ms > 0 {
+        latency += (rng.f64() * 2.0 - 1.0) * cfg.jitter_ms as f64;
+    }
+    if let Some(above) = cfg.slowdown_above {
+        let extra = in_flight.saturating_sub(u64::from(above));
+        latency += cfg.latency_ms as f64 * 0.1 * extra as f64;
+    }
+    if latency >= 1.0 {
+        Duration::from_secs_f64(latency / 1000.0)
+    } else {
+        Duration::ZERO
+    }
+}
+
 async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     s.stats.requests.fetch_add(1, Relaxed);
     let Ok(req) = serde_json::from_slice::<Req>(&raw) else {
@@ -279,29 +325,7 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     let cfg = &s.cfg;
 
     if n < cfg.fail_first {
-        let status = StatusCode::from_u16(cfg.fail_status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            s.stats.rejected_429.fetch_add(1, Relaxed);
-        } else {
-            s.stats.errors_injected.fetch_add(1, Relaxed);
-        }
-        let code = cfg
-            .fail_code
-            .as_deref()
-            .unwrap_or(if status.as_u16() == 429 {
-                "rate_limit_exceeded"
-            } else {
-                "server_error"
-            });
-        let mut r = error(status, code, "scripted failure");
-        if cfg.fail_retry_after_ms > 0 {
-            let ms = cfg.fail_retry_after_ms;
-            r.headers_mut()
-                .insert("retry-after", HeaderValue::from(ms.div_ceil(1000)));
-            r.headers_mut()
-                .insert("retry-after-ms", HeaderValue::from(ms));
-        }
-        return r;
+        return scripted_failure(&s);
     }
     let max = Some(s.max_concurrent.load(Relaxed)).filter(|&m| m != u64::MAX);
     let Some((guard, in_flight)) = InFlight::enter(&s.stats, max) else {
@@ -345,16 +369,9 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     }
 
     s.pass_gate().await;
-    let mut latency = cfg.latency_ms as f64;
-    if cfg.jitter_ms > 0 {
-        latency += (rng.f64() * 2.0 - 1.0) * cfg.jitter_ms as f64;
-    }
-    if let Some(above) = cfg.slowdown_above {
-        let extra = in_flight.saturating_sub(u64::from(above));
-        latency += cfg.latency_ms as f64 * 0.1 * extra as f64;
-    }
-    if latency >= 1.0 {
-        tokio::time::sleep(Duration::from_secs_f64(latency / 1000.0)).await;
+    let latency = answer_latency(cfg, &mut rng, in_flight);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
 
     let inputs = req.inputs();
