@@ -44,6 +44,39 @@ pub const ADAPTIVE_CEILING: u32 = 256;
 /// Where an adaptive lane starts before it has learned anything.
 const ADAPTIVE_START: u32 = 2;
 
+/// An operator's hand on a lane's concurrency, set at run time (admin API, panel). It survives
+/// a reload unless the new file changes that lane's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Control {
+    /// What the config says: its fixed limit, or adaptive when it asks for that.
+    #[default]
+    Config,
+    /// A fixed limit set by hand.
+    Fixed(u32),
+    /// One request at a time, as for a local server.
+    Serial,
+    /// Learn the limit from the upstream's answers, whatever the config says.
+    Auto,
+}
+
+/// Where a lane's limit in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSource {
+    Config,
+    Adaptive,
+    Operator,
+}
+
+impl LimitSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Adaptive => "adaptive",
+            Self::Operator => "operator",
+        }
+    }
+}
+
 /// What the admin API and metrics show of a lane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaneSnapshot {
@@ -56,6 +89,10 @@ pub struct LaneSnapshot {
     pub tpm_used: Option<u64>,
     pub cooldown_until: Option<Duration>,
     pub health: Health,
+    /// Held by an operator: running requests finish, nothing new starts.
+    pub paused: bool,
+    pub control: Control,
+    pub limit_source: LimitSource,
 }
 
 struct State {
@@ -72,6 +109,9 @@ struct State {
     ewma_service: Duration,
     circuit: Circuit,
     aimd: Option<Aimd>,
+    control: Control,
+    /// Paused by an operator (not an upstream cooldown): nothing new starts until resumed.
+    held: bool,
 }
 
 impl State {
@@ -92,9 +132,22 @@ impl State {
     }
 
     fn configured_limit(&self) -> u32 {
-        match &self.aimd {
-            Some(a) => a.limit(),
-            None => self.spec.max_concurrent.unwrap_or(UNLIMITED),
+        match (self.control, &self.aimd) {
+            (Control::Fixed(n), _) => n.max(1),
+            (Control::Serial, _) => 1,
+            (Control::Config | Control::Auto, Some(a)) => a.limit(),
+            (Control::Config | Control::Auto, None) => {
+                self.spec.max_concurrent.unwrap_or(UNLIMITED)
+            }
+        }
+    }
+
+    fn limit_source(&self) -> LimitSource {
+        match self.control {
+            Control::Fixed(_) | Control::Serial => LimitSource::Operator,
+            Control::Auto => LimitSource::Adaptive,
+            Control::Config if self.spec.adaptive => LimitSource::Adaptive,
+            Control::Config => LimitSource::Config,
         }
     }
 
@@ -118,6 +171,8 @@ pub struct Lane {
 
 /// Why the fast path failed.
 pub(crate) enum Busy {
+    /// Paused by an operator: wait in the queue (or on a pool mate), it is not an outage.
+    Held,
     /// Cooling down or open until then; `open` when the circuit is open (the upstream fails).
     Paused {
         until: Instant,
@@ -148,6 +203,8 @@ impl Lane {
                 paused_until: None,
                 next_wake: None,
                 ewma_service: Duration::from_secs(1),
+                control: Control::Config,
+                held: false,
                 spec,
             }),
             queued: AtomicUsize::new(0),
@@ -173,6 +230,11 @@ impl Lane {
             let mut st = self.lock();
             st.rates.reconfigure(spec.rates);
             if spec.adaptive != st.spec.adaptive || spec.max_concurrent != st.spec.max_concurrent {
+                // The file changed this lane's limit: it wins over what an operator set.
+                if st.control != Control::Config {
+                    tracing::info!(lane = %self.name, "the new config sets this lane's limit; the operator's setting is dropped");
+                }
+                st.control = Control::Config;
                 st.aimd = State::new_aimd(&spec);
             }
             // A pause taken under the old bound is cut to the new one.
@@ -188,6 +250,39 @@ impl Lane {
         }
         self.timer.notify_one();
         self.dispatch();
+    }
+
+    /// Sets the operator's control of the concurrency limit; returns the limit now in force.
+    pub fn set_control(self: &Arc<Self>, control: Control) -> Option<u32> {
+        let limit = {
+            let mut st = self.lock();
+            let adaptive = match control {
+                Control::Auto => true,
+                Control::Config => st.spec.adaptive,
+                Control::Fixed(_) | Control::Serial => st.aimd.is_some(),
+            };
+            if adaptive && st.aimd.is_none() {
+                let max = st.spec.max_concurrent.unwrap_or(ADAPTIVE_CEILING);
+                st.aimd = Some(Aimd::new(ADAPTIVE_START.min(max), max));
+            } else if !adaptive {
+                st.aimd = None;
+            }
+            st.control = control;
+            st.limit = st.configured_limit();
+            st.limit
+        };
+        self.dispatch();
+        (limit != UNLIMITED).then_some(limit)
+    }
+
+    /// Pauses (`true`) or resumes the lane for an operator. Paused, running requests finish and
+    /// queued ones wait; a pool sends new ones to its other lanes. Returns whether it changed.
+    pub fn set_paused(self: &Arc<Self>, paused: bool) -> bool {
+        let changed = std::mem::replace(&mut self.lock().held, paused) != paused;
+        if !paused {
+            self.dispatch();
+        }
+        changed
     }
 
     /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit.
@@ -248,6 +343,9 @@ impl Lane {
             } else {
                 Health::Ok
             },
+            paused: st.held,
+            control: st.control,
+            limit_source: st.limit_source(),
         }
     }
 
@@ -274,13 +372,18 @@ impl Lane {
     /// Free slots and whether rates allow a request now; used to rank pool members.
     pub(crate) fn headroom(&self, now: Instant, tokens: u64) -> (bool, u32, usize) {
         let st = self.lock();
-        let open = st.paused_until.is_none_or(|p| p <= now) && st.rates.check(now, tokens).is_ok();
+        let open = !st.held
+            && st.paused_until.is_none_or(|p| p <= now)
+            && st.rates.check(now, tokens).is_ok();
         (open, st.cap().saturating_sub(st.in_flight), self.queued())
     }
 
     /// The fast path: takes a slot at once if nobody is waiting and capacity is free.
     pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> Result<(), Busy> {
         let mut st = self.lock();
+        if st.held {
+            return Err(Busy::Held);
+        }
         if let Some(p) = st.paused_until.filter(|&p| p > now) {
             return Err(Busy::Paused {
                 until: p,
@@ -323,7 +426,7 @@ impl Lane {
             Busy::Paused { until, .. } => AdmissionError::NoLaneAvailable {
                 retry_after: until - now,
             },
-            Busy::Full | Busy::Queue => AdmissionError::ConcurrencyLimited {
+            Busy::Full | Busy::Queue | Busy::Held => AdmissionError::ConcurrencyLimited {
                 scope,
                 retry_after: estimate_wait(&st, 0),
             },
@@ -405,6 +508,9 @@ impl Lane {
         let now = Instant::now();
         let mut st = self.lock();
         let wake = loop {
+            if st.held {
+                break None;
+            }
             if let Some(p) = st.paused_until {
                 if p > now {
                     break Some(p);

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::{AdmissionError, RateKind, Scope};
 pub use health::{Feedback, Health};
 pub use key::{Key, KeyPermit, KeySpec, KeyUsage};
-pub use lane::{Lane, LaneSnapshot, LaneSpec};
+pub use lane::{Control, Lane, LaneSnapshot, LaneSpec, LimitSource};
 pub use permit::Permit;
 pub use rates::RateSpec;
 

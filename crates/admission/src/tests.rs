@@ -565,3 +565,126 @@ async fn an_upstream_hint_never_pauses_a_lane_past_its_bound() {
     let p = ask(std::slice::from_ref(&a), &anon(), &CancellationToken::new()).await;
     assert!(p.is_ok());
 }
+
+/// Spawns `n` requests on `l` that report their permits on a channel as they are admitted.
+fn waiters(
+    l: &Arc<Lane>,
+    k: &Arc<Key>,
+    c: &CancellationToken,
+    n: usize,
+) -> tokio::sync::mpsc::UnboundedReceiver<Permit> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..n {
+        let (l, k, c, tx) = (l.clone(), k.clone(), c.clone(), tx.clone());
+        tokio::spawn(async move {
+            let p = ask(&[l], &k, &c).await.unwrap();
+            let _ = tx.send(p);
+        });
+    }
+    rx
+}
+
+#[tokio::test(start_paused = true)]
+async fn serial_runs_one_at_a_time_and_parallel_restores_the_limit() {
+    let l = lane("a", Some(3), Mode::Queue);
+    let (k, c) = (anon(), CancellationToken::new());
+    let first: Vec<Permit> = vec![
+        ask(std::slice::from_ref(&l), &k, &c).await.unwrap(),
+        ask(std::slice::from_ref(&l), &k, &c).await.unwrap(),
+    ];
+    assert_eq!(l.set_control(Control::Serial), Some(1));
+    let mut rx = waiters(&l, &k, &c, 3);
+    settle().await;
+    assert_eq!(l.snapshot().queued, 3, "two run, none may join them");
+    drop(first);
+    let p = rx.recv().await.unwrap();
+    settle().await;
+    let s = l.snapshot();
+    assert_eq!((s.in_flight, s.queued), (1, 2), "one at a time");
+    assert_eq!(
+        (s.control, s.limit_source),
+        (Control::Serial, LimitSource::Operator)
+    );
+    drop(p);
+    let p = rx.recv().await.unwrap();
+    assert_eq!(l.set_control(Control::Config), Some(3));
+    let last = rx.recv().await.unwrap();
+    let s = l.snapshot();
+    assert_eq!((s.in_flight, s.limit_source), (2, LimitSource::Config));
+    drop((p, last));
+    assert_eq!(l.set_control(Control::Fixed(5)), Some(5));
+    assert_eq!(l.set_control(Control::Auto), Some(2), "adaptive starts low");
+    assert_eq!(l.snapshot().limit_source, LimitSource::Adaptive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_lane_starts_nothing_until_resumed() {
+    let l = lane("a", Some(2), Mode::Queue);
+    let (k, c) = (anon(), CancellationToken::new());
+    let running = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    assert!(l.set_paused(true));
+    assert!(!l.set_paused(true), "pausing a paused lane changes nothing");
+    let mut rx = waiters(&l, &k, &c, 2);
+    settle().await;
+    drop(running);
+    advance(Duration::from_secs(5)).await;
+    settle().await;
+    let s = l.snapshot();
+    assert!(s.paused);
+    assert_eq!(
+        (s.in_flight, s.queued),
+        (0, 2),
+        "a free slot stays free while paused"
+    );
+    assert!(rx.try_recv().is_err());
+    assert!(l.set_paused(false));
+    let a = rx.recv().await.unwrap();
+    let b = rx.recv().await.unwrap();
+    assert_eq!(l.snapshot().in_flight, 2);
+    drop((a, b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_sends_new_requests_past_a_paused_lane() {
+    let (a, b) = (
+        lane("a", Some(2), Mode::Queue),
+        lane("b", Some(2), Mode::Queue),
+    );
+    let (k, c) = (anon(), CancellationToken::new());
+    a.set_paused(true);
+    let pool = [a.clone(), b.clone()];
+    let p1 = ask(&pool, &k, &c).await.unwrap();
+    let p2 = ask(&pool, &k, &c).await.unwrap();
+    assert!(Arc::ptr_eq(p1.lane(), &b) && Arc::ptr_eq(p2.lane(), &b));
+    assert_eq!(a.snapshot().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_setting_survives_a_reload_unless_the_file_changes_the_limit() {
+    let l = lane("a", Some(4), Mode::Queue);
+    l.set_control(Control::Serial);
+    let spec = |max| LaneSpec {
+        name: "a".into(),
+        max_concurrent: Some(max),
+        rates: RateSpec::default(),
+        queue_max_len: 10,
+        queue_timeout: Duration::from_secs(10),
+        on_limit: Mode::Queue,
+        adaptive: false,
+        max_pause: Duration::from_secs(300),
+    };
+    l.reconfigure(spec(4));
+    let s = l.snapshot();
+    assert_eq!(
+        (s.control, s.limit),
+        (Control::Serial, Some(1)),
+        "queue settings changed only"
+    );
+    l.reconfigure(spec(6));
+    let s = l.snapshot();
+    assert_eq!(
+        (s.control, s.limit),
+        (Control::Config, Some(6)),
+        "the file set a new limit"
+    );
+}
