@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::respond::GatewayError;
 use crate::table::Entry;
 use crate::views::{lane_views, positions, views};
-use crate::{auth, App};
+use crate::{auth, control, App};
 
 pub fn router() -> Router<Arc<App>> {
     Router::new()
@@ -24,6 +24,13 @@ pub fn router() -> Router<Arc<App>> {
         .route("/stop-all", post(stop_all))
         .route("/clear-queue", post(clear_queue))
         .route("/lanes", get(lanes))
+        .route(
+            "/lanes/{name}",
+            get(control::get_lane).patch(control::patch),
+        )
+        .route("/lanes/{name}/pause", post(control::pause))
+        .route("/lanes/{name}/resume", post(control::resume))
+        .route("/lanes/{name}/drain", post(control::drain))
         .route("/reload", post(reload))
 }
 

@@ -17,6 +17,7 @@
 //! - [`retry`]: backoff, the delay before a retry, and the retry budget.
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
+//! - [`control`]: lane controls at run time (pause, resume, drain, concurrency by hand).
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface; [`views`]: what the
 //!   admin API and the panel show.
 
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod body;
 pub mod catalog;
 pub mod conn;
+pub mod control;
 pub mod forward;
 pub mod label;
 pub mod ledger;

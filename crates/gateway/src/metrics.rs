@@ -39,6 +39,12 @@ pub struct LaneKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneAction {
+    pub lane: Label,
+    pub action: Code,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: Code,
 }
@@ -64,6 +70,7 @@ pub struct Metrics {
     pub tokens: Family<LaneKind, Counter>,
     pub cancelled: Family<Reason, Counter>,
     pub connections: Gauge,
+    pub lane_controls: Family<LaneAction, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,6 +89,7 @@ impl Default for Metrics {
             tokens: Family::default(),
             cancelled: Family::default(),
             connections: Gauge::default(),
+            lane_controls: Family::default(),
             registry: Registry::default(),
         };
         // Names are registered without the `_total` suffix; the encoder appends it to counters.
@@ -144,6 +152,11 @@ impl Default for Metrics {
             "laneway_connections",
             "Open client connections (see server.max_connections)",
             m.connections.clone(),
+        );
+        registry.register(
+            "laneway_lane_controls",
+            "Operator actions on lanes (pause, resume, drain, concurrency), by lane and action",
+            m.lane_controls.clone(),
         );
         Self { registry, ..m }
     }

@@ -74,30 +74,42 @@ pub struct LaneView {
     pub tpm_used: Option<u64>,
     pub state: &'static str,
     pub cooldown_until: Option<String>,
+    /// Paused by an operator: running requests finish, nothing new starts.
+    pub paused: bool,
+    /// `serial` (one at a time, set by an operator) or `parallel`.
+    pub mode: &'static str,
+    /// `config`, `adaptive` or `operator`: who set the limit in force.
+    pub limit_source: &'static str,
 }
 
 pub fn lane_views(app: &App) -> Vec<LaneView> {
     let topo = app.topo.load();
-    topo.lanes
-        .iter()
-        .map(|l| {
-            let s = l.lane.snapshot();
-            LaneView {
-                name: s.name,
-                in_flight: s.in_flight,
-                queued: s.queued,
-                limit: s.limit,
-                rpm_used: s.rpm_used,
-                tpm_used: s.tpm_used,
-                state: match s.health {
-                    laneway_admission::Health::Ok => "ok",
-                    laneway_admission::Health::CoolingDown => "cooling_down",
-                    laneway_admission::Health::Open => "open",
-                },
-                cooldown_until: s.cooldown_until.map(wall_clock),
-            }
-        })
-        .collect()
+    topo.lanes.iter().map(|l| lane_view(&l.lane)).collect()
+}
+
+pub fn lane_view(lane: &laneway_admission::Lane) -> LaneView {
+    let s = lane.snapshot();
+    LaneView {
+        name: s.name,
+        in_flight: s.in_flight,
+        queued: s.queued,
+        limit: s.limit,
+        rpm_used: s.rpm_used,
+        tpm_used: s.tpm_used,
+        state: match s.health {
+            laneway_admission::Health::Ok => "ok",
+            laneway_admission::Health::CoolingDown => "cooling_down",
+            laneway_admission::Health::Open => "open",
+        },
+        cooldown_until: s.cooldown_until.map(wall_clock),
+        paused: s.paused,
+        mode: if s.control == laneway_admission::Control::Serial {
+            "serial"
+        } else {
+            "parallel"
+        },
+        limit_source: s.limit_source.as_str(),
+    }
 }
 
 /// An RFC 3339 time `d` from now. Never fails: `d` is capped so the year stays printable.

@@ -5,6 +5,7 @@ mod admin;
 mod admission;
 mod binary;
 mod conns;
+mod control;
 mod errors;
 mod hostile;
 mod mock;
