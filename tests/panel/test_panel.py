@@ -155,6 +155,51 @@ def test_stop_and_cancel_from_the_panel(gateway, driver):
     assert admin(addr, "/admin/requests") == (200, [])
 
 
+def test_lane_controls_from_the_panel(gateway, driver):
+    addr, _ = gateway
+    driver.get(f"http://{addr}/ui#key={ADMIN}")
+    wait = WebDriverWait(driver, 20)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "live"))
+    lane = (By.CSS_SELECTOR, '.lane[data-lane="slow-lane"]')
+    button = lambda action: driver.find_element(*lane).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]')
+    counts = lambda running, queued: lambda d: (len(d.find_elements(By.CSS_SELECTOR, "#running .card")) == running
+                                                and len(d.find_elements(By.CSS_SELECTOR, "#queued .card")) == queued)
+
+    button("mode").click()
+    wait.until(lambda d: d.find_element(*lane).get_attribute("data-mode") == "serial")
+    assert "set by hand" in driver.find_element(*lane).text
+    status, view = admin(addr, "/admin/lanes/slow-lane")
+    assert status == 200 and (view["mode"], view["limit"], view["limit_source"]) == ("serial", 1, "operator")
+
+    results = {}
+    threads = [threading.Thread(target=slow_request, args=(addr, results, 10 + i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    wait.until(counts(1, 2))
+    # Back to parallel: the lane's limit of 2 applies again at once.
+    button("mode").click()
+    wait.until(counts(2, 1))
+    assert "set by hand" not in driver.find_element(*lane).text
+
+    button("pause").click()
+    wait.until(lambda d: d.find_element(*lane).get_attribute("data-paused") == "true")
+    driver.find_element(By.ID, "stop-all").click()
+    driver.switch_to.alert.accept()
+    # The running ones end; the waiting one does not start while the lane is paused.
+    wait.until(counts(0, 1))
+    assert admin(addr, "/admin/lanes/slow-lane")[1]["paused"] is True
+    button("resume").click()
+    wait.until(counts(1, 0))
+    driver.find_element(By.ID, "stop-all").click()
+    driver.switch_to.alert.accept()
+    wait.until(counts(0, 0))
+    for t in threads:
+        t.join(timeout=20)
+    assert sorted(s for s, _ in results.values()) == [503] * 3
+    status, view = admin(addr, "/admin/lanes/slow-lane")
+    assert (view["paused"], view["mode"], view["limit"]) == (False, "parallel", 2)
+
+
 def test_the_panel_keeps_up_with_a_thousand_pending_requests(gateway, driver):
     import resource
     import socket

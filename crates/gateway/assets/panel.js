@@ -8,8 +8,10 @@ if (fromHash) { key = fromHash; sessionStorage.setItem("laneway-admin-key", key)
 const $ = (id) => document.getElementById(id);
 const cards = new Map();
 
-function api(path, method = "POST") {
-  return fetch(path, { method, headers: { Authorization: "Bearer " + key } });
+function api(path, method = "POST", body) {
+  const headers = { Authorization: "Bearer " + key };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  return fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
 }
 
 function showLogin(message) {
@@ -33,19 +35,42 @@ function age(ms) {
   return ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.floor(ms / 60000) + " min " + Math.round(ms % 60000 / 1000) + " s";
 }
 
+let lanesHtml = "";
+
 function renderLanes(lanes) {
-  $("lanes").innerHTML = lanes.map((l) => {
+  const html = lanes.map((l) => {
     const limit = l.limit == null ? "∞" : l.limit;
     const pct = l.limit ? Math.min(100, 100 * l.in_flight / l.limit) : (l.in_flight ? 100 : 0);
     const extra = [l.rpm_used != null ? l.rpm_used + " rpm used" : "", l.tpm_used != null ? l.tpm_used + " tpm used" : ""].filter(Boolean).join(" · ");
-    return `<div class="lane" data-lane="${esc(l.name)}"><div class="name">${esc(l.name)}</div>
+    const badges = [l.paused ? '<span class="badge paused">paused</span>' : "",
+      l.limit_source === "operator" ? '<span class="badge by-hand" title="set from the panel or the admin API; a reload keeps it unless the file changes this lane\'s limit">set by hand</span>' : ""].join("");
+    const serial = l.mode === "serial";
+    return `<div class="lane" data-lane="${esc(l.name)}" data-mode="${l.mode}" data-paused="${l.paused}"><div class="name">${esc(l.name)} ${badges}</div>
       <div class="bar"><span data-pct="${pct}"></span></div>
       <div class="meta"><b class="in-flight">${l.in_flight}</b> / ${limit} in flight · <b class="queued">${l.queued}</b> queued ·
-      <span class="state-${l.state}">${l.state.replace("_", " ")}</span>${extra ? "<br>" + extra : ""}</div></div>`;
+      <span class="state-${l.state}">${l.state.replace("_", " ")}</span>${extra ? "<br>" + extra : ""}</div>
+      <div class="controls"><button data-action="${l.paused ? "resume" : "pause"}">${l.paused ? "Resume" : "Pause"}</button>
+      <button data-action="mode">${serial ? "Parallel" : "One at a time"}</button></div></div>`;
   }).join("") || '<div class="empty">no lanes</div>';
+  // Rebuilt only when something changed, so a button is never replaced under the pointer.
+  if (html === lanesHtml) return;
+  lanesHtml = html;
+  $("lanes").innerHTML = html;
   // Widths are set through the DOM: the page's Content-Security-Policy allows no inline styles.
   for (const bar of $("lanes").querySelectorAll(".bar span")) bar.style.width = bar.dataset.pct + "%";
 }
+
+$("lanes").addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-action]");
+  if (!button) return;
+  const lane = button.closest(".lane");
+  const path = "/admin/lanes/" + encodeURIComponent(lane.dataset.lane);
+  const action = button.dataset.action;
+  const r = action === "mode"
+    ? await api(path, "PATCH", { concurrency: lane.dataset.mode === "serial" ? "parallel" : "serial" })
+    : await api(path + "/" + action);
+  if (!r.ok) alert((await r.json()).error.message);
+});
 
 function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c])); }
 
