@@ -1,7 +1,9 @@
-//! `laneway`: the gateway, the mock upstream, the batch runner and the config checker.
+//! `laneway`: the gateway, the mock upstream, the batch runner, the config checker and the
+//! Onwards importer.
 
 mod batch;
 mod check;
+mod import;
 mod logging;
 mod mock;
 mod serve;
@@ -28,6 +30,8 @@ enum Command {
     Batch(batch::Args),
     /// Validate a config and print the effective lanes, routes, keys and limits
     Check(check::Args),
+    /// Print the Laneway TOML equivalent of an Onwards JSON config
+    Import(import::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
             Command::Mock(a) => mock::run(a).await,
             Command::Batch(a) => batch::run(a).await,
             Command::Check(a) => Ok(check::run(&a)),
+            Command::Import(a) => Ok(import::run(&a)),
         }
     });
     match result {

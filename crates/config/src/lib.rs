@@ -6,11 +6,13 @@
 //! - [`model`]: the validated types the rest of Laneway uses; they cannot hold invalid values.
 //! - [`describe`]: the effective configuration as `laneway check` prints it, secrets masked.
 //! - [`error`]: [`ConfigError`], one entry per problem.
+//! - [`onwards`]: Onwards JSON configs, translated to Laneway TOML and then validated as such.
 
 pub mod describe;
 pub mod env;
 pub mod error;
 pub mod model;
+pub mod onwards;
 pub mod raw;
 pub mod validate;
 
@@ -21,9 +23,26 @@ pub use model::*;
 
 impl Config {
     /// Reads and validates a config file.
+    /// An Onwards JSON config (a file whose text starts with `{`) is read as it is.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
-        Self::parse(&text).map_err(|mut e| {
+        let parsed = if onwards::is_json(&text) {
+            onwards::to_toml(&text, false).and_then(|toml| {
+                Self::parse(&toml).map_err(|mut e| {
+                    // Lines of the translation mean nothing in the JSON file; paths still do.
+                    for p in &mut e.problems {
+                        p.line = None;
+                        p.message.push_str(
+                            " (in the Laneway translation; `laneway import FILE` prints it)",
+                        );
+                    }
+                    e
+                })
+            })
+        } else {
+            Self::parse(&text)
+        };
+        parsed.map_err(|mut e| {
             e.file = Some(path.to_owned());
             e
         })

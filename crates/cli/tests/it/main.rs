@@ -9,6 +9,7 @@ mod control;
 mod errors;
 mod hostile;
 mod mock;
+mod onwards;
 mod proxy;
 mod resilience;
 mod util;
