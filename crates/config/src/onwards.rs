@@ -113,11 +113,9 @@ fn lane_url(url: &str) -> String {
     }
 }
 
-/// Translates an Onwards config into Laneway TOML. `queue` makes full lanes queue instead of
-/// refusing at once.
-pub fn to_toml(json: &str, queue: bool) -> Result<String, ConfigError> {
+fn parse(json: &str) -> Result<File, ConfigError> {
     let de = &mut serde_json::Deserializer::from_str(json);
-    let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         ConfigError {
@@ -128,8 +126,102 @@ pub fn to_toml(json: &str, queue: bool) -> Result<String, ConfigError> {
                 message: format!("not a valid Onwards config: {inner}"),
             }],
         }
-    })?;
-    let auth = file.auth.unwrap_or_default();
+    })
+}
+
+fn write_lane(out: &mut String, name: &str, t: &Target, on_limit: &str) {
+    let _ = writeln!(
+        out,
+        "\n[[lane]]\nname = {}\nurl = {}",
+        lit(name),
+        lit(&lane_url(&t.url))
+    );
+    if let Some(k) = &t.onwards_key {
+        let _ = writeln!(out, "api_key = {}", lit(k));
+    }
+    if let Some(m) = &t.onwards_model {
+        let _ = writeln!(out, "model = {}", lit(m));
+    }
+    limits(out, t.rate_limit.as_ref(), t.concurrency_limit.as_ref());
+    let _ = writeln!(out, "on_limit = \"{on_limit}\"");
+    unmapped(out, &format!("targets.{name}"), &t.other);
+    let _ = writeln!(
+        out,
+        "\n[[route]]\nmodel = {}\nlanes = [{}]",
+        lit(name),
+        lit(name)
+    );
+}
+
+/// Which targets a key may use, by the Onwards rules: global keys reach every target; a key
+/// named (by definition name or value) in targets' `keys` reaches those; a defined key named
+/// nowhere reaches the open targets.
+struct Access<'f> {
+    every: BTreeSet<String>,
+    open: BTreeSet<String>,
+    global: BTreeSet<&'f str>,
+    /// Targets by the key entry (a definition name or a literal key) that lists them.
+    listed: BTreeMap<&'f str, BTreeSet<String>>,
+}
+
+impl<'f> Access<'f> {
+    fn new(file: &'f File, auth: &'f Auth) -> Self {
+        let mut listed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for (name, t) in &file.targets {
+            for k in &t.keys {
+                listed.entry(k.as_str()).or_default().insert(name.clone());
+            }
+        }
+        Self {
+            every: file.targets.keys().cloned().collect(),
+            open: file
+                .targets
+                .iter()
+                .filter(|(_, t)| t.keys.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect(),
+            global: auth.global_keys.iter().map(String::as_str).collect(),
+            listed,
+        }
+    }
+
+    fn models_of(&self, name: &str, secret: &str) -> BTreeSet<String> {
+        if self.global.contains(name) || self.global.contains(secret) {
+            return self.every.clone();
+        }
+        let mut m: BTreeSet<String> = [name, secret]
+            .iter()
+            .filter_map(|k| self.listed.get(k))
+            .flatten()
+            .cloned()
+            .collect();
+        if m.is_empty() {
+            m = self.open.clone();
+        }
+        m
+    }
+
+    fn write_key(&self, out: &mut String, name: &str, secret: &str) {
+        let models = self.models_of(name, secret);
+        let _ = writeln!(
+            out,
+            "\n[[key]]\nname = {}\nkey = {}",
+            lit(name),
+            lit(secret)
+        );
+        if models != self.every {
+            let list: Vec<String> = models.iter().map(|m| lit(m)).collect();
+            let _ = writeln!(out, "models = [{}]", list.join(", "));
+        }
+    }
+}
+
+/// Translates an Onwards config into Laneway TOML. `queue` makes full lanes queue instead of
+/// refusing at once.
+pub fn to_toml(json: &str, queue: bool) -> Result<String, ConfigError> {
+    let file = parse(json)?;
+    let no_auth = Auth::default();
+    let auth = file.auth.as_ref().unwrap_or(&no_auth);
     let on_limit = if queue { "queue" } else { "reject" };
     let mut out = String::from(
         "# Translated from an Onwards config by Laneway. Each target is a lane serving its own\n\
@@ -138,87 +230,21 @@ pub fn to_toml(json: &str, queue: bool) -> Result<String, ConfigError> {
     );
     unmapped(&mut out, "(top level)", &file.other);
     unmapped(&mut out, "auth", &auth.other);
-
-    // Which targets each key may use. A target without keys is open in Onwards; in Laneway a
-    // gateway with keys needs one on every request, so open targets are noted below.
-    let global: BTreeSet<&str> = auth.global_keys.iter().map(String::as_str).collect();
-    let mut allowed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut literal_keys: BTreeSet<String> = BTreeSet::new();
-    let any_keys = !global.is_empty()
-        || !auth.key_definitions.is_empty()
-        || file.targets.values().any(|t| !t.keys.is_empty());
-
+    let access = Access::new(&file, auth);
+    let any_keys =
+        !access.global.is_empty() || !auth.key_definitions.is_empty() || !access.listed.is_empty();
     for (name, t) in &file.targets {
-        let _ = writeln!(
-            out,
-            "\n[[lane]]\nname = {}\nurl = {}",
-            lit(name),
-            lit(&lane_url(&t.url))
-        );
-        if let Some(k) = &t.onwards_key {
-            let _ = writeln!(out, "api_key = {}", lit(k));
-        }
-        if let Some(m) = &t.onwards_model {
-            let _ = writeln!(out, "model = {}", lit(m));
-        }
-        limits(
-            &mut out,
-            t.rate_limit.as_ref(),
-            t.concurrency_limit.as_ref(),
-        );
-        let _ = writeln!(out, "on_limit = \"{on_limit}\"");
-        unmapped(&mut out, &format!("targets.{name}"), &t.other);
-        let _ = writeln!(
-            out,
-            "\n[[route]]\nmodel = {}\nlanes = [{}]",
-            lit(name),
-            lit(name)
-        );
-        if any_keys && t.keys.is_empty() && global.is_empty() {
+        write_lane(&mut out, name, t, on_limit);
+        // Open in Onwards; in Laneway a gateway with keys needs one on every request.
+        if any_keys && t.keys.is_empty() && access.global.is_empty() {
             let _ = writeln!(
                 out,
                 "# note: target `{name}` needs no key in Onwards; here every request needs one of the keys below"
             );
         }
-        for k in &t.keys {
-            allowed.entry(k.clone()).or_default().insert(name.clone());
-            if !auth.key_definitions.contains_key(k) {
-                literal_keys.insert(k.clone());
-            }
-        }
     }
-    let every: BTreeSet<String> = file.targets.keys().cloned().collect();
-    let models_of = |id: &str, value: &str| -> BTreeSet<String> {
-        if global.contains(id) || global.contains(value) {
-            return every.clone();
-        }
-        let mut m = allowed.get(id).cloned().unwrap_or_default();
-        m.extend(allowed.get(value).cloned().unwrap_or_default());
-        if m.is_empty() {
-            // Defined but named by no target: Onwards lets it reach the open targets.
-            m = file
-                .targets
-                .iter()
-                .filter(|(_, t)| t.keys.is_empty())
-                .map(|(n, _)| n.clone())
-                .collect();
-        }
-        m
-    };
-    let key_block = |out: &mut String, name: &str, secret: &str, models: &BTreeSet<String>| {
-        let list: Vec<String> = models.iter().map(|m| lit(m)).collect();
-        let _ = writeln!(
-            out,
-            "\n[[key]]\nname = {}\nkey = {}",
-            lit(name),
-            lit(secret)
-        );
-        if models != &every {
-            let _ = writeln!(out, "models = [{}]", list.join(", "));
-        }
-    };
     for (name, d) in &auth.key_definitions {
-        key_block(&mut out, name, &d.key, &models_of(name, &d.key));
+        access.write_key(&mut out, name, &d.key);
         limits(
             &mut out,
             d.rate_limit.as_ref(),
@@ -226,22 +252,21 @@ pub fn to_toml(json: &str, queue: bool) -> Result<String, ConfigError> {
         );
         unmapped(&mut out, &format!("auth.key_definitions.{name}"), &d.other);
     }
+    // Keys given only as values (global, or listed by a target) become keys without limits.
     let defined: BTreeSet<&str> = auth
         .key_definitions
-        .values()
-        .map(|d| d.key.as_str())
+        .iter()
+        .flat_map(|(n, d)| [n.as_str(), d.key.as_str()])
         .collect();
-    let plain = global.iter().map(|k| (*k).to_owned()).chain(literal_keys);
-    let plain: BTreeSet<String> = plain
-        .filter(|k| !defined.contains(k.as_str()) && !auth.key_definitions.contains_key(k))
+    let plain: BTreeSet<&str> = access
+        .global
+        .iter()
+        .copied()
+        .chain(access.listed.keys().copied())
+        .filter(|k| !defined.contains(k))
         .collect();
     for (i, secret) in plain.iter().enumerate() {
-        key_block(
-            &mut out,
-            &format!("key-{}", i + 1),
-            secret,
-            &models_of(secret, secret),
-        );
+        access.write_key(&mut out, &format!("key-{}", i + 1), secret);
     }
     Ok(out)
 }
