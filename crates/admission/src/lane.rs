@@ -352,12 +352,22 @@ impl Lane {
     /// Tags of the requests waiting here, in the order this lane would serve them if nothing
     /// else arrived (a waiter also queued on another lane of its pool may leave earlier).
     pub fn waiting(&self) -> Vec<u64> {
+        self.waiting_with_eta()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// [`Lane::waiting`], each with the expected wait until it gets a slot: the requests ahead
+    /// of it served at the lane's measured rate (smoothed service time over the slots in use).
+    pub fn waiting_with_eta(&self) -> Vec<(u64, Duration)> {
         let st = self.lock();
         st.queue
             .in_order()
             .into_iter()
             .filter(|w| w.is_pending())
-            .map(|w| w.tag)
+            .enumerate()
+            .map(|(ahead, w)| (w.tag, estimate_wait(&st, ahead)))
             .collect()
     }
 

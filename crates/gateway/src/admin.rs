@@ -123,7 +123,7 @@ async fn clear_queue(
     for e in app.table.all() {
         let in_lane = match (&f.lane, pos.get(&e.tag)) {
             (None, _) => true,
-            (Some(l), Some((_, pool))) => pool.iter().any(|p| p == l),
+            (Some(l), Some(s)) => s.lanes.iter().any(|p| p == l),
             (Some(_), None) => false,
         };
         if !e.is_running() && in_lane && !e.cancel.is_cancelled() {

@@ -10,6 +10,7 @@
 //! - [`forward`]: admission on the route's pool, retries that prefer another lane, fallbacks.
 //! - [`attempt`]: one upstream call and its verdict, fed back to the lane's health.
 //! - [`body`]: the relayed response body, which owns the request's permit.
+//! - [`waiting`]: streams that wait in a queue start at once and report where they stand.
 //! - [`respond`]: the one place errors become responses.
 //! - [`topology`]: the configuration in force as live lanes, routes and keys; swapped on reload.
 //! - [`table`]: every request in the gateway, for the admin API and the panel.
@@ -42,6 +43,7 @@ pub mod table;
 pub mod topology;
 pub mod ui;
 pub mod views;
+pub mod waiting;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +72,8 @@ pub struct App {
     reload_lock: tokio::sync::Mutex<()>,
     pub conns: Arc<conn::Conns>,
     pub catalog: catalog::Catalog,
+    /// Where queued requests stand, shared by the streams that report it.
+    pub standings: views::StandingCache,
 }
 
 impl App {
@@ -93,6 +97,7 @@ impl App {
             reload_lock: tokio::sync::Mutex::new(()),
             conns: Arc::default(),
             catalog: catalog::Catalog::default(),
+            standings: views::StandingCache::default(),
         }))
     }
 

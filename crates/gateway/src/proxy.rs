@@ -58,12 +58,36 @@ async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
         Err(e) => return refused(&app, ledger, e.into()),
     };
     ledger.key = key.label.clone();
-    let mut response = match run(&app, &topo, endpoint, req, &key, &mut ledger).await {
-        Ok(relay) => relay.respond(ledger),
+    let mut response = match prepare(&app, &topo, endpoint, req, &key, &mut ledger).await {
         Err(e) => refused(&app, ledger, e),
+        Ok(p) if !p.meta.stream => {
+            let relayed = relay(&app, &topo, &key, p, &mut ledger).await;
+            answer(&app, relayed, ledger)
+        }
+        Ok(p) => {
+            // A stream may start before its answer, to tell a waiting client where it stands;
+            // the work then moves into the response body, so it is owned and boxed.
+            let entry = p.registration.entry.clone();
+            let work = {
+                let (app, key) = (app.clone(), key.clone());
+                Box::pin(async move {
+                    let relayed = relay(&app, &topo, &key, p, &mut ledger).await;
+                    answer(&app, relayed, ledger)
+                })
+            };
+            crate::waiting::serve(&app, entry, work).await
+        }
     };
     put_key_headers(response.headers_mut(), &key);
     response
+}
+
+/// The client's response: the relayed answer, or the error that ended the request.
+fn answer(app: &App, relayed: Result<Relay, GatewayError>, ledger: Ledger) -> Response {
+    match relayed {
+        Ok(relay) => relay.respond(ledger),
+        Err(e) => refused(app, ledger, e),
+    }
 }
 
 /// The request ends without an upstream answer to relay: record it and answer the error.
@@ -191,14 +215,28 @@ fn parse_client_timeout(v: &str) -> Option<Duration> {
     laneway_core::duration::parse(v).filter(|d| !d.is_zero())
 }
 
-async fn run(
+/// A request read, routed and registered, ready for admission.
+struct Prepared {
+    meta: wire::RequestMeta,
+    body: Bytes,
+    endpoint: Endpoint,
+    /// Index into [`Topology::routes`].
+    route: usize,
+    registration: crate::table::Registration,
+    priority: i32,
+    tokens: u64,
+    deadline: Instant,
+}
+
+/// Reads, checks and routes the request, and registers it where operators see it.
+async fn prepare(
     app: &Arc<App>,
     topo: &Arc<Topology>,
     endpoint: Endpoint,
     req: Request,
     key: &KeyLive,
     ledger: &mut Ledger,
-) -> Result<Relay, GatewayError> {
+) -> Result<Prepared, GatewayError> {
     let (parts, body) = req.into_parts();
     let declared = header_str(&parts.headers, "content-length").and_then(|v| v.parse().ok());
     let body = read_body(
@@ -209,7 +247,7 @@ async fn run(
     )
     .await?;
     let meta = wire::peek(endpoint, &body)?;
-    let route = topo.route_for(&meta.model).ok_or_else(|| {
+    let route_index = topo.config.route_for(&meta.model).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ModelNotFound,
             format!(
@@ -219,6 +257,7 @@ async fn run(
         )
         .with_param("model")
     })?;
+    let route = &topo.routes[route_index];
     ledger.model = route.label.clone();
     if !key.allows(&meta.model) {
         return Err(ApiError::new(
@@ -250,31 +289,50 @@ async fn run(
         meta.model.clone(),
         meta.stream,
     );
-    let entry = registration.entry.clone();
+    Ok(Prepared {
+        meta,
+        body,
+        endpoint,
+        route: route_index,
+        registration,
+        priority,
+        tokens,
+        deadline,
+    })
+}
+
+/// Admission, attempts and fallbacks; an answer ready to relay.
+async fn relay(
+    app: &Arc<App>,
+    topo: &Topology,
+    key: &KeyLive,
+    p: Prepared,
+    ledger: &mut Ledger,
+) -> Result<Relay, GatewayError> {
+    let entry = p.registration.entry.clone();
     let plan = Plan {
         app,
         topo,
         entry: &entry,
         key,
-        meta: &meta,
-        body: &body,
-        endpoint,
-        priority,
-        tokens,
-        deadline,
+        meta: &p.meta,
+        body: &p.body,
+        endpoint: p.endpoint,
+        priority: p.priority,
+        tokens: p.tokens,
+        deadline: p.deadline,
     };
     let Forwarded {
         response,
         permit,
         strip_usage,
-    } = forward(&plan, route, ledger).await?;
-    drop(body);
+    } = forward(&plan, &topo.routes[p.route], ledger).await?;
     Ok(Relay {
         response,
         permit,
         strip_usage,
-        registration,
-        watch: watch(entry, deadline),
+        registration: p.registration,
+        watch: watch(entry, p.deadline),
     })
 }
 

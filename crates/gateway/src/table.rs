@@ -31,6 +31,9 @@ pub struct Entry {
     pub attempt: AtomicU32,
     /// Fired only by an operator (admin API or panel): stop or cancel this request.
     pub cancel: CancellationToken,
+    /// Notified each time the request starts waiting for a slot; a stream then tells its
+    /// client where it stands (see `waiting`).
+    pub waits: tokio::sync::Notify,
 }
 
 impl Entry {
@@ -48,6 +51,9 @@ impl Entry {
 
     pub fn set_waiting(&self) {
         *self.slot() = None;
+        if self.stream {
+            self.waits.notify_one();
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -130,6 +136,7 @@ impl Table {
             started: Mutex::new(None),
             attempt: AtomicU32::new(0),
             cancel: CancellationToken::new(),
+            waits: tokio::sync::Notify::new(),
         });
         self.shard(tag).insert(tag, entry.clone());
         Registration {

@@ -2,6 +2,7 @@
 //! and every lane's load and health, as plain serializable views.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -9,18 +10,57 @@ use tokio::time::Instant;
 use crate::table::RequestView;
 use crate::App;
 
-/// Queue positions by request tag, the smallest over the lanes a request waits on.
-pub fn positions(app: &App) -> HashMap<u64, (usize, Vec<String>)> {
+/// Where a queued request stands: its best position over the lanes it waits on (1 is next),
+/// those lanes, and the expected wait.
+#[derive(Clone, Debug)]
+pub struct Standing {
+    pub position: usize,
+    pub lanes: Vec<String>,
+    pub eta: std::time::Duration,
+}
+
+/// Queue standings by request tag, over every lane.
+pub fn positions(app: &App) -> HashMap<u64, Standing> {
     let topo = app.topo.load();
-    let mut pos: HashMap<u64, (usize, Vec<String>)> = HashMap::new();
+    let mut pos: HashMap<u64, Standing> = HashMap::new();
     for l in &topo.lanes {
-        for (i, tag) in l.lane.waiting().into_iter().enumerate() {
-            let e = pos.entry(tag).or_insert((usize::MAX, Vec::new()));
-            e.0 = e.0.min(i + 1);
-            e.1.push(l.lane.name().to_owned());
+        for (i, (tag, eta)) in l.lane.waiting_with_eta().into_iter().enumerate() {
+            let e = pos.entry(tag).or_insert(Standing {
+                position: usize::MAX,
+                lanes: Vec::new(),
+                eta,
+            });
+            e.position = e.position.min(i + 1);
+            e.eta = e.eta.min(eta);
+            e.lanes.push(l.lane.name().to_owned());
         }
     }
     pos
+}
+
+/// [`positions`] computed at most every 250 ms and shared, so many waiting streams asking
+/// where they stand cost one computation per interval, not one each.
+/// Standings by request tag, as of when they were computed.
+type Standings = (Instant, Arc<HashMap<u64, Standing>>);
+
+#[derive(Default)]
+pub struct StandingCache(std::sync::Mutex<Option<Standings>>);
+
+impl StandingCache {
+    const FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+    pub fn get(&self, app: &App) -> Arc<HashMap<u64, Standing>> {
+        let now = Instant::now();
+        if let Some((at, map)) = &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            if now.duration_since(*at) < Self::FRESH {
+                return map.clone();
+            }
+        }
+        // Computed outside the lock: two callers may both compute, neither waits on the other.
+        let map = Arc::new(positions(app));
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, map.clone()));
+        map
+    }
 }
 
 pub fn views(app: &App) -> Vec<RequestView> {
@@ -37,7 +77,7 @@ pub fn views(app: &App) -> Vec<RequestView> {
                 .duration_since(e.created)
                 .as_millis() as u64;
             let (position, pool) = match (&started, pos.get(&e.tag)) {
-                (None, Some((p, pool))) => (Some(*p), pool.clone()),
+                (None, Some(s)) => (Some(s.position), s.lanes.clone()),
                 _ => (None, Vec::new()),
             };
             RequestView {

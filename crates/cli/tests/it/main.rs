@@ -13,3 +13,4 @@ mod onwards;
 mod proxy;
 mod resilience;
 mod util;
+mod waiting;

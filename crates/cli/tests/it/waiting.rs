@@ -1,0 +1,150 @@
+//! Streams waiting in a queue hear where they stand, then get their answer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::util::*;
+
+/// Starts a streaming request whose body is collected, as it arrives, into the returned text.
+fn stream(
+    c: &reqwest::Client,
+    addr: std::net::SocketAddr,
+) -> (Arc<Mutex<String>>, tokio::task::JoinHandle<u16>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let (c, out) = (c.clone(), text.clone());
+    let task = tokio::spawn(async move {
+        let r = c
+            .post(url(addr, "/v1/chat/completions"))
+            .json(&stream_body("mock-1"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let mut body = r.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            out.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        status
+    });
+    (text, task)
+}
+
+async fn heard(text: &Arc<Mutex<String>>, needle: &str) {
+    let ok = until(Duration::from_secs(10), || async {
+        text.lock().unwrap().contains(needle)
+    })
+    .await;
+    assert!(ok, "never heard `{needle}`: {:?}", text.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_stream_hears_its_position_count_down_then_its_chunks() {
+    let m = held_mock().await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "",
+    )
+    .await;
+    let c = client();
+    let occupant = tokio::spawn({
+        let (c, addr) = (c.clone(), g.addr);
+        async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() }
+    });
+    stats_until(&m, |s| s.held == 1).await;
+    let mut streams = Vec::new();
+    for n in 1..=3 {
+        streams.push(stream(&c, g.addr));
+        let met = until(Duration::from_secs(10), || async {
+            g.app.topo.load().lanes[0].lane.queued() == n
+        })
+        .await;
+        assert!(met);
+    }
+    let last = streams[2].0.clone();
+    heard(&last, ": queued position=3 eta_ms=").await;
+    heard(&streams[0].0, ": queued position=1 eta_ms=").await;
+    // The slot frees: the first stream runs (held at the mock), the others move up.
+    m.release(Some(1));
+    stats_until(&m, |s| s.completed == 1 && s.held == 1).await;
+    heard(&last, ": queued position=2").await;
+    m.release(Some(1));
+    stats_until(&m, |s| s.completed == 2 && s.held == 1).await;
+    heard(&last, ": queued position=1").await;
+    m.set_hold(false);
+    assert_eq!(occupant.await.unwrap(), 200);
+    for (text, task) in streams {
+        assert_eq!(task.await.unwrap(), 200);
+        let text = text.lock().unwrap().clone();
+        assert!(text.contains(": lane=m queue_ms="), "{text}");
+        assert!(
+            text.contains("chat.completion.chunk") && text.ends_with("data: [DONE]\n\n"),
+            "{text}"
+        );
+    }
+    let text = last.lock().unwrap().clone();
+    let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("no `{s}` in {text}"));
+    assert!(at("position=3") < at("position=2") && at("position=2") < at("position=1"));
+    assert!(
+        at("position=1") < at(": lane=m") && at(": lane=m") < at("data: "),
+        "{text}"
+    );
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_waits_out_its_deadline_ends_with_an_error_event() {
+    let m = held_mock().await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "",
+    )
+    .await;
+    let c = client();
+    let occupant = tokio::spawn({
+        let (c, addr) = (c.clone(), g.addr);
+        async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() }
+    });
+    stats_until(&m, |s| s.held == 1).await;
+    let r = c
+        .post(url(g.addr, "/v1/chat/completions"))
+        .header("x-laneway-timeout", "1500ms")
+        .json(&stream_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the stream started while it waited");
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with(": queued position=1"), "{text}");
+    let last = text.trim_end().lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], "deadline_exceeded", "{text}");
+    assert!(!text.contains("[DONE]"));
+    m.set_hold(false);
+    assert_eq!(occupant.await.unwrap(), 200);
+    assert!(lanes_idle(&g).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_served_at_once_keeps_the_plain_path() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let r = client()
+        .post(url(g.addr, "/v1/chat/completions"))
+        .json(&stream_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-laneway-lane"], "m");
+    assert!(r.headers().contains_key("x-laneway-queue-ms"));
+    let text = r.text().await.unwrap();
+    assert!(
+        text.starts_with("data: ") && !text.contains(": queued"),
+        "{text}"
+    );
+}
