@@ -25,6 +25,8 @@ def _start(args, cwd):
 def gateway():
     with tempfile.TemporaryDirectory() as tmp:
         mock, mock_addr = _start(["mock", "--listen", "127.0.0.1:0", "--tokens-per-second", "200"], tmp)
+        # Behind a lane that runs one request at a time, streams wait in its queue.
+        slow, slow_addr = _start(["mock", "--listen", "127.0.0.1:0", "--latency-ms", "300"], tmp)
         config = pathlib.Path(tmp) / "laneway.toml"
         config.write_text(
             f"""
@@ -40,16 +42,25 @@ lanes = ["mock"]
 model = "other-*"
 lanes = ["mock"]
 
+[[lane]]
+name = "serial"
+url = "http://{slow_addr}/v1"
+concurrency_limit = {{ max_concurrent_requests = 1 }}
+
+[[route]]
+model = "queue-*"
+lanes = ["serial"]
+
 [[key]]
 name = "compat"
 key = "{KEY}"
-models = ["mock-*"]
+models = ["mock-*", "queue-*"]
 """
         )
         gw, addr = _start(["serve", "--config", str(config), "--listen", "127.0.0.1:0"], tmp)
         try:
             yield f"http://{addr}/v1"
         finally:
-            for p in (gw, mock):
+            for p in (gw, mock, slow):
                 p.terminate()
                 p.wait(timeout=10)

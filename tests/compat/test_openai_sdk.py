@@ -44,6 +44,35 @@ def test_chat_streaming_with_usage(client):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
 
 
+def test_streams_that_wait_in_a_queue_read_cleanly(client):
+    """Queued streams start early and carry `: queued ...` comments; the SDK must ignore them."""
+    import concurrent.futures
+
+    def one(i):
+        raw = client.chat.completions.with_raw_response.create(
+            model="queue-1", messages=[{"role": "user", "content": f"wait {i}"}], stream=True)
+        waited = raw.headers.get("x-laneway-lane") is None
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        return waited, text
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert all(text for _, text in results), results
+    assert sum(waited for waited, _ in results) >= 2, "a lane of one runs one at a time; the rest wait"
+
+
+def test_the_node_sdk_reads_queued_streams(gateway):
+    """The official Node SDK reads the same early-started streams (tests/compat/node)."""
+    import os
+    import pathlib
+    import subprocess
+
+    here = pathlib.Path(__file__).parent / "node"
+    env = dict(os.environ, LANEWAY_URL=gateway, KEY=KEY)
+    run = subprocess.run(["node", "queued_streams.mjs"], cwd=here, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_completions(client):
     r = client.completions.create(model="mock-1", prompt="hi")
     assert r.choices[0].text
