@@ -156,9 +156,12 @@ def test_stop_and_cancel_from_the_panel(gateway, driver):
 
 
 def test_lane_controls_from_the_panel(gateway, driver):
+    from selenium.common.exceptions import StaleElementReferenceException
+
     addr, _ = gateway
     driver.get(f"http://{addr}/ui#key={ADMIN}")
-    wait = WebDriverWait(driver, 20)
+    # Request cards come and go while the test reads them.
+    wait = WebDriverWait(driver, 20, ignored_exceptions=[StaleElementReferenceException])
     wait.until(EC.text_to_be_present_in_element((By.ID, "status"), "live"))
     lane = (By.CSS_SELECTOR, '.lane[data-lane="slow-lane"]')
     button = lambda action: driver.find_element(*lane).find_element(By.CSS_SELECTOR, f'button[data-action="{action}"]')

@@ -35,29 +35,53 @@ function age(ms) {
   return ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.floor(ms / 60000) + " min " + Math.round(ms % 60000 / 1000) + " s";
 }
 
-let lanesHtml = "";
+const laneEls = new Map();
+
+// Each lane's element is made once and updated in place, so its buttons stay the same
+// elements between updates and a click is never lost to a redraw.
+function laneEl(name) {
+  let el = laneEls.get(name);
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "lane";
+    el.dataset.lane = name;
+    el.innerHTML = '<div class="name"><span class="title"></span> <span class="badge paused">paused</span>' +
+      '<span class="badge by-hand" title="set from the panel or the admin API; a reload keeps it unless the file changes this lane\'s limit">set by hand</span></div>' +
+      '<div class="bar"><span></span></div><div class="meta"></div>' +
+      '<div class="controls"><button class="pause" data-action="pause"></button><button data-action="mode"></button></div>';
+    el.querySelector(".title").textContent = name;
+    laneEls.set(name, el);
+  }
+  return el;
+}
 
 function renderLanes(lanes) {
-  const html = lanes.map((l) => {
+  const box = $("lanes");
+  const live = new Set(lanes.map((l) => l.name));
+  for (const [name, el] of laneEls) if (!live.has(name)) { el.remove(); laneEls.delete(name); }
+  [...box.querySelectorAll(".empty")].forEach((e) => e.remove());
+  lanes.forEach((l, i) => {
+    const el = laneEl(l.name);
     const limit = l.limit == null ? "∞" : l.limit;
     const pct = l.limit ? Math.min(100, 100 * l.in_flight / l.limit) : (l.in_flight ? 100 : 0);
     const extra = [l.rpm_used != null ? l.rpm_used + " rpm used" : "", l.tpm_used != null ? l.tpm_used + " tpm used" : ""].filter(Boolean).join(" · ");
-    const badges = [l.paused ? '<span class="badge paused">paused</span>' : "",
-      l.limit_source === "operator" ? '<span class="badge by-hand" title="set from the panel or the admin API; a reload keeps it unless the file changes this lane\'s limit">set by hand</span>' : ""].join("");
-    const serial = l.mode === "serial";
-    return `<div class="lane" data-lane="${esc(l.name)}" data-mode="${l.mode}" data-paused="${l.paused}"><div class="name">${esc(l.name)} ${badges}</div>
-      <div class="bar"><span data-pct="${pct}"></span></div>
-      <div class="meta"><b class="in-flight">${l.in_flight}</b> / ${limit} in flight · <b class="queued">${l.queued}</b> queued ·
-      <span class="state-${l.state}">${l.state.replace("_", " ")}</span>${extra ? "<br>" + extra : ""}</div>
-      <div class="controls"><button data-action="${l.paused ? "resume" : "pause"}">${l.paused ? "Resume" : "Pause"}</button>
-      <button data-action="mode">${serial ? "Parallel" : "One at a time"}</button></div></div>`;
-  }).join("") || '<div class="empty">no lanes</div>';
-  // Rebuilt only when something changed, so a button is never replaced under the pointer.
-  if (html === lanesHtml) return;
-  lanesHtml = html;
-  $("lanes").innerHTML = html;
-  // Widths are set through the DOM: the page's Content-Security-Policy allows no inline styles.
-  for (const bar of $("lanes").querySelectorAll(".bar span")) bar.style.width = bar.dataset.pct + "%";
+    el.dataset.mode = l.mode;
+    el.dataset.paused = String(l.paused);
+    el.querySelector(".badge.paused").classList.toggle("hidden", !l.paused);
+    el.querySelector(".badge.by-hand").classList.toggle("hidden", l.limit_source !== "operator");
+    // Widths are set through the DOM: the page's Content-Security-Policy allows no inline styles.
+    el.querySelector(".bar span").style.width = pct + "%";
+    const meta = `<b class="in-flight">${l.in_flight}</b> / ${limit} in flight · <b class="queued">${l.queued}</b> queued · ` +
+      `<span class="state-${l.state}">${l.state.replace("_", " ")}</span>${extra ? "<br>" + esc(extra) : ""}`;
+    const m = el.querySelector(".meta");
+    if (m.innerHTML !== meta) m.innerHTML = meta;
+    const pause = el.querySelector("button.pause");
+    pause.dataset.action = l.paused ? "resume" : "pause";
+    pause.textContent = l.paused ? "Resume" : "Pause";
+    el.querySelector('button[data-action="mode"]').textContent = l.mode === "serial" ? "Parallel" : "One at a time";
+    if (box.children[i] !== el) box.insertBefore(el, box.children[i] || null);
+  });
+  if (!lanes.length && !box.querySelector(".empty")) box.innerHTML = '<div class="empty">no lanes</div>';
 }
 
 $("lanes").addEventListener("click", async (e) => {
