@@ -107,6 +107,8 @@ struct State {
     next_wake: Option<Instant>,
     /// Smoothed time a request holds a slot, for honest Retry-After estimates.
     ewma_service: Duration,
+    /// Whether `ewma_service` has been measured yet (before, it is a one-second guess).
+    measured: bool,
     circuit: Circuit,
     aimd: Option<Aimd>,
     control: Control,
@@ -203,6 +205,7 @@ impl Lane {
                 paused_until: None,
                 next_wake: None,
                 ewma_service: Duration::from_secs(1),
+                measured: false,
                 control: Control::Config,
                 held: false,
                 spec,
@@ -491,7 +494,12 @@ impl Lane {
             let mut st = self.lock();
             st.in_flight = st.in_flight.saturating_sub(1);
             // Smooth over about eight requests: reacts in a few completions, ignores one outlier.
-            st.ewma_service = (st.ewma_service * 7 + held) / 8;
+            st.ewma_service = if st.measured {
+                (st.ewma_service.saturating_mul(7).saturating_add(held)) / 8
+            } else {
+                held
+            };
+            st.measured = true;
         }
         self.dispatch();
     }
@@ -583,12 +591,14 @@ impl Lane {
     }
 }
 
-/// Expected time until `ahead + 1` slots have freed, from the smoothed service time.
+/// Expected time until `ahead + 1` slots have freed: on a busy lane a slot frees every
+/// `service time / slots in use`, so the request behind `ahead` others waits `ahead + 1` of
+/// those intervals. Saturating: a long queue behind a slow lane cannot overflow it.
 fn estimate_wait(st: &State, ahead: usize) -> Duration {
     let slots = st.limit.min(st.in_flight.max(1)).max(1);
-    let rounds = (ahead as u32 + 1).div_ceil(slots);
-    let per = st.ewma_service / slots;
-    (per * rounds.max(1)).max(Duration::from_millis(1))
+    let interval = st.ewma_service / slots;
+    let n = u32::try_from(ahead.saturating_add(1)).unwrap_or(u32::MAX);
+    interval.saturating_mul(n).max(Duration::from_millis(1))
 }
 
 fn spawn_timer(lane: Weak<Lane>, timer: Arc<Notify>) {

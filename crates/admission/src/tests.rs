@@ -688,3 +688,28 @@ async fn an_operator_setting_survives_a_reload_unless_the_file_changes_the_limit
         "the file set a new limit"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_estimate_follows_the_measured_service_rate() {
+    let l = lane("a", Some(2), Mode::Queue);
+    let (k, c) = (anon(), CancellationToken::new());
+    // Two requests that each hold a slot for 200 ms: the lane learns its service time.
+    let p1 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    let p2 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
+    advance(Duration::from_millis(200)).await;
+    drop((p1, p2));
+    let running = [
+        ask(std::slice::from_ref(&l), &k, &c).await.unwrap(),
+        ask(std::slice::from_ref(&l), &k, &c).await.unwrap(),
+    ];
+    let _rx = waiters(&l, &k, &c, 3);
+    settle().await;
+    let etas: Vec<u128> = l
+        .waiting_with_eta()
+        .iter()
+        .map(|(_, d)| d.as_millis())
+        .collect();
+    // A slot frees every 200 ms / 2 slots: the n-th in line waits n of those.
+    assert_eq!(etas, [100, 200, 300]);
+    drop(running);
+}
