@@ -71,23 +71,28 @@ struct Changed {
     lane: LaneView,
 }
 
-/// `POST /admin/lanes/{name}/pause`; pausing a paused lane answers `changed: false`.
-pub async fn pause(
-    State(app): State<Arc<App>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, GatewayError> {
-    auth::admin(&app, &headers)?;
-    let l = lane(&app, &name)?;
-    let changed = l.set_paused(true);
+/// Pauses or resumes a lane; doing it twice answers `changed: false`, not an error.
+fn set_paused(app: &App, name: &str, paused: bool) -> Result<Response, GatewayError> {
+    let l = lane(app, name)?;
+    let changed = l.set_paused(paused);
     if changed {
-        record(&app, &name, "pause", "");
+        record(app, name, if paused { "pause" } else { "resume" }, "");
     }
     Ok(Json(Changed {
         changed,
         lane: lane_view(&l),
     })
     .into_response())
+}
+
+/// `POST /admin/lanes/{name}/pause`
+pub async fn pause(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    auth::admin(&app, &headers)?;
+    set_paused(&app, &name, true)
 }
 
 /// `POST /admin/lanes/{name}/resume`
@@ -97,16 +102,7 @@ pub async fn resume(
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     auth::admin(&app, &headers)?;
-    let l = lane(&app, &name)?;
-    let changed = l.set_paused(false);
-    if changed {
-        record(&app, &name, "resume", "");
-    }
-    Ok(Json(Changed {
-        changed,
-        lane: lane_view(&l),
-    })
-    .into_response())
+    set_paused(&app, &name, false)
 }
 
 #[derive(Deserialize)]

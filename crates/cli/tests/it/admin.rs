@@ -291,14 +291,7 @@ async fn reload_changes_limits_under_load_without_losing_requests() {
         std::fs::write(&path, text).unwrap();
     };
     write(4);
-    let config = laneway_config::Config::load(&path).unwrap();
-    let g = laneway_gateway::Gateway::start(
-        config,
-        Some(path.clone()),
-        Some(([127, 0, 0, 1], 0).into()),
-    )
-    .await
-    .unwrap();
+    let g = file_gateway(&path).await;
     let c = client();
     let load: Vec<_> = (0..20)
         .map(|_| {
@@ -416,14 +409,7 @@ async fn a_reload_never_silently_drops_every_key() {
         m.url()
     );
     std::fs::write(&path, &full).unwrap();
-    let config = laneway_config::Config::load(&path).unwrap();
-    let g = laneway_gateway::Gateway::start(
-        config,
-        Some(path.clone()),
-        Some(([127, 0, 0, 1], 0).into()),
-    )
-    .await
-    .unwrap();
+    let g = file_gateway(&path).await;
     let c = client();
     // An editor was still writing the file: it stops before the keys.
     std::fs::write(&path, &full[..full.find("[[key]]").unwrap()]).unwrap();

@@ -36,14 +36,7 @@ fn send(
     g: &laneway_gateway::Gateway,
     n: usize,
 ) -> Vec<tokio::task::JoinHandle<u16>> {
-    (0..n)
-        .map(|_| {
-            let (c, addr) = (c.clone(), g.addr);
-            tokio::spawn(
-                async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() },
-            )
-        })
-        .collect()
+    (0..n).map(|_| chat_in_background(c, g.addr)).collect()
 }
 
 fn lane(g: &laneway_gateway::Gateway) -> laneway_admission::LaneSnapshot {
@@ -240,14 +233,7 @@ async fn a_reload_keeps_a_limit_set_by_hand_unless_the_file_changes_it() {
         std::fs::write(&path, text).unwrap();
     };
     write(4, "30s");
-    let config = laneway_config::Config::load(&path).unwrap();
-    let g = laneway_gateway::Gateway::start(
-        config,
-        Some(path.clone()),
-        Some(([127, 0, 0, 1], 0).into()),
-    )
-    .await
-    .unwrap();
+    let g = file_gateway(&path).await;
     let c = client();
     assert_eq!(patch(&c, &g, json!({"concurrency": 2})).await.0, 200);
     write(4, "45s");

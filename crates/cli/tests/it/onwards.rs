@@ -41,10 +41,7 @@ async fn an_onwards_config_serves_with_its_limits_and_429_codes() {
     let m = held_mock().await;
     let dir = std::env::temp_dir().join(format!("laneway-onwards-{}", std::process::id()));
     let path = write(&dir, "config.json", &onwards_config(&m.url()));
-    let config = laneway_config::Config::load(&path).unwrap();
-    let g = laneway_gateway::Gateway::start(config, Some(path), Some(([127, 0, 0, 1], 0).into()))
-        .await
-        .unwrap();
+    let g = file_gateway(&path).await;
     let c = client();
     let send = |key: &'static str| {
         let (c, addr) = (c.clone(), g.addr);

@@ -76,6 +76,24 @@ pub async fn gateway(toml: &str, mock_url: &str) -> Gateway {
         .expect("gateway starts")
 }
 
+/// Starts a gateway from a config file, which reloads read again.
+pub async fn file_gateway(path: &std::path::Path) -> Gateway {
+    let config = Config::load(path).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    Gateway::start(
+        config,
+        Some(path.to_owned()),
+        Some(([127, 0, 0, 1], 0).into()),
+    )
+    .await
+    .expect("gateway starts")
+}
+
+/// Sends a chat request in the background; the task ends with its status.
+pub fn chat_in_background(c: &reqwest::Client, addr: SocketAddr) -> tokio::task::JoinHandle<u16> {
+    let c = c.clone();
+    tokio::spawn(async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() })
+}
+
 /// A gateway with one lane `m` for `mock-*` in front of `mock_url`, plus extra TOML.
 pub async fn simple(mock_url: &str, lane_extra: &str, extra: &str) -> Gateway {
     let toml = format!("{extra}\n[[lane]]\nname = \"m\"\nurl = \"{{mock}}\"\n{lane_extra}\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n");

@@ -51,10 +51,7 @@ async fn a_queued_stream_hears_its_position_count_down_then_its_chunks() {
     )
     .await;
     let c = client();
-    let occupant = tokio::spawn({
-        let (c, addr) = (c.clone(), g.addr);
-        async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() }
-    });
+    let occupant = chat_in_background(&c, g.addr);
     stats_until(&m, |s| s.held == 1).await;
     let mut streams = Vec::new();
     for n in 1..=3 {
@@ -106,10 +103,7 @@ async fn a_stream_that_waits_out_its_deadline_ends_with_an_error_event() {
     )
     .await;
     let c = client();
-    let occupant = tokio::spawn({
-        let (c, addr) = (c.clone(), g.addr);
-        async move { chat(&c, addr, &chat_body("mock-1")).await.status().as_u16() }
-    });
+    let occupant = chat_in_background(&c, g.addr);
     stats_until(&m, |s| s.held == 1).await;
     let r = c
         .post(url(g.addr, "/v1/chat/completions"))
