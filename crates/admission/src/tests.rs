@@ -713,3 +713,69 @@ async fn the_wait_estimate_follows_the_measured_service_rate() {
     assert_eq!(etas, [100, 200, 300]);
     drop(running);
 }
+
+/// Holds a slot of `l` for `hold`, starting now; reports how long it waited for it.
+fn serve_for(l: &Arc<Lane>, tag: u64, hold: Duration) -> tokio::task::JoinHandle<(u64, Duration)> {
+    let l = l.clone();
+    tokio::spawn(async move {
+        let (k, c) = (anon(), CancellationToken::new());
+        let t0 = Instant::now();
+        let ask = Ask {
+            key: &k,
+            priority: 0,
+            tokens: 1,
+            deadline: t0 + Duration::from_secs(600),
+            cancel: &c,
+            tag,
+        };
+        let p = acquire(std::slice::from_ref(&l), ask).await.unwrap();
+        let waited = t0.elapsed();
+        tokio::time::sleep(hold).await;
+        drop(p);
+        (tag, waited)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn predicted_waits_match_a_steady_queue() {
+    let l = Lane::new(LaneSpec {
+        name: "a".into(),
+        max_concurrent: Some(2),
+        rates: RateSpec::default(),
+        queue_max_len: 100,
+        queue_timeout: Duration::from_secs(600),
+        on_limit: Mode::Queue,
+        adaptive: false,
+        max_pause: Duration::from_secs(300),
+    });
+    let hold = Duration::from_millis(200);
+    // Warm-up: the lane measures a 200 ms service time.
+    for t in [serve_for(&l, 100, hold), serve_for(&l, 101, hold)] {
+        t.await.unwrap();
+    }
+    // A steady lane: its two slots were taken 100 ms apart, so one frees every 100 ms.
+    let running = vec![serve_for(&l, 102, hold)];
+    settle().await;
+    advance(Duration::from_millis(100)).await;
+    let mut all = running;
+    all.push(serve_for(&l, 103, hold));
+    settle().await;
+    for tag in 0..8 {
+        all.push(serve_for(&l, tag, hold));
+        settle().await;
+    }
+    let predicted: std::collections::HashMap<u64, Duration> =
+        l.waiting_with_eta().into_iter().collect();
+    assert_eq!(predicted.len(), 8);
+    for t in all {
+        let (tag, waited) = t.await.unwrap();
+        let Some(eta) = predicted.get(&tag) else {
+            continue;
+        };
+        let error = (eta.as_secs_f64() - waited.as_secs_f64()).abs() / waited.as_secs_f64();
+        assert!(
+            error <= 0.25,
+            "request {tag}: predicted {eta:?}, waited {waited:?}"
+        );
+    }
+}
