@@ -120,6 +120,11 @@ pub fn error_response(e: &ApiError) -> Response {
     if let Some(after) = after {
         set_retry_after(h, after);
     }
+    // 413 and 408 answer before the request body was read to its end: the connection cannot
+    // carry another request, and saying so keeps a client from reusing it and failing.
+    if matches!(status.as_u16(), 408 | 413) {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 
