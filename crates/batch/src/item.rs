@@ -1,0 +1,127 @@
+//! What goes in and what comes out: requests, responses, errors and token usage.
+
+use std::time::Duration;
+
+use laneway_core::wire::Endpoint;
+use serde_json::Value;
+
+/// One request: an OpenAI request body and the endpoint it goes to.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub endpoint: Endpoint,
+    pub body: Value,
+}
+
+impl Request {
+    /// A `/v1/chat/completions` request.
+    pub fn chat(body: Value) -> Self {
+        Self {
+            endpoint: Endpoint::ChatCompletions,
+            body,
+        }
+    }
+
+    /// A `/v1/completions` request.
+    pub fn completion(body: Value) -> Self {
+        Self {
+            endpoint: Endpoint::Completions,
+            body,
+        }
+    }
+
+    /// A `/v1/embeddings` request.
+    pub fn embedding(body: Value) -> Self {
+        Self {
+            endpoint: Endpoint::Embeddings,
+            body,
+        }
+    }
+
+    pub(crate) fn streams(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool) == Some(true)
+    }
+}
+
+/// Tokens an upstream reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+
+    pub(crate) fn from_body(v: &Value) -> Option<Self> {
+        let u = v.get("usage")?;
+        Some(Self {
+            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+            completion_tokens: u
+                .get("completion_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+        })
+    }
+
+    pub(crate) fn add(&mut self, other: Usage) {
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The response body; for a streamed item, the last chunk that carried content or usage.
+    pub body: Value,
+    /// A streamed item's chunks (`data:` events), in order; empty for a plain answer.
+    pub chunks: Vec<Value>,
+    pub usage: Option<Usage>,
+}
+
+/// Why an item failed: the OpenAI error code and HTTP status when the upstream (or the gateway)
+/// answered, or a transport problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    /// HTTP status; `None` when no answer came (connection failed, timed out, cancelled).
+    pub status: Option<u16>,
+    /// The OpenAI error `code` (`rate_limit`, `model_not_found`, …), or Laneway's own:
+    /// `timeout`, `connection_error`, `cancelled`, `invalid_response`.
+    pub code: String,
+    pub message: String,
+    /// When the upstream said to come back.
+    pub retry_after: Option<Duration>,
+}
+
+impl Error {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: None,
+            code: code.to_owned(),
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "{s} {}: {}", self.code, self.message),
+            None => write!(f, "{}: {}", self.code, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// One request's outcome, with its position in the input.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub index: usize,
+    pub result: Result<Response, Error>,
+}

@@ -1,0 +1,233 @@
+//! The runner: requests in, one [`Item`] per request out, with bounded or adaptive concurrency,
+//! a per-item timeout, progress, fail-fast, and the run's token usage.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use laneway_upstream::UpstreamClient;
+use tokio::time::Instant;
+
+use crate::gate::{Concurrency, Gate};
+use crate::item::{Item, Request, Usage};
+use crate::send::Sender;
+
+/// Where a run stands; handed to the progress callback after every item.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub total: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    /// Tokens reported so far by the items that finished.
+    pub usage: Usage,
+}
+
+/// A finished run: every item in input order (in fail-fast mode, those that finished before the
+/// first error, and that error), and the tokens all of them used.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub items: Vec<Item>,
+    pub usage: Usage,
+    pub failed: usize,
+}
+
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Runs many requests against one OpenAI-compatible target.
+#[derive(Clone)]
+pub struct Runner {
+    sender: Sender,
+    concurrency: Concurrency,
+    timeout: Duration,
+    fail_fast: bool,
+    on_progress: Option<ProgressFn>,
+    /// The private gateway of [`Runner::with_lanes`], kept alive as long as the runner.
+    _lanes: Option<Arc<laneway_gateway::Gateway>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    started: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    prompt: AtomicU64,
+    completion: AtomicU64,
+}
+
+impl Runner {
+    /// A runner for an OpenAI-compatible base URL (a Laneway gateway, a provider, a local
+    /// server), like `http://127.0.0.1:8400/v1`, with an optional Bearer key.
+    pub fn new(base_url: &str, api_key: Option<&str>) -> Self {
+        Self {
+            sender: Sender {
+                client: UpstreamClient::new(Duration::from_secs(10)),
+                base: base_url.trim_end_matches('/').to_owned(),
+                api_key: api_key.map(str::to_owned),
+                attempts: 3,
+            },
+            concurrency: Concurrency::Fixed(8),
+            timeout: Duration::from_secs(600),
+            fail_fast: false,
+            on_progress: None,
+            _lanes: None,
+        }
+    }
+
+    /// A runner whose requests go through the lanes of `config`, run in this process on
+    /// loopback: lane and key limits, queues, retries and adaptive limits apply as in the
+    /// gateway. `api_key` is one of the config's `[[key]]`s when it has any.
+    pub async fn with_lanes(
+        config: laneway_config::Config,
+        api_key: Option<&str>,
+    ) -> std::io::Result<Self> {
+        let gw =
+            laneway_gateway::Gateway::start(config, None, Some(([127, 0, 0, 1], 0).into())).await?;
+        let mut r = Self::new(&format!("http://{}/v1", gw.addr), api_key);
+        r._lanes = Some(Arc::new(gw));
+        Ok(r)
+    }
+
+    /// How many items run at once (default 8).
+    pub fn concurrency(mut self, c: Concurrency) -> Self {
+        self.concurrency = c;
+        self
+    }
+
+    /// The longest one item may take, retries included (default 10 minutes).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Attempts per item on 429, 5xx and broken connections (default 3; 1 never retries).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.sender.attempts = n.max(1);
+        self
+    }
+
+    /// End the run at the first failed item: nothing more starts and what runs is aborted.
+    pub fn fail_fast(mut self, on: bool) -> Self {
+        self.fail_fast = on;
+        self
+    }
+
+    /// Called after every finished item with where the run stands.
+    pub fn on_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.on_progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `requests` and yields each item as it finishes, with its input index. Dropping the
+    /// stream aborts every item still running. In fail-fast mode the stream ends after the
+    /// first failed item.
+    pub fn stream(&self, requests: Vec<Request>) -> impl Stream<Item = Item> + Send + '_ {
+        let total = requests.len();
+        let counters = Arc::new(Counters::default());
+        let gate = Arc::new(Gate::new(self.concurrency));
+        let fail_fast = self.fail_fast;
+        let items = futures_util::stream::iter(requests.into_iter().enumerate())
+            .map(move |(index, req)| {
+                let (counters, gate) = (counters.clone(), gate.clone());
+                async move { self.one(index, req, total, &counters, &gate).await }
+            })
+            .buffer_unordered(self.concurrency.ceiling());
+        // Ends right after the first failure in fail-fast mode, without waiting for the items
+        // still running: they are aborted when the stream is dropped.
+        futures_util::stream::unfold(
+            (Box::pin(items), false),
+            move |(mut items, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let item = items.next().await?;
+                let ended = fail_fast && item.result.is_err();
+                Some((item, (items, ended)))
+            },
+        )
+    }
+
+    /// Runs `requests` and returns every item in input order, with the run's usage.
+    pub async fn run(&self, requests: Vec<Request>) -> Report {
+        let total = requests.len();
+        let slots: Mutex<Vec<Option<Item>>> = Mutex::new((0..total).map(|_| None).collect());
+        let mut usage = Usage::default();
+        let mut failed = 0;
+        {
+            let stream = self.stream(requests);
+            futures_util::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                match &item.result {
+                    Ok(r) => usage.add(r.usage.unwrap_or_default()),
+                    Err(_) => failed += 1,
+                }
+                let index = item.index;
+                if let Some(slot) = slots
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(index)
+                {
+                    *slot = Some(item);
+                }
+            }
+        }
+        let items = slots
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .flatten()
+            .collect();
+        Report {
+            items,
+            usage,
+            failed,
+        }
+    }
+
+    async fn one(
+        &self,
+        index: usize,
+        req: Request,
+        total: usize,
+        c: &Counters,
+        gate: &Gate,
+    ) -> Item {
+        let _pass = gate.enter().await;
+        c.started.fetch_add(1, Ordering::Relaxed);
+        let id = laneway_core::id::new_id("item");
+        let deadline = Instant::now() + self.timeout;
+        let result = self
+            .sender
+            .send(&req, &id, deadline, &mut |s| gate.learn(s))
+            .await;
+        match &result {
+            Ok(r) => {
+                let u = r.usage.unwrap_or_default();
+                c.prompt.fetch_add(u.prompt_tokens, Ordering::Relaxed);
+                c.completion
+                    .fetch_add(u.completion_tokens, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let done = c.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(f) = &self.on_progress {
+            let started = c.started.load(Ordering::Relaxed);
+            f(Progress {
+                total,
+                done,
+                failed: c.failed.load(Ordering::Relaxed),
+                in_flight: started.saturating_sub(done),
+                queued: total.saturating_sub(started),
+                usage: Usage {
+                    prompt_tokens: c.prompt.load(Ordering::Relaxed),
+                    completion_tokens: c.completion.load(Ordering::Relaxed),
+                },
+            });
+        }
+        Item { index, result }
+    }
+}

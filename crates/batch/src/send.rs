@@ -1,0 +1,233 @@
+//! One request to an OpenAI-compatible base URL: retries that obey the upstream's hints, a
+//! stream read to its end with its usage, and errors that keep the upstream's code and status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use laneway_core::wire::RequestMeta;
+use laneway_upstream::classify::{classify, is_quota_error, Outcome};
+use laneway_upstream::{Hints, UpstreamClient, UpstreamRequest};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::item::{Error, Request, Response, Usage};
+
+/// Largest answer read for one item.
+const MAX_BODY: usize = 64 << 20;
+/// The longest an upstream's hint may delay a retry.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// What one attempt taught about the upstream's capacity, for an adaptive bound.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Signal {
+    Served(Duration),
+    Overloaded,
+    Other,
+}
+
+#[derive(Clone)]
+pub(crate) struct Sender {
+    pub client: UpstreamClient,
+    /// Base URL ending in the API version, like `http://127.0.0.1:8400/v1`.
+    pub base: String,
+    pub api_key: Option<String>,
+    pub attempts: u32,
+}
+
+impl Sender {
+    /// Sends `req` until it succeeds, fails for good, runs out of attempts or reaches `deadline`;
+    /// `signal` learns from every attempt.
+    pub async fn send(
+        &self,
+        req: &Request,
+        id: &str,
+        deadline: Instant,
+        signal: &mut (dyn FnMut(Signal) + Send),
+    ) -> Result<Response, Error> {
+        let url = format!("{}{}", self.base, req.endpoint.upstream_suffix());
+        let mut body = Bytes::from(req.body.to_string());
+        if req.streams() {
+            // Every streamed item reports its usage, so the run's total is complete.
+            body = RequestMeta::with_stream_usage(&body);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let outcome =
+                tokio::time::timeout_at(deadline, self.once(&url, body.clone(), id, req.streams()))
+                    .await;
+            let (err, hint) = match outcome {
+                Err(_) => {
+                    return Err(Error::new(
+                        "timeout",
+                        "the item did not finish within its timeout",
+                    ))
+                }
+                Ok(Ok(r)) => {
+                    signal(Signal::Served(started.elapsed()));
+                    return Ok(r);
+                }
+                Ok(Err(Failure::Final(e))) => {
+                    signal(Signal::Other);
+                    return Err(e);
+                }
+                Ok(Err(Failure::Retry {
+                    error,
+                    hint,
+                    overloaded,
+                })) => {
+                    signal(if overloaded {
+                        Signal::Overloaded
+                    } else {
+                        Signal::Other
+                    });
+                    (error, hint)
+                }
+            };
+            if attempt >= self.attempts {
+                return Err(err);
+            }
+            // Full jitter, so items that failed together do not come back together.
+            let backoff = Duration::from_millis(100 << attempt.min(8)).mul_f64(fastrand::f64());
+            let pause = backoff.max(hint.unwrap_or_default().min(MAX_PAUSE));
+            if Instant::now() + pause >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn once(
+        &self,
+        url: &str,
+        body: Bytes,
+        id: &str,
+        stream: bool,
+    ) -> Result<Response, Failure> {
+        let request = UpstreamRequest {
+            url,
+            api_key: self.api_key.as_deref(),
+            body,
+            request_id: id,
+            first_byte_timeout: Duration::from_secs(600),
+        };
+        let resp = self.client.send(request).await.map_err(|e| {
+            let error = Error::new("connection_error", e.to_string());
+            if e.retryable() {
+                Failure::Retry {
+                    error,
+                    hint: None,
+                    overloaded: false,
+                }
+            } else {
+                Failure::Final(error)
+            }
+        })?;
+        let status = resp.status();
+        let hints = Hints::from_headers(resp.headers());
+        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| Failure::Retry {
+                error: Error::new("connection_error", format!("the answer broke off: {e}")),
+                hint: None,
+                overloaded: false,
+            })?;
+        match classify(status, is_quota_error(&bytes)) {
+            Outcome::Success if stream => read_stream(&bytes).map_err(Failure::Final),
+            Outcome::Success => {
+                let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    Failure::Final(Error::new(
+                        "invalid_response",
+                        format!("the answer is not JSON: {e}"),
+                    ))
+                })?;
+                let usage = Usage::from_body(&body);
+                Ok(Response {
+                    body,
+                    chunks: Vec::new(),
+                    usage,
+                })
+            }
+            outcome => {
+                let mut error = upstream_error(status.as_u16(), &bytes);
+                error.retry_after = hints.retry_after;
+                Err(match outcome {
+                    Outcome::Retryable { overloaded } => Failure::Retry {
+                        error,
+                        hint: hints.retry_after,
+                        overloaded,
+                    },
+                    _ => Failure::Final(error),
+                })
+            }
+        }
+    }
+}
+
+enum Failure {
+    Final(Error),
+    Retry {
+        error: Error,
+        hint: Option<Duration>,
+        overloaded: bool,
+    },
+}
+
+/// The error an answer carries: OpenAI's envelope when there is one.
+fn upstream_error(status: u16, bytes: &[u8]) -> Error {
+    let v: Option<Value> = serde_json::from_slice(bytes).ok();
+    let err = v.as_ref().and_then(|v| v.get("error"));
+    let text = |k: &str| {
+        err.and_then(|e| e.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Error {
+        status: Some(status),
+        code: text("code")
+            .or_else(|| text("type"))
+            .unwrap_or_else(|| format!("http_{status}")),
+        message: text("message").unwrap_or_else(|| {
+            String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
+        }),
+        retry_after: None,
+    }
+}
+
+/// A whole event stream: its `data:` events as JSON, until `[DONE]`; an error event fails it.
+fn read_stream(bytes: &[u8]) -> Result<Response, Error> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut chunks = Vec::new();
+    let mut usage = None;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(data).map_err(|e| {
+            Error::new(
+                "invalid_response",
+                format!("a stream event is not JSON: {e}"),
+            )
+        })?;
+        if v.get("error").is_some() {
+            return Err(upstream_error(200, data.as_bytes()));
+        }
+        if let Some(u) = Usage::from_body(&v) {
+            usage = Some(u);
+        }
+        chunks.push(v);
+    }
+    let body = chunks.last().cloned().unwrap_or(Value::Null);
+    Ok(Response {
+        body,
+        chunks,
+        usage,
+    })
+}
