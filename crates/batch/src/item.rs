@@ -81,6 +81,8 @@ pub struct Response {
     /// A streamed item's chunks (`data:` events), in order; empty for a plain answer.
     pub chunks: Vec<Value>,
     pub usage: Option<Usage>,
+    /// The id the answer carried (`x-request-id`), or the one the runner sent.
+    pub request_id: String,
 }
 
 /// Why an item failed: the OpenAI error code and HTTP status when the upstream (or the gateway)
@@ -95,6 +97,10 @@ pub struct Error {
     pub message: String,
     /// When the upstream said to come back.
     pub retry_after: Option<Duration>,
+    /// The answer's JSON body, when an answer came and was JSON.
+    pub body: Option<Box<Value>>,
+    /// The id the answer carried (`x-request-id`), or the one the runner sent.
+    pub request_id: Option<String>,
 }
 
 impl Error {
@@ -104,6 +110,8 @@ impl Error {
             code: code.to_owned(),
             message: message.into(),
             retry_after: None,
+            body: None,
+            request_id: None,
         }
     }
 }

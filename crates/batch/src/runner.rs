@@ -198,10 +198,13 @@ impl Runner {
         c.started.fetch_add(1, Ordering::Relaxed);
         let id = laneway_core::id::new_id("item");
         let deadline = Instant::now() + self.timeout;
-        let result = self
+        let mut result = self
             .sender
             .send(&req, &id, deadline, &mut |s| gate.learn(s))
             .await;
+        if let Err(e) = &mut result {
+            e.request_id.get_or_insert(id);
+        }
         match &result {
             Ok(r) => {
                 let u = r.usage.unwrap_or_default();

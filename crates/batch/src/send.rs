@@ -127,6 +127,12 @@ impl Sender {
         })?;
         let status = resp.status();
         let hints = Hints::from_headers(resp.headers());
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(id)
+            .to_owned();
         let bytes = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
@@ -137,7 +143,7 @@ impl Sender {
                 overloaded: false,
             })?;
         match classify(status, is_quota_error(&bytes)) {
-            Outcome::Success if stream => read_stream(&bytes).map_err(Failure::Final),
+            Outcome::Success if stream => read_stream(&bytes, request_id).map_err(Failure::Final),
             Outcome::Success => {
                 let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
                     Failure::Final(Error::new(
@@ -150,11 +156,13 @@ impl Sender {
                     body,
                     chunks: Vec::new(),
                     usage,
+                    request_id,
                 })
             }
             outcome => {
                 let mut error = upstream_error(status.as_u16(), &bytes);
                 error.retry_after = hints.retry_after;
+                error.request_id = Some(request_id);
                 Err(match outcome {
                     Outcome::Retryable { overloaded } => Failure::Retry {
                         error,
@@ -195,11 +203,13 @@ fn upstream_error(status: u16, bytes: &[u8]) -> Error {
             String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
         }),
         retry_after: None,
+        body: v.clone().map(Box::new),
+        request_id: None,
     }
 }
 
 /// A whole event stream: its `data:` events as JSON, until `[DONE]`; an error event fails it.
-fn read_stream(bytes: &[u8]) -> Result<Response, Error> {
+fn read_stream(bytes: &[u8], request_id: String) -> Result<Response, Error> {
     let text = String::from_utf8_lossy(bytes);
     let mut chunks = Vec::new();
     let mut usage = None;
@@ -229,5 +239,6 @@ fn read_stream(bytes: &[u8]) -> Result<Response, Error> {
         body,
         chunks,
         usage,
+        request_id,
     })
 }

@@ -1,4 +1,5 @@
-//! `laneway batch`: run an OpenAI Batch input file through a gateway with bounded concurrency.
+//! `laneway batch`: run an OpenAI Batch input file through a gateway, or through lanes in this
+//! process, with bounded concurrency; the parallel-completions library does the running.
 //!
 //! Every input line is validated before anything is sent. Results are appended to the output
 //! file one complete line at a time, flushed as each request finishes, so a killed run leaves at
@@ -9,14 +10,11 @@ use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
-use laneway_upstream::{UpstreamClient, UpstreamRequest};
+use laneway_batch::{Concurrency, Request, Response, Runner};
+use laneway_core::wire::Endpoint;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -117,20 +115,30 @@ fn resume(path: &PathBuf) -> anyhow::Result<HashSet<String>> {
         .collect())
 }
 
-/// Where requests go: the gateway URL given, or a private gateway on loopback serving the
-/// config's lanes in-process (kept alive by the returned handle).
-async fn target(a: &Args) -> anyhow::Result<(String, Option<laneway_gateway::Gateway>)> {
-    let Some(path) = &a.config else {
-        return Ok((a.url.trim_end_matches('/').to_owned(), None));
+/// The runner for the gateway URL given, or for the config's lanes in this process.
+async fn runner(a: &Args) -> anyhow::Result<Runner> {
+    let key = a.api_key.as_deref();
+    let runner = match &a.config {
+        None => Runner::new(&format!("{}/v1", a.url.trim_end_matches('/')), key),
+        Some(path) => {
+            let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Runner::with_lanes(config, key).await?
+        }
     };
-    let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gw = laneway_gateway::Gateway::start(
-        config,
-        Some(path.clone()),
-        Some(([127, 0, 0, 1], 0).into()),
-    )
-    .await?;
-    Ok((format!("http://{}", gw.addr), Some(gw)))
+    // One attempt per line: a gateway or the lanes already retry what is worth retrying.
+    Ok(runner
+        .concurrency(Concurrency::Fixed(a.concurrency))
+        .timeout(a.timeout.into())
+        .attempts(1)
+        .fail_fast(a.fail_fast))
+}
+
+fn endpoint(url: &str) -> Endpoint {
+    match url {
+        "/v1/completions" => Endpoint::Completions,
+        "/v1/embeddings" => Endpoint::Embeddings,
+        _ => Endpoint::ChatCompletions,
+    }
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -145,43 +153,27 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .filter(|l| !done.contains(&l.custom_id))
         .collect();
     let skipped = done.len();
-
-    let (base, _gateway) = target(&a).await?;
-
+    let runner = runner(&a).await?;
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&a.output)
         .with_context(|| format!("cannot open {}", a.output.display()))?;
-    let client = UpstreamClient::new(Duration::from_secs(10));
-    let timeout: Duration = a.timeout.into();
     let total = todo.len();
     let (mut ok, mut failed) = (0usize, 0usize);
-    let stop = Arc::new(AtomicBool::new(false));
     let progress = Progress::new(total);
     let started = tokio::time::Instant::now();
-
-    let results = futures_util::stream::iter(todo)
-        .map(|line| {
-            let (client, base, key, stop) = (
-                client.clone(),
-                base.clone(),
-                a.api_key.clone(),
-                stop.clone(),
-            );
-            async move {
-                if stop.load(Ordering::Acquire) {
-                    return None;
-                }
-                Some(one(&client, &base, key.as_deref(), timeout, line).await)
-            }
+    let requests = todo
+        .iter()
+        .map(|l| Request {
+            endpoint: endpoint(&l.url),
+            body: l.body.clone(),
         })
-        .buffer_unordered(a.concurrency);
-    futures_util::pin_mut!(results);
-    while let Some(result) = results.next().await {
-        let Some((record, success)) = result else {
-            continue;
-        };
+        .collect();
+    let items = runner.stream(requests);
+    futures_util::pin_mut!(items);
+    while let Some(item) = items.next().await {
+        let (record, success) = record(&todo[item.index].custom_id, item.result);
         // One write per line, flushed: a crash never leaves a line half in the file except the last.
         writeln!(out, "{record}")
             .and_then(|()| out.flush())
@@ -190,9 +182,6 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             ok += 1;
         } else {
             failed += 1;
-            if a.fail_fast {
-                stop.store(true, Ordering::Release);
-            }
         }
         progress.advance(ok, failed);
     }
@@ -210,68 +199,36 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Sends one line; returns its output record and whether it succeeded.
-async fn one(
-    client: &UpstreamClient,
-    base: &str,
-    key: Option<&str>,
-    timeout: Duration,
-    line: Line,
-) -> (Value, bool) {
+/// One output line in OpenAI's batch format, and whether the line succeeded. An answer with an
+/// error status is a response (as OpenAI records it); no answer at all is an `error`.
+fn record(custom_id: &str, result: Result<Response, laneway_batch::Error>) -> (Value, bool) {
     let id = laneway_core::id::new_id("batch_req");
-    let url = format!("{base}{}", line.url);
-    let body = bytes::Bytes::from(line.body.to_string());
-    let request = UpstreamRequest {
-        url: &url,
-        api_key: key,
-        body,
-        request_id: &id,
-        first_byte_timeout: timeout,
-    };
-    let outcome = tokio::time::timeout(timeout, async {
-        let resp = client.send(request).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let request_id = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(&id)
-            .to_owned();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, request_id, bytes))
-    })
-    .await;
-    match outcome {
-        Ok(Ok((status, request_id, bytes))) => {
-            let body: Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-            let record = json!({
-                "id": id,
-                "custom_id": line.custom_id,
-                "response": {"status_code": status, "request_id": request_id, "body": body},
-                "error": null,
-            });
-            (record, (200..300).contains(&status))
+    let e = match result {
+        Ok(r) => {
+            let response = json!({"status_code": 200, "request_id": r.request_id, "body": r.body});
+            return (
+                json!({"id": id, "custom_id": custom_id, "response": response, "error": null}),
+                true,
+            );
         }
-        Ok(Err(message)) => (
-            failure(&id, &line.custom_id, "connection_error", &message),
+        Err(e) => e,
+    };
+    let Some(status) = e.status else {
+        let error = json!({"code": e.code, "message": e.message});
+        return (
+            json!({"id": id, "custom_id": custom_id, "response": null, "error": error}),
             false,
-        ),
-        Err(_) => (
-            failure(
-                &id,
-                &line.custom_id,
-                "timeout",
-                "the request did not finish within --timeout",
-            ),
-            false,
-        ),
-    }
+        );
+    };
+    let body = e
+        .body
+        .map(|b| *b)
+        .unwrap_or_else(|| json!({"error": {"message": e.message, "code": e.code}}));
+    let response = json!({"status_code": status, "request_id": e.request_id, "body": body});
+    (
+        json!({"id": id, "custom_id": custom_id, "response": response, "error": null}),
+        false,
+    )
 }
 
 /// Progress on standard error: a live bar (done/total, rate, ETA, failures) on a terminal, and
@@ -330,8 +287,4 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
-}
-
-fn failure(id: &str, custom_id: &str, code: &str, message: &str) -> Value {
-    json!({"id": id, "custom_id": custom_id, "response": null, "error": {"code": code, "message": message}})
 }
