@@ -1,0 +1,51 @@
+//! Requests and items as JSON text, the form they cross into Python in.
+
+use laneway_batch::{Item, Request};
+use serde_json::{json, Value};
+
+/// A JSON list of request bodies; an optional `"url"` picks the endpoint and is not sent.
+pub fn parse_requests(text: &str) -> Result<Vec<Request>, String> {
+    let list: Vec<Value> =
+        serde_json::from_str(text).map_err(|e| format!("requests must be a list of dicts: {e}"))?;
+    list.into_iter()
+        .enumerate()
+        .map(|(i, mut body)| {
+            let Some(obj) = body.as_object_mut() else {
+                return Err(format!("request {i} is not a dict"));
+            };
+            let url = obj.remove("url");
+            let url = url.as_ref().and_then(Value::as_str).unwrap_or("/v1/chat/completions");
+            let build = match url {
+                "/v1/chat/completions" => Request::chat,
+                "/v1/completions" => Request::completion,
+                "/v1/embeddings" => Request::embedding,
+                other => return Err(format!("request {i}: url {other:?} is not /v1/chat/completions, /v1/completions or /v1/embeddings")),
+            };
+            Ok(build(body))
+        })
+        .collect()
+}
+
+/// One item as the Python side reads it.
+pub fn item_json(item: &Item) -> String {
+    let v = match &item.result {
+        Ok(r) => json!({
+            "index": item.index,
+            "response": r.body,
+            "chunks": r.chunks,
+            "usage": r.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens})),
+            "error": null,
+        }),
+        Err(e) => json!({
+            "index": item.index,
+            "response": null,
+            "error": {
+                "status": e.status,
+                "code": e.code,
+                "message": e.message,
+                "retry_after": e.retry_after.map(|d| d.as_secs_f64()),
+            },
+        }),
+    };
+    v.to_string()
+}

@@ -1,0 +1,128 @@
+"""The laneway package through its wheel, against real mock upstreams."""
+
+import asyncio
+import pathlib
+import time
+
+import pytest
+
+import laneway
+
+
+def chats(n, **extra):
+    return [{"model": "mock-1", "messages": [{"role": "user", "content": f"item {i}"}], **extra} for i in range(n)]
+
+
+def test_results_come_back_in_input_order_with_responses(mock_factory):
+    m = mock_factory()
+    seen = []
+    results = asyncio.run(laneway.parallel_completions(
+        chats(50) + [{"url": "/v1/embeddings", "model": "mock-embed", "input": ["a", "b"]}],
+        concurrency=8, base_url=m.url, on_progress=seen.append))
+    assert [r.index for r in results] == list(range(51))
+    assert all(r.exception is None for r in results)
+    assert results[0].response["object"] == "chat.completion"
+    assert results[0].request["messages"][0]["content"] == "item 0"
+    assert len(results[50].response["data"]) == 2
+    assert max(p.done for p in seen) == 51 and all(isinstance(p, laneway.Progress) for p in seen)
+    assert m.stats()["max_in_flight"] <= 8
+
+
+def test_streamed_items_keep_their_chunks_and_usage(mock_factory):
+    m = mock_factory()
+    [r] = asyncio.run(laneway.parallel_completions(chats(1, stream=True), base_url=m.url))
+    assert len(r.chunks) > 1 and r.usage["completion_tokens"] > 0
+
+
+def test_errors_carry_status_code_and_retry_after(mock_factory):
+    m = mock_factory("--fail-first", "2", "--fail-retry-after-ms", "1500")
+    results = asyncio.run(laneway.parallel_completions(chats(3), concurrency=1, base_url=m.url))
+    # A 429 with a hint is retried: every item succeeds in the end.
+    assert all(r.exception is None for r in results)
+
+    m = mock_factory("--fail-first", "1", "--fail-status", "400", "--fail-code", "invalid_request_error")
+    results = asyncio.run(laneway.parallel_completions(chats(3), concurrency=1, base_url=m.url))
+    e = results[0].exception
+    assert isinstance(e, laneway.LanewayError) and (e.status, e.code) == (400, "invalid_request_error")
+    assert all(r.exception is None for r in results[1:])
+
+    m = mock_factory("--fail-first", "1", "--fail-status", "400")
+    with pytest.raises(laneway.LanewayError) as info:
+        asyncio.run(laneway.parallel_completions(chats(20), concurrency=2, base_url=m.url, return_exceptions=False))
+    assert info.value.status == 400
+
+
+def test_wait_for_timing_out_cancels_the_upstream_calls(mock_factory):
+    m = mock_factory("--latency-ms", "30000")
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(laneway.parallel_completions(chats(6), concurrency=3, base_url=m.url), 1.0)
+
+    asyncio.run(main())
+    deadline = time.time() + 10
+    while m.stats()["in_flight"] and time.time() < deadline:
+        time.sleep(0.05)
+    s = m.stats()
+    assert s["in_flight"] == 0 and s["cancelled"] >= 3 and s["requests"] == 3, s
+
+
+def test_a_per_item_timeout_is_a_timeout_error(mock_factory):
+    m = mock_factory("--latency-ms", "30000")
+    results = asyncio.run(laneway.parallel_completions(chats(2), timeout=0.3, base_url=m.url))
+    assert all(isinstance(r.exception, laneway.TimeoutError) for r in results)
+
+
+def test_iter_completions_yields_as_they_finish(mock_factory):
+    m = mock_factory()
+
+    async def main():
+        return [r async for r in laneway.iter_completions(chats(30), concurrency=4, base_url=m.url)]
+
+    results = asyncio.run(main())
+    assert sorted(r.index for r in results) == list(range(30))
+
+
+def test_a_thousand_requests_at_concurrency_64(mock_factory):
+    m = mock_factory()
+    t0 = time.time()
+    results = asyncio.run(laneway.parallel_completions(chats(1000), concurrency=64, base_url=m.url))
+    assert sum(r.exception is None for r in results) == 1000
+    assert m.stats()["max_in_flight"] <= 64
+    print(f"1000 requests in {time.time() - t0:.2f}s")
+
+
+def test_auto_concurrency_finds_a_hidden_capacity(mock_factory):
+    m = mock_factory("--max-concurrent", "4", "--latency-ms", "10", "--fail-retry-after-ms", "0")
+    results = asyncio.run(laneway.parallel_completions(chats(200), concurrency="auto", base_url=m.url))
+    assert all(r.exception is None for r in results)
+    assert m.stats()["rejected_429"] <= 4
+
+
+def test_lanes_in_process_enforce_a_key_limit(mock_factory, tmp_path):
+    m = mock_factory("--latency-ms", "20")
+    config = tmp_path / "laneway.toml"
+    config.write_text(f"""
+[[lane]]
+name = "m"
+url = "{m.url}"
+[[route]]
+model = "mock-*"
+lanes = ["m"]
+[[key]]
+name = "app"
+key = "sk-app"
+concurrency_limit = {{ max_concurrent_requests = 2 }}
+on_limit = "queue"
+""")
+    lanes = laneway.Lanes(config=config, api_key="sk-app")
+    results = asyncio.run(laneway.parallel_completions(chats(20), concurrency=16, lanes=lanes))
+    assert all(r.exception is None for r in results)
+    assert m.stats()["max_in_flight"] <= 2
+
+
+def test_bad_arguments_are_value_errors():
+    with pytest.raises(ValueError):
+        asyncio.run(laneway.parallel_completions([{"url": "/v1/images", "model": "x"}]))
+    with pytest.raises(ValueError):
+        laneway.Lanes(config="/nonexistent/laneway.toml")
