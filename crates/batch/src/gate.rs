@@ -1,10 +1,14 @@
 //! How many items run at once: a fixed number, or adaptive, learning the upstream's capacity
-//! from its refusals and latency with the same controller Laneway's lanes use.
+//! from its refusals and latency with the same controller Laneway's lanes use. Either way, an
+//! upstream that reports its rate budget spent (`x-ratelimit-remaining-* = 0`) holds new items
+//! back for one refill step instead of collecting 429s.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use laneway_admission::health::Aimd;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::send::Signal;
 
@@ -38,7 +42,13 @@ struct State {
     /// Successes since the ceiling last moved; enough of them probe one higher, so a capacity
     /// that grew is found again.
     since_ceiling: u32,
+    /// The upstream said its budget is spent (`x-ratelimit-remaining-* = 0`): nothing new starts
+    /// before then, whatever the bound.
+    paused_until: Option<Instant>,
 }
+
+/// The longest a rate-limit header may hold new items back.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// Successes at the ceiling before trying one more in flight.
 const PROBE_AFTER: u32 = 100;
@@ -68,6 +78,7 @@ impl Gate {
                 aimd,
                 ceiling: None,
                 since_ceiling: 0,
+                paused_until: None,
             }),
             freed: Notify::new(),
         }
@@ -83,25 +94,38 @@ impl Gate {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            {
+            let paused = {
                 let mut st = self.lock();
-                if st.in_flight < st.limit() {
+                let paused = st.paused_until.filter(|&p| p > Instant::now());
+                if paused.is_none() && st.in_flight < st.limit() {
                     st.in_flight += 1;
                     return Pass(self);
                 }
+                paused
+            };
+            match paused {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => freed.await,
             }
-            freed.await;
         }
     }
 
     /// Learns from one attempt of an item that holds a pass (so `in_flight` counts it).
     pub fn learn(&self, s: Signal) {
         let mut st = self.lock();
+        if let Signal::Served {
+            exhausted: Some(wait),
+            ..
+        } = s
+        {
+            let until = Instant::now() + wait.min(MAX_PAUSE);
+            st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
+        }
         if st.aimd.is_none() {
             return;
         }
         match s {
-            Signal::Served(latency) => {
+            Signal::Served { latency, .. } => {
                 if let Some(a) = &mut st.aimd {
                     a.success(latency);
                 }

@@ -21,7 +21,12 @@ const MAX_PAUSE: Duration = Duration::from_secs(60);
 /// What one attempt taught about the upstream's capacity, for an adaptive bound.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Signal {
-    Served(Duration),
+    /// Answered in this time; `exhausted` when the upstream's `x-ratelimit-remaining-*` said
+    /// nothing is left, with how long until the next request fits.
+    Served {
+        latency: Duration,
+        exhausted: Option<Duration>,
+    },
     Overloaded,
     Other,
 }
@@ -65,8 +70,11 @@ impl Sender {
                         "the item did not finish within its timeout",
                     ))
                 }
-                Ok(Ok(r)) => {
-                    signal(Signal::Served(started.elapsed()));
+                Ok(Ok((r, exhausted))) => {
+                    signal(Signal::Served {
+                        latency: started.elapsed(),
+                        exhausted,
+                    });
                     return Ok(r);
                 }
                 Ok(Err(Failure::Final(e))) => {
@@ -105,7 +113,7 @@ impl Sender {
         body: Bytes,
         id: &str,
         stream: bool,
-    ) -> Result<Response, Failure> {
+    ) -> Result<(Response, Option<Duration>), Failure> {
         let request = UpstreamRequest {
             url,
             api_key: self.api_key.as_deref(),
@@ -142,8 +150,11 @@ impl Sender {
                 hint: None,
                 overloaded: false,
             })?;
+        let exhausted = hints.exhausted_for();
         match classify(status, is_quota_error(&bytes)) {
-            Outcome::Success if stream => read_stream(&bytes, request_id).map_err(Failure::Final),
+            Outcome::Success if stream => read_stream(&bytes, request_id)
+                .map(|r| (r, exhausted))
+                .map_err(Failure::Final),
             Outcome::Success => {
                 let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
                     Failure::Final(Error::new(
@@ -152,12 +163,13 @@ impl Sender {
                     ))
                 })?;
                 let usage = Usage::from_body(&body);
-                Ok(Response {
+                let response = Response {
                     body,
                     chunks: Vec::new(),
                     usage,
                     request_id,
-                })
+                };
+                Ok((response, exhausted))
             }
             outcome => {
                 let mut error = upstream_error(status.as_u16(), &bytes);

@@ -239,3 +239,17 @@ async fn lanes_in_process_enforce_a_key_limit() {
         .unwrap_err();
     assert_eq!((e.status, e.code.as_str()), (Some(401), "invalid_api_key"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_rate_budget_holds_new_items_instead_of_collecting_429s() {
+    // 120 rpm: a full bucket of 120, then one more every half second.
+    let mut cfg = MockConfig::new();
+    cfg.rpm = Some(120);
+    let m = mock(cfg).await;
+    let runner = Runner::new(&m.url(), None)
+        .concurrency(Concurrency::Fixed(1))
+        .attempts(1);
+    let report = runner.run(chats(124)).await;
+    assert_eq!(report.failed, 0, "every item waited for its turn");
+    assert_eq!(m.stats().rejected_429, 0);
+}
