@@ -3,11 +3,15 @@ at concurrency C to a zero-latency mock, requests per second and CPU seconds per
 
     python bench/python_parallel.py [N] [C]     (run with the project's .venv python)
 
-`openai-gather` is asyncio.gather over openai.AsyncOpenAI with a semaphore.
+`openai-gather` is asyncio.gather over openai.AsyncOpenAI with a semaphore; with
+LITELLM_PYTHON=/path/to/venv/bin/python (a virtualenv with litellm==1.80.5), LiteLLM's
+Router.abatch_completion runs too, in that interpreter.
 """
 
 import asyncio
+import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -54,6 +58,9 @@ def main():
             ok = asyncio.run(fn(url, reqs, c))
             secs, cpus = time.perf_counter() - t0, cpu() - c0
             print(f"{name:14} {ok}/{n} ok  {n / secs:8.0f} requests/s  {1000 * cpus / n:6.2f} CPU s per 1,000 (this process)")
+        if os.environ.get("LITELLM_PYTHON"):
+            here = os.path.dirname(os.path.abspath(__file__))
+            subprocess.run([os.environ["LITELLM_PYTHON"], os.path.join(here, "litellm_parallel.py"), url, str(n)], check=False)
     finally:
         for p in PROCS:
             p.kill()
