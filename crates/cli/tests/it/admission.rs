@@ -108,7 +108,7 @@ async fn a_full_queue_and_a_queue_timeout_are_429s() {
     let mut cfg = mock_cfg();
     cfg.hold = true;
     let m = mock(cfg).await;
-    let lane = "concurrency_limit = { max_concurrent_requests = 1 }\nqueue = { max_len = 2, timeout = \"300ms\" }";
+    let lane = "concurrency_limit = { max_concurrent_requests = 1 }\nqueue = { max_len = 2, timeout = \"2s\" }";
     let g = simple(&m.url(), lane, "").await;
     let c = client();
     let first = tokio::spawn({
@@ -116,8 +116,19 @@ async fn a_full_queue_and_a_queue_timeout_are_429s() {
         async move { flood(&c, addr, 1, None).await }
     });
     stats_until(&m, |s| s.held == 1).await;
-    // The slot is held until released: two wait and time out, two find the queue full.
-    let mut rs = flood(&c, g.addr, 4, None).await;
+    // The slot is held until released: two wait in the queue and time out; once they are in
+    // it, two more find it full.
+    let waiting = tokio::spawn({
+        let (c, addr) = (c.clone(), g.addr);
+        async move { flood(&c, addr, 2, None).await }
+    });
+    let queued = until(Duration::from_secs(10), || async {
+        g.app.topo.load().lanes[0].lane.queued() == 2
+    })
+    .await;
+    assert!(queued, "two requests wait in the queue");
+    let mut rs = flood(&c, g.addr, 2, None).await;
+    rs.extend(waiting.await.unwrap());
     m.release(None);
     rs.extend(first.await.unwrap());
     let mut codes: Vec<String> = Vec::new();
