@@ -62,6 +62,20 @@ impl Gcra {
             .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    /// Whether `n` units fit at `now` while up to `margin` of the burst stays unused: judged as
+    /// of `margin` ago, so in the steady state every admission comes `margin` after the instant
+    /// it would conform, at the same rate (the TAT runs ahead of now and the take at `now`
+    /// does not move it). The margin is capped by what the burst can hold beyond one unit, so
+    /// a burst of one, which has no room to spare, is judged exactly and loses no rate.
+    pub fn check_ahead(&self, now: Instant, n: u64, margin: Duration) -> Result<(), Denied> {
+        let margin = margin.min(self.tolerance.saturating_sub(self.interval));
+        let then = now.checked_sub(margin).unwrap_or(now);
+        match self.check(then, n) {
+            Err(Denied::Until(at)) => Err(Denied::Until(at.checked_add(margin).unwrap_or(at))),
+            other => other,
+        }
+    }
+
     /// Whether `n` units fit at `now`, without taking them.
     pub fn check(&self, now: Instant, n: u64) -> Result<(), Denied> {
         if n > self.capacity {
@@ -148,6 +162,40 @@ mod tests {
         assert_eq!(at - t0, Duration::from_millis(200));
         assert!(g.take(at, 1).is_ok());
         assert_eq!(g.take(t0, 11), Err(Denied::Never));
+    }
+
+    /// Admits as soon as `check_ahead` allows and records each admission instant.
+    fn admissions(mut g: Gcra, margin: Duration, n: usize) -> Vec<Duration> {
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let mut now = t0;
+        let mut at = Vec::new();
+        while at.len() < n {
+            match g.check_ahead(now, 1, margin) {
+                Ok(()) => {
+                    g.take(now, 1).unwrap();
+                    at.push(now - t0);
+                }
+                Err(Denied::Until(next)) => now = next,
+                Err(Denied::Never) => panic!("one unit always fits"),
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn check_ahead_keeps_a_margin_in_the_steady_state_without_losing_rate() {
+        let margin = Duration::from_millis(5);
+        // 6000 a minute: the burst but the one unit held back goes at once, then one every
+        // 10 ms, each 5 ms after the instant it would conform, so an upstream bucket of the
+        // same size always has half a unit to spare.
+        let at = admissions(Gcra::new(6000, Duration::from_secs(60)), margin, 6009);
+        assert!(at[..5999].iter().all(|d| d.is_zero()));
+        let steady: Vec<_> = at[5999..].iter().map(Duration::as_millis).collect();
+        assert_eq!(steady, [5, 15, 25, 35, 45, 55, 65, 75, 85, 95]);
+        // A burst of one has no room for a margin: it is judged exactly, every 100 ms.
+        let at = admissions(Gcra::per_second(10.0, 1), margin, 4);
+        let ms: Vec<_> = at.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [0, 100, 200, 300]);
     }
 
     #[test]

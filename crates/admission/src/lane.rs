@@ -44,6 +44,10 @@ pub const ADAPTIVE_CEILING: u32 = 256;
 /// Where an adaptive lane starts before it has learned anything.
 const ADAPTIVE_START: u32 = 2;
 
+/// How late a lane judges its rate limits (see [`Rates::check_ahead`]): covers the varying
+/// delay between admitting a request and the upstream counting it, on loopback and in a region.
+const UPSTREAM_JITTER: Duration = Duration::from_millis(5);
+
 /// An operator's hand on a lane's concurrency, set at run time (admin API, panel). It survives
 /// a reload unless the new file changes that lane's limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -387,7 +391,7 @@ impl Lane {
         let st = self.lock();
         let open = !st.held
             && st.paused_until.is_none_or(|p| p <= now)
-            && st.rates.check(now, tokens).is_ok();
+            && st.rates.check_ahead(now, tokens, UPSTREAM_JITTER).is_ok();
         (open, st.cap().saturating_sub(st.in_flight), self.queued())
     }
 
@@ -409,7 +413,9 @@ impl Lane {
         if st.in_flight >= st.cap() {
             return Err(Busy::Full);
         }
-        st.rates.check(now, tokens).map_err(Busy::Rate)?;
+        st.rates
+            .check_ahead(now, tokens, UPSTREAM_JITTER)
+            .map_err(Busy::Rate)?;
         st.rates.take(now, tokens);
         st.in_flight += 1;
         Ok(())
@@ -546,7 +552,7 @@ impl Lane {
                 continue;
             }
             let tokens = head.tokens;
-            match st.rates.check(now, tokens) {
+            match st.rates.check_ahead(now, tokens, UPSTREAM_JITTER) {
                 Ok(()) => {}
                 Err(Blocked {
                     denied: Denied::Until(at),

@@ -74,9 +74,17 @@ impl Rates {
     /// Whether a request of `tokens` passes every limit at `now`. When several refuse, the
     /// latest instant wins (it is when all of them pass); `Never` wins over any instant.
     pub fn check(&self, now: Instant, tokens: u64) -> Result<(), Blocked> {
+        self.worst(tokens, |g, n| g.check(now, n))
+    }
+
+    fn worst(
+        &self,
+        tokens: u64,
+        check: impl Fn(&Gcra, u64) -> Result<(), Denied>,
+    ) -> Result<(), Blocked> {
         let mut worst: Option<Blocked> = None;
         for (g, n, kind) in self.each(tokens) {
-            if let Err(denied) = g.check(now, n) {
+            if let Err(denied) = check(g, n) {
                 let later = match (worst.map(|w| w.denied), denied) {
                     (None, _) => true,
                     (Some(Denied::Never), _) => false,
@@ -92,6 +100,13 @@ impl Rates {
     }
 
     /// Takes a request of `tokens` from every limit. Call after [`Rates::check`] passed.
+    /// Like [`Rates::check`], but each limit holds back up to `margin` of its burst (see
+    /// [`Gcra::check_ahead`]), so the upstream, which counts a request a little later than the
+    /// lane admitted it, still has room when that delay varies.
+    pub fn check_ahead(&self, now: Instant, tokens: u64, margin: Duration) -> Result<(), Blocked> {
+        self.worst(tokens, |g, n| g.check_ahead(now, n, margin))
+    }
+
     pub fn take(&mut self, now: Instant, tokens: u64) {
         self.reserve(now, tokens);
     }
