@@ -82,6 +82,14 @@ def test_errors_carry_status_code_and_retry_after(mock_factory):
     # A 429 with a hint is retried: every item succeeds in the end.
     assert all(r.exception is None for r in results)
 
+    # Three 429s in a row exhaust an item's attempts: the last one is its error, hint included.
+    m = mock_factory("--fail-first", "3", "--fail-retry-after-ms", "200")
+    results = asyncio.run(laneway.parallel_completions(chats(2), concurrency=1, base_url=m.url))
+    e = results[0].exception
+    assert isinstance(e, laneway.RateLimitError), results
+    assert (e.status, e.retry_after) == (429, 0.2), (e.status, e.code, e.retry_after)
+    assert results[1].exception is None
+
     m = mock_factory("--fail-first", "1", "--fail-status", "400", "--fail-code", "invalid_request_error")
     results = asyncio.run(laneway.parallel_completions(chats(3), concurrency=1, base_url=m.url))
     e = results[0].exception
