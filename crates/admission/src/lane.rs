@@ -46,7 +46,7 @@ const ADAPTIVE_START: u32 = 2;
 
 /// How late a lane judges its rate limits (see [`Rates::check_ahead`]): covers the varying
 /// delay between admitting a request and the upstream counting it, on loopback and in a region.
-const UPSTREAM_JITTER: Duration = Duration::from_millis(5);
+const UPSTREAM_JITTER: Duration = Duration::from_millis(20);
 
 /// An operator's hand on a lane's concurrency, set at run time (admin API, panel). It survives
 /// a reload unless the new file changes that lane's limit.
