@@ -71,6 +71,12 @@ pub enum AdmissionError {
     Cancelled,
     #[error("every lane for this model is cooling down; retry in {retry_after:?}")]
     NoLaneAvailable { retry_after: Duration },
+    /// The limit store shared by the replicas is down and the config says to refuse then.
+    #[error("the shared limit store is unavailable ({reason}); retry in {retry_after:?}")]
+    StoreUnavailable {
+        reason: String,
+        retry_after: Duration,
+    },
 }
 
 impl AdmissionError {
@@ -80,7 +86,8 @@ impl AdmissionError {
             | Self::ConcurrencyLimited { retry_after, .. }
             | Self::QueueFull { retry_after, .. }
             | Self::QueueTimeout { retry_after, .. }
-            | Self::NoLaneAvailable { retry_after } => Some(*retry_after),
+            | Self::NoLaneAvailable { retry_after }
+            | Self::StoreUnavailable { retry_after, .. } => Some(*retry_after),
             Self::NeverFits { .. } | Self::DeadlineExceeded | Self::Cancelled => None,
         }
     }

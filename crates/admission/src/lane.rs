@@ -293,8 +293,11 @@ impl Lane {
     }
 
     /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit.
-    pub fn feedback(self: &Arc<Self>, fb: Feedback) {
+    /// Learns from an upstream answer. Returns how long the lane now pauses when the answer
+    /// carried a hint (Retry-After, a spent rate budget), so replicas can share the pause.
+    pub fn feedback(self: &Arc<Self>, fb: Feedback) -> Option<Duration> {
         let now = Instant::now();
+        let hinted = matches!(fb, Feedback::Overloaded { .. } | Feedback::Exhausted { .. });
         let paused = {
             let mut st = self.lock();
             let mut pause = None;
@@ -327,6 +330,15 @@ impl Lane {
             self.timer.notify_one();
         }
         self.dispatch();
+        paused.filter(|_| hinted).map(|u| u - now)
+    }
+
+    /// What replicas sharing a store enforce together for this lane: its concurrency limit in
+    /// force (`None`: unlimited) and its rate limits.
+    pub fn shared_terms(&self) -> (Option<u32>, RateSpec) {
+        let st = self.lock();
+        let cap = st.cap();
+        ((cap != UNLIMITED).then_some(cap), st.spec.rates)
     }
 
     pub fn snapshot(&self) -> LaneSnapshot {
@@ -465,7 +477,8 @@ impl Lane {
         }
     }
 
-    pub(crate) fn mode(&self) -> Mode {
+    /// Whether the lane queues or refuses when it is at its limits.
+    pub fn mode(&self) -> Mode {
         self.lock().spec.on_limit
     }
 

@@ -36,7 +36,7 @@ pub use error::{AdmissionError, RateKind, Scope};
 pub use health::{Feedback, Health};
 pub use key::{Key, KeyPermit, KeySpec, KeyUsage};
 pub use lane::{Control, Lane, LaneSnapshot, LaneSpec, LimitSource};
-pub use permit::Permit;
+pub use permit::{Permit, SharedHold};
 pub use rates::RateSpec;
 
 /// What to do when a limit is exhausted.

@@ -11,6 +11,13 @@ use tokio::time::Instant;
 use crate::key::KeyPermit;
 use crate::lane::Lane;
 
+/// Capacity held in a limit store shared with other replicas, next to this process's own
+/// permit. Dropping it gives the capacity back.
+pub trait SharedHold: Send + Sync {
+    /// Corrects the shared token reservation once the upstream reported its usage.
+    fn settle_tokens(&self, reserved: u64, actual: u64);
+}
+
 pub struct Permit {
     lane: Arc<Lane>,
     /// Where the lane stands in the pool the request asked with.
@@ -21,6 +28,8 @@ pub struct Permit {
     started: Instant,
     /// Time spent waiting for the slot.
     pub queued_for: std::time::Duration,
+    /// The same request's hold in a shared store, when replicas share their limits.
+    shared: Option<Box<dyn SharedHold>>,
 }
 
 impl Permit {
@@ -38,7 +47,19 @@ impl Permit {
             tokens,
             started: Instant::now(),
             queued_for,
+            shared: None,
         }
+    }
+
+    /// Attaches the request's hold in a shared store: it lives and settles with this permit.
+    pub fn hold_shared(&mut self, hold: Box<dyn SharedHold>, waited: std::time::Duration) {
+        self.shared = Some(hold);
+        self.queued_for += waited;
+    }
+
+    /// The tokens reserved for this request.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
     }
 
     pub fn lane(&self) -> &Arc<Lane> {
@@ -61,6 +82,9 @@ impl Permit {
     /// over-estimated, charges what was under. Called once, when the response's usage is known.
     pub fn settle_tokens(&mut self, actual: u64) {
         self.lane.settle_tokens(self.tokens, actual);
+        if let Some(h) = &self.shared {
+            h.settle_tokens(self.tokens, actual);
+        }
         if let Some(k) = &mut self.key {
             k.settle_tokens(actual);
         }

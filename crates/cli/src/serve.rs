@@ -48,12 +48,6 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         None => config.server.log_format == LogFormat::Json,
     };
     crate::logging::init(json);
-    if let laneway_config::LimitStore::Redis(_) = config.limits.store {
-        // Shared limits across replicas are not built yet: say so rather than pretend.
-        tracing::warn!(
-            "limits.store is a Redis URL, but this version counts limits in memory, per replica"
-        );
-    }
     let demo = path.is_none();
     let workers = a
         .workers

@@ -115,12 +115,15 @@ pub fn describe(c: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "limits store: {}, on store error: {}",
+        "limits store: {}, on store error: {}, prefix {}, timeout {}, lease {}",
         match c.limits.store {
             LimitStore::Memory => "memory",
             LimitStore::Redis(_) => "redis (****)",
         },
-        if c.limits.fail_open { "open" } else { "closed" }
+        if c.limits.fail_open { "open" } else { "closed" },
+        c.limits.prefix,
+        humantime::format_duration(c.limits.timeout),
+        humantime::format_duration(c.limits.lease)
     );
     let _ = writeln!(out, "storage: {}", c.storage.path.display());
     out

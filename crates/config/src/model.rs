@@ -237,6 +237,16 @@ pub struct LimitStoreConfig {
     pub fail_open: bool,
     /// Namespace of the store's keys.
     pub prefix: String,
+    /// The longest one call to the store may take before it counts as down.
+    pub timeout: Duration,
+    /// How long a replica's hold on a concurrency slot outlives it: holders renew their leases,
+    /// so a replica that dies frees its slots within this time.
+    pub lease: Duration,
+}
+
+impl LimitStoreConfig {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -155,6 +155,8 @@ pub struct RawLimitsStore {
     pub store: Option<EnvString>,
     pub on_store_error: Option<EnvString>,
     pub prefix: Option<EnvString>,
+    pub timeout: Option<EnvString>,
+    pub lease: Option<EnvString>,
 }
 
 #[derive(Debug, Default, Deserialize)]

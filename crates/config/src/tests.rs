@@ -322,13 +322,44 @@ fn an_open_gateway_is_declared_and_has_no_keys() {
     let e = Config::parse("[server]\nauth = \"none\"\n[[key]]\nname = \"k\"\nkey = \"sk\"\n")
         .unwrap_err();
     assert_eq!(e.problems[0].path, "server.auth");
-    let e = Config::parse("[limits]\nstore = \"redis://127.0.0.1:6379\"\n").unwrap_err();
-    assert!(e.problems[0].message.contains("not available"), "{e}");
-    // Settings for parts not built yet are refused rather than silently ignored.
-    let e = Config::parse("[limits]\non_store_error = \"closed\"\n[storage]\npath = \"d\"\n")
-        .unwrap_err();
+    let c = Config::parse(
+        "[limits]\nstore = \"redis://u:p@127.0.0.1:6390/2\"\non_store_error = \"closed\"\n\
+         prefix = \"fleet-a\"\ntimeout = \"40ms\"\nlease = \"3s\"\n",
+    )
+    .unwrap();
+    assert!(
+        matches!(&c.limits.store, LimitStore::Redis(u) if u.expose() == "redis://u:p@127.0.0.1:6390/2")
+    );
+    assert!(!c.limits.fail_open);
+    assert_eq!(
+        (c.limits.prefix.as_str(), c.limits.timeout, c.limits.lease),
+        ("fleet-a", Duration::from_millis(40), Duration::from_secs(3))
+    );
+    let e = Config::parse(
+        "[limits]\nstore = \"redis://:99999\"\non_store_error = \"maybe\"\ntimeout = \"1m\"\nlease = \"100ms\"\n[storage]\npath = \"d\"\n",
+    )
+    .unwrap_err();
     let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
-    assert_eq!(paths, ["limits.on_store_error", "storage"], "{e}");
+    assert_eq!(
+        paths,
+        [
+            "limits.store",
+            "limits.on_store_error",
+            "limits.timeout",
+            "limits.lease",
+            "storage"
+        ],
+        "{e}"
+    );
+    for (url, why) in [
+        ("rediss://h", "TLS"),
+        ("redis://h:0", "port"),
+        ("redis://h/x", "database"),
+        ("http://h", "neither"),
+    ] {
+        let e = Config::parse(&format!("[limits]\nstore = \"{url}\"\n")).unwrap_err();
+        assert!(e.problems[0].message.contains(why), "{url}: {e}");
+    }
     assert!(e.problems.iter().all(|p| p.line.is_some()));
 }
 

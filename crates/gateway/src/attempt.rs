@@ -142,7 +142,7 @@ pub async fn once(
     if !(status.is_client_error() || status.is_server_error()) {
         permit.lane().feedback(Feedback::Success { latency });
         if let Some(reset) = hints.exhausted_for() {
-            permit.lane().feedback(Feedback::Exhausted { reset });
+            crate::shared::feedback(plan, permit.lane(), Feedback::Exhausted { reset });
         }
         return (
             Verdict::Success {
@@ -201,13 +201,14 @@ async fn judge_error(
     let passthrough = respond::upstream_error(parts, bytes, hints.retry_after);
     match outcome {
         Outcome::Retryable { overloaded } => {
-            permit.lane().feedback(if overloaded {
+            let fb = if overloaded {
                 Feedback::Overloaded {
                     retry_after: hints.retry_after,
                 }
             } else {
                 Feedback::Failed
-            });
+            };
+            crate::shared::feedback(plan, permit.lane(), fb);
             Verdict::Retry {
                 error: passthrough,
                 hint: hints.retry_after,

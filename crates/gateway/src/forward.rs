@@ -201,7 +201,12 @@ async fn admit(
         None => acquire(&candidates.lanes, ask).await,
     };
     match admitted {
-        Ok(permit) => {
+        Ok(mut permit) => {
+            if let Some(store) = &plan.app.store {
+                crate::shared::hold(plan, store, &mut permit)
+                    .await
+                    .map_err(Failure::last)?;
+            }
             let position = candidates.pool_position(&permit);
             Ok((permit, position))
         }

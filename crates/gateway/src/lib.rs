@@ -39,6 +39,7 @@ pub mod reload;
 pub mod respond;
 pub mod retry;
 pub mod server;
+mod shared;
 pub mod table;
 pub mod topology;
 pub mod ui;
@@ -74,6 +75,10 @@ pub struct App {
     pub catalog: catalog::Catalog,
     /// Where queued requests stand, shared by the streams that report it.
     pub standings: views::StandingCache,
+    /// The limit store shared with other replicas; `None` with `store = "memory"`.
+    pub store: Option<laneway_store::Store>,
+    /// Serve on local limits while the shared store is down (else refuse with 503).
+    pub fail_open: bool,
 }
 
 impl App {
@@ -85,6 +90,19 @@ impl App {
             .map(|l| l.connect_timeout)
             .max()
             .unwrap_or(Duration::from_secs(10));
+        let store = match &config.limits.store {
+            laneway_config::LimitStore::Memory => None,
+            laneway_config::LimitStore::Redis(url) => Some(
+                laneway_store::Store::open(laneway_store::Options {
+                    url: url.expose().clone(),
+                    prefix: config.limits.prefix.clone(),
+                    timeout: config.limits.timeout,
+                    lease: config.limits.lease,
+                })
+                .map_err(std::io::Error::other)?,
+            ),
+        };
+        let fail_open = config.limits.fail_open;
         let topo = Topology::build(config, None, &mocks).await?;
         Ok(Arc::new(Self {
             topo: ArcSwap::from_pointee(topo),
@@ -98,6 +116,8 @@ impl App {
             conns: Arc::default(),
             catalog: catalog::Catalog::default(),
             standings: views::StandingCache::default(),
+            store,
+            fail_open,
         }))
     }
 

@@ -71,6 +71,11 @@ pub struct Metrics {
     pub cancelled: Family<Reason, Counter>,
     pub connections: Gauge,
     pub lane_controls: Family<LaneAction, Counter>,
+    /// The shared limit store: 1 when usable (always, with the memory store).
+    pub store_up: Gauge,
+    pub store_errors: Counter,
+    pub store_served_open: Counter,
+    pub store_leases: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +95,10 @@ impl Default for Metrics {
             cancelled: Family::default(),
             connections: Gauge::default(),
             lane_controls: Family::default(),
+            store_up: Gauge::default(),
+            store_errors: Counter::default(),
+            store_served_open: Counter::default(),
+            store_leases: Gauge::default(),
             registry: Registry::default(),
         };
         // Names are registered without the `_total` suffix; the encoder appends it to counters.
@@ -158,13 +167,51 @@ impl Default for Metrics {
             "Operator actions on lanes (pause, resume, drain, concurrency), by lane and action",
             m.lane_controls.clone(),
         );
+        registry.register(
+            "laneway_store_up",
+            "Whether the shared limit store answers (1) or limits are local only (0)",
+            m.store_up.clone(),
+        );
+        registry.register(
+            "laneway_store_errors",
+            "Calls to the shared limit store that failed or timed out",
+            m.store_errors.clone(),
+        );
+        registry.register(
+            "laneway_store_served_open",
+            "Requests served on local limits alone while the shared store was down",
+            m.store_served_open.clone(),
+        );
+        registry.register(
+            "laneway_store_leases",
+            "Concurrency leases this replica holds in the shared store",
+            m.store_leases.clone(),
+        );
         Self { registry, ..m }
     }
 }
 
 impl Metrics {
     /// Refreshes the lane gauges from the live lanes and encodes everything.
-    pub fn render(&self, topo: &Topology, connections: usize) -> String {
+    pub fn render(
+        &self,
+        topo: &Topology,
+        connections: usize,
+        store: Option<&laneway_store::Store>,
+    ) -> String {
+        self.store_up
+            .set(i64::from(store.is_none_or(laneway_store::Store::is_up)));
+        if let Some(s) = store {
+            // The store counts in atomics; the counters catch up to them here.
+            self.store_errors
+                .inc_by(s.errors().saturating_sub(self.store_errors.get()));
+            self.store_served_open.inc_by(
+                s.served_open_total()
+                    .saturating_sub(self.store_served_open.get()),
+            );
+            self.store_leases
+                .set(i64::try_from(s.held()).unwrap_or(i64::MAX));
+        }
         self.connections
             .set(i64::try_from(connections).unwrap_or(i64::MAX));
         for l in &topo.lanes {

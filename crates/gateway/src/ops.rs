@@ -17,14 +17,48 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready when a configuration is loaded and the gateway is not draining.
+/// Ready when a configuration is loaded, the gateway is not draining and, with a shared limit
+/// store that refuses when down (`on_store_error = "closed"`), the store answers. A store that
+/// is down under "open" leaves the gateway ready but `degraded`: it serves on local limits.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.draining.load(Ordering::Acquire) {
         let e = ApiError::new(ErrorCode::NoLaneAvailable, "the gateway is shutting down");
         return GatewayError::from(e).into_response();
     }
     let topo = app.topo.load();
-    Json(json!({"status": "ready", "lanes": topo.lanes.len(), "routes": topo.routes.len()}))
+    let (status, store) = match &app.store {
+        None => ("ready", json!({"kind": "memory", "up": true})),
+        Some(s) => {
+            let up = s.is_up();
+            let store = json!({
+                "kind": "redis",
+                "up": up,
+                "on_store_error": if app.fail_open { "open" } else { "closed" },
+                "error": s.last_error(),
+            });
+            if !up && !app.fail_open {
+                let why = s.last_error().unwrap_or_default();
+                let e = ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("the shared limit store is unavailable ({why}) and on_store_error is \"closed\""),
+                )
+                .with_retry_after(std::time::Duration::from_secs(1));
+                let mut r = GatewayError::from(e).into_response();
+                // The OpenAI-shaped error, with the store's state beside it.
+                *r.body_mut() = axum::body::Body::from(
+                    json!({
+                        "error": {"message": format!("the shared limit store is unavailable: {why}"), "type": ErrorCode::StoreUnavailable.kind(), "code": "store_unavailable", "param": null},
+                        "status": "unavailable",
+                        "store": store,
+                    })
+                    .to_string(),
+                );
+                return r;
+            }
+            (if up { "ready" } else { "degraded" }, store)
+        }
+    };
+    Json(json!({"status": status, "lanes": topo.lanes.len(), "routes": topo.routes.len(), "store": store}))
         .into_response()
 }
 
@@ -32,7 +66,9 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Err(e) = crate::auth::metrics(&app, req.headers()) {
         return GatewayError::from(e).into_response();
     }
-    let text = app.metrics.render(&app.topo.load(), app.conns.len());
+    let text = app
+        .metrics
+        .render(&app.topo.load(), app.conns.len(), app.store.as_ref());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -79,6 +79,10 @@ impl From<AdmissionError> for GatewayError {
             AdmissionError::NoLaneAvailable { .. } => {
                 (ErrorCode::NoLaneAvailable, "retry after the indicated time")
             }
+            AdmissionError::StoreUnavailable { .. } => (
+                ErrorCode::StoreUnavailable,
+                "the gateway refuses rather than overshoot limits it cannot share; retry after the indicated time",
+            ),
         };
         let mut err = ApiError::new(code, format!("{msg}; {advice}"));
         if let Some(after) = e.retry_after() {

@@ -79,38 +79,50 @@ pub(super) fn limits(
     let line = c.section_line(raw);
     let default = RawLimitsStore::default();
     let l = raw.map_or(&default, |s| s.get_ref());
-    let store = match l.store.as_ref().map(|s| s.0.as_str()) {
+    let store = match l.store.as_ref().map(|s| s.0.trim()) {
         None | Some("memory") => LimitStore::Memory,
-        Some(u) if u.starts_with("redis://") => {
-            // Accepting it while counting locally would silently multiply every limit by the
-            // number of replicas.
-            c.push(
-                line,
-                "limits.store",
-                "limits shared through Redis are not available in this version of Laneway; \
-                 use \"memory\" (each replica then enforces its own limits)",
-            );
-            LimitStore::Redis(laneway_core::Secret::new(u.to_string()))
-        }
+        Some(u) => match redis_url(u) {
+            Ok(()) => LimitStore::Redis(laneway_core::Secret::new(u.to_string())),
+            Err(why) => {
+                c.push(line, "limits.store", why);
+                LimitStore::Memory
+            }
+        },
+    };
+    let fail_open = match l.on_store_error.as_ref().map(|s| s.0.as_str()) {
+        None | Some("open") => true,
+        Some("closed") => false,
         Some(o) => {
             c.push(
                 line,
-                "limits.store",
-                format!("`{o}` is neither \"memory\" nor a redis:// URL"),
+                "limits.on_store_error",
+                format!("`{o}` is neither \"open\" nor \"closed\""),
             );
-            LimitStore::Memory
+            true
         }
     };
-    // Only a shared store can fail; until one exists the setting would do nothing.
-    if l.on_store_error.is_some() {
+    let timeout = c.duration(
+        line,
+        "limits.timeout",
+        l.timeout.as_ref(),
+        LimitStoreConfig::DEFAULT_TIMEOUT,
+    );
+    if timeout > Duration::from_secs(10) {
         c.push(
             line,
-            "limits.on_store_error",
-            "applies to a shared limit store, which this version of Laneway does not have yet; \
-             remove it",
+            "limits.timeout",
+            "must be at most 10s: a request waits this long when the store hangs",
         );
     }
-    let fail_open = true;
+    let lease = c.duration(
+        line,
+        "limits.lease",
+        l.lease.as_ref(),
+        LimitStoreConfig::DEFAULT_LEASE,
+    );
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lease) {
+        c.push(line, "limits.lease", "must be between 1s and 10m");
+    }
     let prefix = l.prefix.as_ref().map_or("laneway", |p| p.0.as_str());
     let prefix_ok = !prefix.is_empty()
         && prefix.len() <= 64
@@ -128,7 +140,38 @@ pub(super) fn limits(
         store,
         fail_open,
         prefix: prefix.to_owned(),
+        timeout,
+        lease,
     }
+}
+
+/// Whether `u` is a Redis URL Laneway can use: `redis://[user:password@]host[:port][/db]`.
+/// Checked here so that a typo is a config error with its line, not a store that is never up.
+fn redis_url(u: &str) -> Result<(), String> {
+    if u.starts_with("rediss://") {
+        return Err("TLS to Redis (rediss://) is not supported; use redis:// on a private network or a local TLS tunnel".into());
+    }
+    let Some(rest) = u.strip_prefix("redis://") else {
+        return Err(format!("`{u}` is neither \"memory\" nor a redis:// URL"));
+    };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let (hostport, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    if host.is_empty() {
+        return Err("the redis:// URL names no host".into());
+    }
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{p}` is not a port (1 to 65535)"));
+        }
+    }
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Err(format!("`/{db}` is not a database number"));
+    }
+    Ok(())
 }
 
 pub(super) fn storage(

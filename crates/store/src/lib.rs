@@ -1,0 +1,219 @@
+//! The limit store shared by Laneway replicas: with `[limits] store = "redis://…"`, a lane's
+//! concurrency and rates and a key's concurrency and rates hold across every replica, so a key
+//! limited to 10 requests per second gets 10 in all, not 10 per replica.
+//!
+//! Each replica keeps its own queues and local limits; the store is consulted once a request
+//! holds a local permit. One script checks and takes everything a request needs (the lane's
+//! and the key's concurrency leases and rates, the lane's shared cooldown) and one more gives
+//! it back: two Redis calls per request. Concurrency is held as leases that each replica
+//! renews, so a replica that dies frees its slots within the lease time. A release that frees
+//! a full set is published, so a request waiting on any replica retries at once.
+//!
+//! # Layout
+//! - `scripts`: the Lua scripts and the keys they use.
+//! - `health`: the connection, timeouts, up/down and the probe that brings it back.
+//! - `hold`: a granted hold, its release and the renewal of leases.
+//! - `wake`: the subscription that wakes waiters when a slot frees on another replica.
+
+mod health;
+mod hold;
+mod scripts;
+mod wake;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use laneway_admission::{RateKind, RateSpec};
+
+pub use hold::Hold;
+
+/// One scope's terms: a lane's or a key's name, concurrency limit in force and rates.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms<'a> {
+    pub name: &'a str,
+    pub limit: Option<u32>,
+    pub rates: RateSpec,
+}
+
+/// Which scope a shared limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Lane,
+    Key,
+}
+
+/// What the store says of a request.
+pub enum Verdict {
+    Granted(Hold),
+    /// Every shared concurrency slot of that side is held; wait with [`Store::freed`].
+    Full(Side),
+    /// A shared rate refuses until `after` (`kind` is `None` for a shared cooldown).
+    Wait {
+        side: Side,
+        kind: Option<RateKind>,
+        after: Duration,
+    },
+    /// The store did not answer (or is known to be down): why.
+    Down(String),
+}
+
+/// The options of a shared store.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    pub prefix: String,
+    pub timeout: Duration,
+    pub lease: Duration,
+}
+
+pub(crate) struct Shared {
+    conn: redis::aio::ConnectionManager,
+    /// `{prefix}`, for the schema key.
+    prefix: String,
+    /// `{prefix}:v1`, for every other key.
+    ns: String,
+    timeout: Duration,
+    lease: Duration,
+    health: health::Health,
+    /// Names this replica's leases apart from other replicas'.
+    replica: String,
+    seq: AtomicU64,
+    holds: hold::Registry,
+    wake: wake::Wake,
+}
+
+/// A handle on the shared store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl Store {
+    /// Opens the store without waiting for it: the connection is made on first use and the
+    /// store reports itself down until Redis answers. Must run inside a tokio runtime.
+    pub fn open(o: Options) -> Result<Self, String> {
+        let client = redis::Client::open(o.url.as_str())
+            .map_err(|e| format!("limits.store is not a usable Redis URL: {e}"))?;
+        let conn =
+            health::manager(client.clone(), o.timeout).map_err(|e| format!("limits.store: {e}"))?;
+        let ns = format!("{}:v1", o.prefix);
+        let shared = Arc::new(Shared {
+            conn,
+            wake: wake::Wake::new(format!("{ns}:free")),
+            prefix: o.prefix,
+            ns,
+            timeout: o.timeout,
+            lease: o.lease,
+            health: health::Health::new(),
+            replica: format!("{:016x}", fastrand::u64(..)),
+            seq: AtomicU64::new(0),
+            holds: hold::Registry::default(),
+        });
+        health::spawn_probe(Arc::downgrade(&shared));
+        hold::spawn_renewal(Arc::downgrade(&shared));
+        wake::spawn_subscriber(Arc::downgrade(&shared), client);
+        Ok(Self { shared })
+    }
+
+    /// Asks for everything a request needs from the shared limits, in one call.
+    pub async fn admit(&self, lane: Terms<'_>, key: Option<Terms<'_>>, tokens: u64) -> Verdict {
+        let s = &self.shared;
+        if !s.health.is_up() {
+            return Verdict::Down(s.health.last_error().unwrap_or_else(|| "down".into()));
+        }
+        let id = s.seq.fetch_add(1, Ordering::Relaxed);
+        let ask = hold::Ask::new(s, id, lane, key, tokens);
+        let reply: Vec<i64> = match health::bounded(
+            s,
+            "acquire",
+            ask.invoke(&scripts::ACQUIRE, s.conn.clone()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(why) => return Verdict::Down(why),
+        };
+        let micros =
+            |v: Option<&i64>| Duration::from_micros(v.map_or(0, |&v| v.max(0).unsigned_abs()));
+        match reply.first() {
+            Some(0) => Verdict::Granted(ask.granted(s.clone())),
+            Some(1) => Verdict::Full(if reply.get(2) == Some(&2) {
+                Side::Key
+            } else {
+                Side::Lane
+            }),
+            Some(2) => {
+                let (side, kind) = ask.rate_at(reply.get(2).copied().unwrap_or(0));
+                Verdict::Wait {
+                    side,
+                    kind,
+                    after: micros(reply.get(1)),
+                }
+            }
+            Some(3) => Verdict::Wait {
+                side: Side::Lane,
+                kind: None,
+                after: micros(reply.get(1)),
+            },
+            _ => Verdict::Down(format!("acquire: unexpected reply {reply:?}")),
+        }
+    }
+
+    /// Shares a pause an upstream asked of `lane` (Retry-After, a spent rate budget), so the
+    /// other replicas wait too instead of each collecting the same 429.
+    pub async fn cool(&self, lane: &str, pause: Duration) {
+        let s = &self.shared;
+        if !s.health.is_up() {
+            return;
+        }
+        let key = format!("{}:lane:{lane}:cool", s.ns);
+        let mut conn = s.conn.clone();
+        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        let _ = health::bounded(s, "cool", async move {
+            scripts::COOL
+                .key(key)
+                .arg(micros)
+                .invoke_async::<()>(&mut conn)
+                .await
+        })
+        .await;
+    }
+
+    /// Resolves when a shared slot of `side` `name` frees on any replica (or soon after, when
+    /// the message was missed: waiters also poll).
+    pub async fn freed(&self, side: Side, name: &str) {
+        self.shared.wake.freed(side, name).await;
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.shared.health.is_up()
+    }
+
+    /// Why the store is down, when it is.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.health.last_error()
+    }
+
+    /// Store calls that failed or timed out.
+    pub fn errors(&self) -> u64 {
+        self.shared.health.errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request served on local limits alone while the store was down.
+    pub fn served_open(&self) {
+        self.shared
+            .health
+            .served_open
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn served_open_total(&self) -> u64 {
+        self.shared.health.served_open.load(Ordering::Relaxed)
+    }
+
+    /// Leases this replica holds now.
+    pub fn held(&self) -> usize {
+        self.shared.holds.len()
+    }
+}
