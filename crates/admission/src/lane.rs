@@ -333,12 +333,10 @@ impl Lane {
         paused.filter(|_| hinted).map(|u| u - now)
     }
 
-    /// What replicas sharing a store enforce together for this lane: its concurrency limit in
-    /// force (`None`: unlimited) and its rate limits.
-    pub fn shared_terms(&self) -> (Option<u32>, RateSpec) {
-        let st = self.lock();
-        let cap = st.cap();
-        ((cap != UNLIMITED).then_some(cap), st.spec.rates)
+    /// The concurrency limit in force (fixed, adaptive or set by hand); `None`: unlimited.
+    pub fn limit_in_force(&self) -> Option<u32> {
+        let cap = self.lock().cap();
+        (cap != UNLIMITED).then_some(cap)
     }
 
     pub fn snapshot(&self) -> LaneSnapshot {

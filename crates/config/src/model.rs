@@ -245,6 +245,11 @@ pub struct LimitStoreConfig {
 }
 
 impl LimitStoreConfig {
+    /// Whether replicas share their limits through a store.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, LimitStore::Redis(_))
+    }
+
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 }

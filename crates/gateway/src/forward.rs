@@ -202,12 +202,13 @@ async fn admit(
     };
     match admitted {
         Ok(mut permit) => {
+            let position = candidates.pool_position(&permit);
             if let Some(store) = &plan.app.store {
-                crate::shared::hold(plan, store, &mut permit)
+                let lane = &plan.topo.lanes[route.lanes[position]];
+                crate::shared::hold(plan, store, lane, &mut permit)
                     .await
                     .map_err(Failure::last)?;
             }
-            let position = candidates.pool_position(&permit);
             Ok((permit, position))
         }
         Err(e @ AdmissionError::NoLaneAvailable { .. }) => Err(Failure::route_down(e.into())),

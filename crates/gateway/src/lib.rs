@@ -98,6 +98,7 @@ impl App {
                     prefix: config.limits.prefix.clone(),
                     timeout: config.limits.timeout,
                     lease: config.limits.lease,
+                    fail_open: config.limits.fail_open,
                 })
                 .map_err(std::io::Error::other)?,
             ),
@@ -145,6 +146,14 @@ impl App {
         let config = Config::load(path).map_err(|e| e.to_string())?;
         let old = self.topo.load_full();
         if let Some(why) = reload::weakens_access(&old.config, &config) {
+            tracing::warn!(path = %path.display(), "reload refused: {why}");
+            return Err(why);
+        }
+        // The store's connection and where rates are counted are fixed at start.
+        if old.config.limits != config.limits {
+            let why = "the [limits] section changed; it takes effect on restart, so the reload is \
+                       refused (undo the change to reload the rest)"
+                .to_owned();
             tracing::warn!(path = %path.display(), "reload refused: {why}");
             return Err(why);
         }

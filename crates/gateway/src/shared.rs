@@ -12,26 +12,33 @@ use tokio::time::Instant;
 
 use crate::attempt::{cancelled, Plan};
 use crate::respond::GatewayError;
+use crate::topology::{rates, LaneLive};
 
 /// When a closed store refuses, clients come back after about this long: the probe checks a
 /// down store twice a second.
 const DOWN_RETRY: Duration = Duration::from_secs(1);
 
 /// Takes the request's share of the shared limits and attaches it to `permit`.
-pub async fn hold(plan: &Plan<'_>, store: &Store, permit: &mut Permit) -> Result<(), GatewayError> {
+pub async fn hold(
+    plan: &Plan<'_>,
+    store: &Store,
+    live: &LaneLive,
+    permit: &mut Permit,
+) -> Result<(), GatewayError> {
     let start = Instant::now();
     let key = plan.key.key.spec();
+    let lane_rates = rates(&live.config.limits);
+    let key_rates = plan.key.config.as_ref().map(|c| rates(&c.limits));
     loop {
-        let (limit, rates) = permit.lane().shared_terms();
         let lane = Terms {
             name: permit.lane().name(),
-            limit,
-            rates,
+            limit: permit.lane().limit_in_force(),
+            rates: lane_rates,
         };
-        let key_terms = plan.key.config.as_ref().map(|_| Terms {
+        let key_terms = key_rates.map(|rates| Terms {
             name: &key.name,
             limit: key.max_concurrent,
-            rates: key.rates,
+            rates,
         });
         let verdict = store.admit(lane, key_terms, permit.tokens()).await;
         let (side, wait) = match verdict {
@@ -39,11 +46,7 @@ pub async fn hold(plan: &Plan<'_>, store: &Store, permit: &mut Permit) -> Result
                 permit.hold_shared(Box::new(h), start.elapsed());
                 return Ok(());
             }
-            Verdict::Down(reason) if plan.app.fail_open => {
-                store.served_open();
-                tracing::debug!(%reason, "limit store down: served on local limits");
-                return Ok(());
-            }
+            Verdict::Local => return Ok(()),
             Verdict::Down(reason) => {
                 return Err(AdmissionError::StoreUnavailable {
                     reason,

@@ -100,7 +100,8 @@ fn next_key_id() -> u32 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-fn rates(l: &Limits) -> RateSpec {
+/// The rate limits a config section sets.
+pub fn rates(l: &Limits) -> RateSpec {
     RateSpec {
         per_second: l.rate.map(|r| (r.per_second, r.burst.get())),
         rpm: l.rpm.map(|r| r.get()),
@@ -115,11 +116,17 @@ fn mode(o: OnLimit) -> Mode {
     }
 }
 
-pub fn lane_spec(c: &LaneConfig, max_pause: Duration) -> LaneSpec {
+/// A lane's admission spec. With a shared store (`shared`), rates are the store's to enforce,
+/// fleet-wide: checking them here as well would refuse requests the fleet still has room for.
+pub fn lane_spec(c: &LaneConfig, max_pause: Duration, shared: bool) -> LaneSpec {
     LaneSpec {
         name: c.name.clone(),
         max_concurrent: c.limits.max_concurrent.map(|n| n.get()),
-        rates: rates(&c.limits),
+        rates: if shared {
+            RateSpec::default()
+        } else {
+            rates(&c.limits)
+        },
         queue_max_len: c.queue.max_len,
         queue_timeout: c.queue.timeout,
         on_limit: mode(c.on_limit),
@@ -128,14 +135,18 @@ pub fn lane_spec(c: &LaneConfig, max_pause: Duration) -> LaneSpec {
     }
 }
 
-fn key_spec(c: &KeyConfig) -> KeySpec {
+fn key_spec(c: &KeyConfig, shared: bool) -> KeySpec {
     KeySpec {
         name: c.name.clone(),
         priority: c.priority,
         weight: c.weight.get(),
         on_limit: mode(c.on_limit),
         max_concurrent: c.limits.max_concurrent.map(|n| n.get()),
-        rates: rates(&c.limits),
+        rates: if shared {
+            RateSpec::default()
+        } else {
+            rates(&c.limits)
+        },
     }
 }
 
@@ -147,7 +158,7 @@ fn build_lanes(
     let mut lanes = Vec::with_capacity(config.lanes.len());
     let mut by_name = HashMap::new();
     for (i, c) in config.lanes.iter().enumerate() {
-        let spec = lane_spec(c, config.retry.max_pause);
+        let spec = lane_spec(c, config.retry.max_pause, config.limits.is_shared());
         let (lane, budget) = match previous.and_then(|p| p.lane(&c.name)) {
             Some(old) => {
                 old.lane.reconfigure(spec);
@@ -178,7 +189,7 @@ fn build_lanes(
 fn build_keys(config: &Config, previous: Option<&Topology>) -> HashMap<String, Arc<KeyLive>> {
     let mut keys = HashMap::new();
     for c in &config.keys {
-        let spec = key_spec(c);
+        let spec = key_spec(c, config.limits.is_shared());
         let key = match previous.and_then(|p| p.key_named(&c.name)) {
             Some(old) => {
                 old.key.reconfigure(spec);

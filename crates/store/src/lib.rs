@@ -11,10 +11,12 @@
 //!
 //! # Layout
 //! - `scripts`: the Lua scripts and the keys they use.
+//! - `fallback`: this replica's own rate limits, while the store is down (fail-open).
 //! - `health`: the connection, timeouts, up/down and the probe that brings it back.
 //! - `hold`: a granted hold, its release and the renewal of leases.
 //! - `wake`: the subscription that wakes waiters when a slot frees on another replica.
 
+mod fallback;
 mod health;
 mod hold;
 mod scripts;
@@ -37,7 +39,7 @@ pub struct Terms<'a> {
 }
 
 /// Which scope a shared limit refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     Lane,
     Key,
@@ -54,7 +56,10 @@ pub enum Verdict {
         kind: Option<RateKind>,
         after: Duration,
     },
-    /// The store did not answer (or is known to be down): why.
+    /// The store is down and serving on local limits was allowed (`on_store_error = "open"`):
+    /// this replica's own rate limits passed.
+    Local,
+    /// The store did not answer (or is known to be down) and the config says to refuse: why.
     Down(String),
 }
 
@@ -65,6 +70,8 @@ pub struct Options {
     pub prefix: String,
     pub timeout: Duration,
     pub lease: Duration,
+    /// Serve on local limits while the store is down (else [`Verdict::Down`]).
+    pub fail_open: bool,
 }
 
 pub(crate) struct Shared {
@@ -81,6 +88,30 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     holds: hold::Registry,
     wake: wake::Wake,
+    /// This replica's own rate limits, used while the store is down and `fail_open`.
+    fallback: Option<fallback::Fallback>,
+}
+
+impl Shared {
+    /// The verdict while the store cannot answer: local limits, or a refusal.
+    fn unavailable(
+        &self,
+        lane: Terms<'_>,
+        key: Option<Terms<'_>>,
+        tokens: u64,
+        why: Option<String>,
+    ) -> Verdict {
+        match &self.fallback {
+            Some(f) => {
+                self.health.served_open.fetch_add(1, Ordering::Relaxed);
+                f.admit(lane, key, tokens)
+            }
+            None => Verdict::Down(
+                why.or_else(|| self.health.last_error())
+                    .unwrap_or_else(|| "down".into()),
+            ),
+        }
+    }
 }
 
 /// A handle on the shared store; cheap to clone.
@@ -109,6 +140,7 @@ impl Store {
             replica: format!("{:016x}", fastrand::u64(..)),
             seq: AtomicU64::new(0),
             holds: hold::Registry::default(),
+            fallback: o.fail_open.then(fallback::Fallback::default),
         });
         health::spawn_probe(Arc::downgrade(&shared));
         hold::spawn_renewal(Arc::downgrade(&shared));
@@ -120,7 +152,7 @@ impl Store {
     pub async fn admit(&self, lane: Terms<'_>, key: Option<Terms<'_>>, tokens: u64) -> Verdict {
         let s = &self.shared;
         if !s.health.is_up() {
-            return Verdict::Down(s.health.last_error().unwrap_or_else(|| "down".into()));
+            return s.unavailable(lane, key, tokens, None);
         }
         let id = s.seq.fetch_add(1, Ordering::Relaxed);
         let ask = hold::Ask::new(s, id, lane, key, tokens);
@@ -132,7 +164,7 @@ impl Store {
         .await
         {
             Ok(r) => r,
-            Err(why) => return Verdict::Down(why),
+            Err(why) => return s.unavailable(lane, key, tokens, Some(why)),
         };
         let micros =
             |v: Option<&i64>| Duration::from_micros(v.map_or(0, |&v| v.max(0).unsigned_abs()));

@@ -21,7 +21,7 @@ impl Drop for Proc {
 
 /// Spawns `laneway ARGS` in `dir` and reads its `listening on http://ADDR` line; stdout keeps
 /// being drained so the process never blocks on a full pipe.
-fn spawn(
+pub fn spawn(
     args: &[&str],
     dir: &std::path::Path,
     env: &[(&str, &str)],

@@ -12,5 +12,6 @@ mod mock;
 mod onwards;
 mod proxy;
 mod resilience;
+mod shared;
 mod util;
 mod waiting;

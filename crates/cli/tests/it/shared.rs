@@ -1,0 +1,399 @@
+//! Limits shared by replicas through a real `redis-server` (Debian's), started on a free port.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use laneway_gateway::Gateway;
+use tokio::time::Instant;
+
+use crate::util::*;
+
+/// A `redis-server` of this test's own, without persistence, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        Self::on(closed_port()).await
+    }
+
+    async fn on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "local",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian package redis-server; .ci/run installs it)");
+        let r = Self { child, port };
+        let up = until(Duration::from_secs(10), || async {
+            r.cli(&["PING"]) == "PONG"
+        })
+        .await;
+        assert!(up, "redis-server on port {port} never answered");
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(store: &str, lane: &str, rest: &str) -> String {
+    format!(
+        "[limits]\nstore = \"{store}\"\ntimeout = \"100ms\"\nlease = \"2s\"\n{rest}\n\
+         [[lane]]\nname = \"m\"\nurl = \"{{mock}}\"\n{lane}\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n"
+    )
+}
+
+async fn ready(g: &Gateway) -> bool {
+    until(Duration::from_secs(10), || async {
+        g.app.store.as_ref().is_some_and(|s| s.is_up())
+    })
+    .await
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
+    let r = client().get(url(addr, "/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_a_key_rate_limit() {
+    let redis = Redis::start().await;
+    let m = mock(mock_cfg()).await;
+    let toml = config(
+        &redis.url(),
+        "",
+        "[[key]]\nname = \"team\"\nkey = \"sk-team\"\nrate_limit = { requests_per_second = 20, burst_size = 1 }",
+    );
+    let (a, b) = (
+        gateway(&toml, &m.url()).await,
+        gateway(&toml, &m.url()).await,
+    );
+    assert!(ready(&a).await && ready(&b).await);
+    let ok = Arc::new(AtomicUsize::new(0));
+    let c = client();
+    let start = Instant::now();
+    let run = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for addr in [a.addr, b.addr, a.addr, b.addr] {
+        let (c, ok) = (c.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20_000 {
+                if start.elapsed() >= run {
+                    break;
+                }
+                let r = c
+                    .post(url(addr, "/v1/chat/completions"))
+                    .bearer_auth("sk-team")
+                    .json(&chat_body("mock-1"))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    429 => assert_eq!(error_code(r).await, "rate_limit"),
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ok = ok.load(Ordering::Relaxed) as f64;
+    // 20 a second in all, whichever replica the requests reach: not 40.
+    let per_second = ok / secs;
+    assert!(
+        (19.0..=21.0 + 1.0 / secs).contains(&per_second),
+        "{ok} accepted in {secs:.2} s: {per_second:.1}/s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_lane_limit_holds_across_replicas_and_a_freed_slot_serves_the_other() {
+    let redis = Redis::start().await;
+    let m = held_mock().await;
+    let toml = config(
+        &redis.url(),
+        "concurrency_limit = { max_concurrent_requests = 8 }",
+        "[server]\nauth = \"none\"",
+    );
+    let (a, b) = (
+        gateway(&toml, &m.url()).await,
+        gateway(&toml, &m.url()).await,
+    );
+    assert!(ready(&a).await && ready(&b).await);
+    let c = client();
+    let mut tasks: Vec<_> = (0..12).map(|_| chat_in_background(&c, a.addr)).collect();
+    tasks.extend((0..12).map(|_| chat_in_background(&c, b.addr)));
+    stats_until(&m, |s| s.held == 8).await;
+    // Each replica would admit 8 on its own; the fleet holds 8 in all.
+    let on = |g: &Gateway| g.app.store.as_ref().map_or(0, |s| s.held());
+    assert_eq!(on(&a) + on(&b), 8);
+    // Slots freed one at a time go to whichever replica has a waiter.
+    for done in 1..=16u64 {
+        m.release(Some(1));
+        stats_until(&m, |s| s.completed == done && s.held == 8.min(24 - done)).await;
+    }
+    m.set_hold(false);
+    m.release(None);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let s = m.stats();
+    assert_eq!((s.completed, s.max_in_flight), (24, 8), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_frees_its_slots_within_the_lease() {
+    let redis = Redis::start().await;
+    let m = held_mock().await;
+    let toml = config(
+        &redis.url(),
+        "concurrency_limit = { max_concurrent_requests = 4 }",
+        "[server]\nauth = \"none\"",
+    )
+    .replace("{mock}", &m.url());
+    let dir = std::env::temp_dir().join(format!("laneway-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("replica.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let (mut child, addr) = crate::binary::spawn(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &dir,
+        &[],
+        Stdio::null(),
+    );
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let c = client();
+    let up = until(Duration::from_secs(10), || async {
+        readyz(addr).await.1["store"]["up"] == true
+    })
+    .await;
+    assert!(up, "the replica's store never came up");
+    let doomed: Vec<_> = (0..4).map(|_| chat_in_background(&c, addr)).collect();
+    stats_until(&m, |s| s.held == 4).await;
+    let b = gateway(&toml, &m.url()).await;
+    assert!(ready(&b).await);
+    let waiting = chat_in_background(&c, b.addr);
+    // The fleet is full: the other replica's request waits for a shared slot.
+    let reached = until(Duration::from_millis(500), || async {
+        m.stats().requests > 4
+    })
+    .await;
+    assert!(
+        !reached,
+        "a fifth request reached the upstream of a fleet limited to 4"
+    );
+    child.kill().unwrap(); // SIGKILL: no release, only the leases' expiry
+    let _ = child.wait();
+    let killed = Instant::now();
+    m.set_hold(false);
+    m.release(None);
+    assert_eq!(waiting.await.unwrap(), 200);
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(2) + Duration::from_millis(1500),
+        "capacity came back after {took:?}"
+    );
+    for d in doomed {
+        let _ = d.await;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_load_fails_open_or_closed_and_both_recover() {
+    let redis = Redis::start().await;
+    let port = redis.port;
+    let m = mock(mock_cfg()).await;
+    let auth = "[server]\nauth = \"none\"";
+    let open = gateway(&config(&redis.url(), "", auth), &m.url()).await;
+    let closed = gateway(
+        &config(&redis.url(), "", auth).replace(
+            "lease = \"2s\"",
+            "lease = \"2s\"\non_store_error = \"closed\"",
+        ),
+        &m.url(),
+    )
+    .await;
+    assert!(ready(&open).await && ready(&closed).await);
+    let c = client();
+    assert_eq!(
+        chat(&c, closed.addr, &chat_body("mock-1")).await.status(),
+        200
+    );
+    drop(redis);
+    // Until the probe notices, a request finds out by itself within the store's timeout.
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(
+            chat(&c, open.addr, &chat_body("mock-1")).await.status(),
+            200
+        );
+        let r = chat(&c, closed.addr, &chat_body("mock-1")).await;
+        let status = r.status().as_u16();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a request took {:?}",
+            t.elapsed()
+        );
+        if status == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_eq!(error_code(r).await, "store_unavailable");
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    assert_eq!(readyz(open.addr).await.1["status"], "degraded");
+    let (code, body) = readyz(closed.addr).await;
+    assert_eq!(
+        (code, body["store"]["up"].as_bool()),
+        (503, Some(false)),
+        "{body}"
+    );
+    assert!(metrics_text(&c, open.addr)
+        .await
+        .contains("laneway_store_up 0"));
+    let redis = Redis::on(port).await;
+    assert!(ready(&open).await && ready(&closed).await);
+    assert_eq!(
+        chat(&c, closed.addr, &chat_body("mock-1")).await.status(),
+        200
+    );
+    assert_eq!(readyz(closed.addr).await.0, 200);
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_slow_or_foreign_stores_are_errors_not_hangs() {
+    let m = mock(mock_cfg()).await;
+    let auth = "[server]\nauth = \"none\"";
+    let c = client();
+    for store in [
+        format!("redis://127.0.0.1:{}", closed_port()),
+        "redis://no-such-host.invalid:6379".to_owned(),
+    ] {
+        let g = gateway(
+            &config(&store, "", auth).replace(
+                "lease = \"2s\"",
+                "lease = \"2s\"\non_store_error = \"closed\"",
+            ),
+            &m.url(),
+        )
+        .await;
+        let t = Instant::now();
+        let r = chat(&c, g.addr, &chat_body("mock-1")).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{store}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(error_code(r).await, "store_unavailable", "{store}");
+        let (code, body) = readyz(g.addr).await;
+        assert_eq!(code, 503);
+        assert!(
+            body["store"]["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+
+    // A Redis that stops answering for two seconds: requests are served within the timeout.
+    let redis = Redis::start().await;
+    let g = gateway(
+        &config(
+            &redis.url(),
+            "concurrency_limit = { max_concurrent_requests = 4 }",
+            auth,
+        ),
+        &m.url(),
+    )
+    .await;
+    assert!(ready(&g).await);
+    let sleeper = std::thread::spawn({
+        let port = redis.port;
+        move || {
+            Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "2"])
+                .output()
+        }
+    });
+    let went_down = until(Duration::from_secs(5), || async {
+        !g.app.store.as_ref().unwrap().is_up()
+    })
+    .await;
+    assert!(went_down, "a store that stopped answering was not noticed");
+    let t = Instant::now();
+    assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let slept = sleeper.join().unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&slept.stdout).contains("OK"),
+        "{slept:?}"
+    );
+    assert!(ready(&g).await);
+
+    // Keys of another layout under the prefix: refused with a message that says what to do.
+    redis.cli(&["SET", "other:schema", "0"]);
+    let foreign = gateway(
+        &config(&redis.url(), "", auth)
+            .replace("lease = \"2s\"", "lease = \"2s\"\nprefix = \"other\""),
+        &m.url(),
+    )
+    .await;
+    let said = until(Duration::from_secs(5), || async {
+        readyz(foreign.addr).await.1["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("layout 0"))
+    })
+    .await;
+    assert!(said, "{}", readyz(foreign.addr).await.1);
+    // A key of the wrong type where a lease set belongs: the request is served (fail-open) and
+    // the error names the problem.
+    redis.cli(&["SET", "laneway:v1:lane:m:held", "junk"]);
+    let before = g.app.store.as_ref().unwrap().errors();
+    assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
+    assert!(g.app.store.as_ref().unwrap().errors() > before);
+}
