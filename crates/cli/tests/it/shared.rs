@@ -397,3 +397,64 @@ async fn unreachable_slow_or_foreign_stores_are_errors_not_hangs() {
     assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
     assert!(g.app.store.as_ref().unwrap().errors() > before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_longer_than_its_lease_time_is_renewed() {
+    let redis = Redis::start().await;
+    let m = held_mock().await;
+    let toml = config(
+        &redis.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "[server]\nauth = \"none\"",
+    );
+    let (a, b) = (
+        gateway(&toml, &m.url()).await,
+        gateway(&toml, &m.url()).await,
+    );
+    assert!(ready(&a).await && ready(&b).await);
+    let c = client();
+    let long = chat_in_background(&c, a.addr);
+    stats_until(&m, |s| s.held == 1).await;
+    let other = chat_in_background(&c, b.addr);
+    // Twice the lease time: without renewal the slot would expire and the second would start.
+    let reached = until(Duration::from_secs(4), || async { m.stats().requests > 1 }).await;
+    assert!(
+        !reached,
+        "the lease of a running request expired while it ran"
+    );
+    m.set_hold(false);
+    m.release(None);
+    assert_eq!(long.await.unwrap(), 200);
+    assert_eq!(other.await.unwrap(), 200);
+    assert_eq!(m.stats().max_in_flight, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_pause_learned_by_one_replica_holds_the_others() {
+    let redis = Redis::start().await;
+    let mut cfg = mock_cfg();
+    cfg.fail_first = 1;
+    cfg.fail_retry_after_ms = 3000;
+    let m = mock(cfg).await;
+    let toml = config(&redis.url(), "", "[server]\nauth = \"none\"");
+    let (a, b) = (
+        gateway(&toml, &m.url()).await,
+        gateway(&toml, &m.url()).await,
+    );
+    assert!(ready(&a).await && ready(&b).await);
+    let c = client();
+    let first = chat_in_background(&c, a.addr);
+    stats_until(&m, |s| s.rejected_429 == 1).await;
+    // The pause reaches the store just after the 429 does.
+    let shared = until(Duration::from_secs(5), || async {
+        redis.cli(&["EXISTS", "laneway:v1:lane:m:cool"]) == "1"
+    })
+    .await;
+    assert!(shared, "the lane's pause never reached the store");
+    let second = chat_in_background(&c, b.addr);
+    let reached = until(Duration::from_secs(1), || async { m.stats().requests > 1 }).await;
+    assert!(!reached, "the other replica sent upstream during the pause");
+    assert_eq!(second.await.unwrap(), 200);
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(m.stats().rejected_429, 1);
+}
