@@ -125,6 +125,11 @@ pub fn describe(c: &Config) -> String {
         humantime::format_duration(c.limits.timeout),
         humantime::format_duration(c.limits.lease)
     );
-    let _ = writeln!(out, "storage: {}", c.storage.path.display());
+    let _ = writeln!(
+        out,
+        "storage: {} (files up to {} bytes)",
+        c.storage.path.display(),
+        c.storage.max_file_size
+    );
     out
 }

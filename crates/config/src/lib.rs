@@ -85,9 +85,10 @@ impl Config {
         })
     }
 
-    /// The built-in demo: one in-process mock lane named `mock` serving `mock-*`, no auth.
+    /// The built-in demo: one in-process mock lane named `mock` serving `mock-*`, no auth; Batch
+    /// API files and batches in a directory of its own under the system's temporary directory.
     pub fn demo() -> Self {
-        Self::parse(
+        let mut c = Self::parse(
             r#"
             [[lane]]
             name = "mock"
@@ -98,7 +99,9 @@ impl Config {
             lanes = ["mock"]
             "#,
         )
-        .expect("the demo config is valid")
+        .expect("the demo config is valid");
+        c.storage.path = std::env::temp_dir().join(format!("laneway-demo-{}", std::process::id()));
+        c
     }
 
     /// The first route whose pattern matches the model: the one rule that routes a request.

@@ -254,9 +254,20 @@ impl LimitStoreConfig {
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 }
 
+impl StorageConfig {
+    pub const DEFAULT_BATCH_CONCURRENCY: usize = 32;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     pub path: PathBuf,
     /// Largest batch input file, in bytes.
     pub max_file_size: usize,
+    /// Batch items in flight at once across every batch (waiting in a lane queue or running);
+    /// they count toward the lanes' `queue.max_len`.
+    pub batch_concurrency: usize,
+    /// Whether the config has a `[storage]` section. Without one the directory is opened at
+    /// start only if it exists, else on the first Batch API call, so a gateway that never sees
+    /// a batch leaves no directory behind.
+    pub configured: bool,
 }

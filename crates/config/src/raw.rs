@@ -164,4 +164,5 @@ pub struct RawLimitsStore {
 pub struct RawStorage {
     pub path: Option<EnvString>,
     pub max_file_size: Option<RawSize>,
+    pub batch_concurrency: Option<u64>,
 }

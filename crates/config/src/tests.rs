@@ -336,7 +336,7 @@ fn an_open_gateway_is_declared_and_has_no_keys() {
         ("fleet-a", Duration::from_millis(40), Duration::from_secs(3))
     );
     let e = Config::parse(
-        "[limits]\nstore = \"redis://:99999\"\non_store_error = \"maybe\"\ntimeout = \"1m\"\nlease = \"100ms\"\n[storage]\npath = \"d\"\n",
+        "[limits]\nstore = \"redis://:99999\"\non_store_error = \"maybe\"\ntimeout = \"1m\"\nlease = \"100ms\"\n[storage]\npath = \"\"\nmax_file_size = 0\n",
     )
     .unwrap_err();
     let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
@@ -347,7 +347,8 @@ fn an_open_gateway_is_declared_and_has_no_keys() {
             "limits.on_store_error",
             "limits.timeout",
             "limits.lease",
-            "storage"
+            "storage.path",
+            "storage.max_file_size"
         ],
         "{e}"
     );

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     StoreUnavailable,
     UpstreamUnreachable,
     DeadlineExceeded,
+    /// The disk under `[storage] path` is full: a Batch API upload or result could not be kept.
+    StorageFull,
     Internal,
 }
 
@@ -52,6 +54,7 @@ impl ErrorCode {
             Self::UpstreamUnreachable => 502,
             Self::RequestCancelled | Self::NoLaneAvailable | Self::StoreUnavailable => 503,
             Self::DeadlineExceeded => 504,
+            Self::StorageFull => 507,
         }
     }
 
@@ -75,6 +78,7 @@ impl ErrorCode {
             Self::StoreUnavailable => "store_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::DeadlineExceeded => "deadline_exceeded",
+            Self::StorageFull => "storage_full",
             Self::Internal => "internal_error",
         }
     }
@@ -93,6 +97,7 @@ impl ErrorCode {
             | Self::StoreUnavailable
             | Self::UpstreamUnreachable
             | Self::DeadlineExceeded
+            | Self::StorageFull
             | Self::Internal => "server_error",
             _ => "invalid_request_error",
         }

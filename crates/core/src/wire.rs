@@ -29,6 +29,22 @@ impl Endpoint {
         }
     }
 
+    /// The gateway's own path for the endpoint, as Batch API files name it.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// The endpoint a Batch API `endpoint` or `url` names.
+    pub fn from_path(path: &str) -> Option<Self> {
+        [Self::ChatCompletions, Self::Completions, Self::Embeddings]
+            .into_iter()
+            .find(|e| e.path() == path)
+    }
+
     const fn body_field(self) -> &'static str {
         match self {
             Self::ChatCompletions => "messages",

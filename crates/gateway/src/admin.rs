@@ -31,6 +31,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/lanes/{name}/pause", post(control::pause))
         .route("/lanes/{name}/resume", post(control::resume))
         .route("/lanes/{name}/drain", post(control::drain))
+        .route("/batches", get(crate::batch::admin_list))
         .route("/reload", post(reload))
 }
 

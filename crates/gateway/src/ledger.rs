@@ -72,6 +72,8 @@ pub struct Ledger {
     pub attempts: u32,
     pub status: u16,
     pub code: Code,
+    /// A Batch API item: counted in `laneway_batch_items`, not `laneway_requests`.
+    pub batch: bool,
     closed: bool,
 }
 
@@ -95,6 +97,7 @@ impl Ledger {
             attempts: 0,
             status: 0,
             code: Cow::Borrowed(""),
+            batch: false,
             closed: false,
         }
     }
@@ -114,7 +117,12 @@ impl Ledger {
             End::UpstreamBroke => Cow::Borrowed("upstream_broke"),
             End::Panicked => Cow::Borrowed("internal_error"),
         };
-        m.requests
+        let family = if self.batch {
+            &m.batch_items
+        } else {
+            &m.requests
+        };
+        family
             .get_or_create(&RequestLabels {
                 lane: lane.clone(),
                 key: self.key.clone(),
@@ -168,6 +176,7 @@ impl Ledger {
             upstream_ms = ms(upstream),
             total_ms = self.created.elapsed().as_millis() as u64,
             attempts = self.attempts,
+            batch = self.batch,
             prompt_tokens = usage.map_or(0, |u| u.prompt_tokens),
             completion_tokens = usage.map_or(0, |u| u.completion_tokens),
             "request finished"

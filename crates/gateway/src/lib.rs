@@ -19,12 +19,15 @@
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
 //! - [`control`]: lane controls at run time (pause, resume, drain, concurrency by hand).
+//! - [`batch`]: the OpenAI Batch API (`/v1/files`, `/v1/batches`), durable in SQLite, its items
+//!   below every interactive request in the lanes' queues.
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface; [`views`]: what the
 //!   admin API and the panel show.
 
 pub mod admin;
 pub mod attempt;
 pub mod auth;
+pub mod batch;
 pub mod body;
 pub mod catalog;
 pub mod conn;
@@ -79,6 +82,8 @@ pub struct App {
     pub store: Option<laneway_store::Store>,
     /// Serve on local limits while the shared store is down (else refuse with 503).
     pub fail_open: bool,
+    /// Batch API files and batches.
+    pub batches: batch::Batches,
 }
 
 impl App {
@@ -104,6 +109,7 @@ impl App {
             ),
         };
         let fail_open = config.limits.fail_open;
+        let batches = batch::Batches::new(config.storage.clone());
         let topo = Topology::build(config, None, &mocks).await?;
         Ok(Arc::new(Self {
             topo: ArcSwap::from_pointee(topo),
@@ -119,6 +125,7 @@ impl App {
             standings: views::StandingCache::default(),
             store,
             fail_open,
+            batches,
         }))
     }
 
@@ -150,6 +157,13 @@ impl App {
             return Err(why);
         }
         // The store's connection and where rates are counted are fixed at start.
+        if old.config.storage != config.storage {
+            let why = "the [storage] section changed; it takes effect on restart, so the reload \
+                       is refused (undo the change to reload the rest)"
+                .to_owned();
+            tracing::warn!(path = %path.display(), "reload refused: {why}");
+            return Err(why);
+        }
         if old.config.limits != config.limits {
             let why = "the [limits] section changed; it takes effect on restart, so the reload is \
                        refused (undo the change to reload the rest)"
@@ -214,6 +228,7 @@ impl Gateway {
         let listener = reuseport_listener(listen.unwrap_or(config.server.listen))?;
         let addr = listener.local_addr()?;
         let app = App::new(config, config_path).await?;
+        batch::resume(&app).await?;
         let shutdown = CancellationToken::new();
         let router = server::router(app.clone());
         if workers == 0 {
@@ -261,6 +276,8 @@ impl Gateway {
     /// up to `shutdown_grace`, then returns how many were still running when the grace ran out.
     pub async fn drain(self) -> usize {
         self.app.draining.store(true, Ordering::Release);
+        // Batches take no new items; what they had not recorded runs after a restart.
+        self.app.batches.stop();
         let grace = self.app.topo.load().config.server.shutdown_grace;
         self.shutdown.cancel();
         let app = &self.app;

@@ -59,6 +59,10 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    /// Batch API items, counted apart from interactive requests.
+    pub batch_items: Family<RequestLabels, Counter>,
+    /// Batches that reached an end, by status (`completed`, `failed`, `expired`, `cancelled`).
+    pub batches: Family<Reason, Counter>,
     pub in_flight: Family<LaneLabel, Gauge>,
     pub queued: Family<LaneLabel, Gauge>,
     pub concurrency_limit: Family<LaneLabel, Gauge>,
@@ -83,6 +87,8 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let m = Self {
             requests: Family::default(),
+            batch_items: Family::default(),
+            batches: Family::default(),
             in_flight: Family::default(),
             queued: Family::default(),
             concurrency_limit: Family::default(),
@@ -106,6 +112,16 @@ impl Default for Metrics {
             "laneway_requests",
             "Requests answered, by lane, key, model and code",
             m.requests.clone(),
+        );
+        registry.register(
+            "laneway_batch_items",
+            "Batch API items answered, by lane, key, model and code (not in laneway_requests)",
+            m.batch_items.clone(),
+        );
+        registry.register(
+            "laneway_batches",
+            "Batches that ended, by status",
+            m.batches.clone(),
         );
         registry.register(
             "laneway_in_flight",

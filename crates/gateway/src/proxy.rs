@@ -91,7 +91,13 @@ fn answer(app: &App, relayed: Result<Relay, GatewayError>, ledger: Ledger) -> Re
 }
 
 /// The request ends without an upstream answer to relay: record it and answer the error.
-fn refused(app: &App, mut ledger: Ledger, e: GatewayError) -> Response {
+fn refused(app: &App, ledger: Ledger, e: GatewayError) -> Response {
+    record_refusal(app, ledger, &e);
+    e.into_response()
+}
+
+/// Counts and logs a request that ends without an upstream answer to relay.
+pub(crate) fn record_refusal(app: &App, mut ledger: Ledger, e: &GatewayError) {
     ledger.code = e.code();
     if let GatewayError::Api(api) = &e {
         ledger.status = api.status();
@@ -102,8 +108,7 @@ fn refused(app: &App, mut ledger: Ledger, e: GatewayError) -> Response {
             })
             .inc();
     }
-    ledger.close(End::of(&e), None);
-    e.into_response()
+    ledger.close(End::of(e), None);
 }
 
 fn put_key_headers(h: &mut HeaderMap, key: &KeyLive) {
@@ -179,6 +184,10 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(str::trim)
 }
 
+/// The priority of Batch API items: below every interactive request, so a batch never takes a
+/// lane slot an interactive request is waiting for.
+pub(crate) const BATCH_PRIORITY: i32 = i32::MIN;
+
 /// The request's own deadline and priority, from the `x-laneway-*` headers.
 fn request_options(
     headers: &HeaderMap,
@@ -208,7 +217,8 @@ fn request_options(
         // A request may lower its priority, never raise it above its key's.
         priority = priority.min(p);
     }
-    Ok((timeout, priority))
+    // Batch items are below every interactive request.
+    Ok((timeout, priority.max(BATCH_PRIORITY.saturating_add(1))))
 }
 
 fn parse_client_timeout(v: &str) -> Option<Duration> {
@@ -216,7 +226,7 @@ fn parse_client_timeout(v: &str) -> Option<Duration> {
 }
 
 /// A request read, routed and registered, ready for admission.
-struct Prepared {
+pub(crate) struct Prepared {
     meta: wire::RequestMeta,
     body: Bytes,
     endpoint: Endpoint,
@@ -246,6 +256,20 @@ async fn prepare(
         declared,
     )
     .await?;
+    let options = request_options(&parts.headers, topo, key)?;
+    routed(app, topo, endpoint, body, key, ledger, options)
+}
+
+/// A body routed and checked against the key, registered where operators see it.
+pub(crate) fn routed(
+    app: &Arc<App>,
+    topo: &Arc<Topology>,
+    endpoint: Endpoint,
+    body: Bytes,
+    key: &KeyLive,
+    ledger: &mut Ledger,
+    (timeout, priority): (Duration, i32),
+) -> Result<Prepared, GatewayError> {
     let meta = wire::peek(endpoint, &body)?;
     let route_index = topo.config.route_for(&meta.model).ok_or_else(|| {
         ApiError::new(
@@ -271,7 +295,6 @@ async fn prepare(
         .with_param("model")
         .into());
     }
-    let (timeout, priority) = request_options(&parts.headers, topo, key)?;
     let deadline = Instant::now() + timeout;
     // The reservation is made before a lane is chosen, so the pool's first lane sets it.
     let default_max = route
@@ -302,7 +325,7 @@ async fn prepare(
 }
 
 /// Admission, attempts and fallbacks; an answer ready to relay.
-async fn relay(
+pub(crate) async fn relay(
     app: &Arc<App>,
     topo: &Topology,
     key: &KeyLive,
@@ -337,7 +360,7 @@ async fn relay(
 }
 
 /// An upstream answer ready to relay, with everything the request holds until its body ends.
-struct Relay {
+pub(crate) struct Relay {
     response: http::Response<hyper::body::Incoming>,
     permit: laneway_admission::Permit,
     strip_usage: bool,
@@ -348,7 +371,7 @@ struct Relay {
 impl Relay {
     /// The client's response: the upstream's status, content type and body; the body owns the
     /// permit, the table entry and the ledger until it ends.
-    fn respond(self, mut ledger: Ledger) -> Response {
+    pub(crate) fn respond(self, mut ledger: Ledger) -> Response {
         let (parts, incoming) = self.response.into_parts();
         let sse = parts
             .headers

@@ -16,7 +16,7 @@ use laneway_core::{ApiError, ErrorCode};
 
 use crate::auth::RequestCtx;
 use crate::respond::{error_response, UpstreamAnswer};
-use crate::{admin, ops, proxy, ui, App};
+use crate::{admin, batch, ops, proxy, ui, App};
 
 /// Bytes of a framework error body kept as the message of the OpenAI-shaped replacement.
 const MAX_REJECTION_TEXT: usize = 1024;
@@ -146,6 +146,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/embeddings", post(proxy::embeddings))
         .route("/v1/models", get(ops::models))
+        .route(
+            "/v1/files",
+            post(batch::upload)
+                .get(batch::list_files)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/files/{id}", get(batch::get).delete(batch::delete))
+        .route("/v1/files/{id}/content", get(batch::content))
+        .route("/v1/batches", post(batch::create).get(batch::list))
+        .route("/v1/batches/{id}", get(batch::retrieve))
+        .route("/v1/batches/{id}/cancel", post(batch::cancel))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -190,7 +190,7 @@ fn build_keys(config: &Config, previous: Option<&Topology>) -> HashMap<String, A
     let mut keys = HashMap::new();
     for c in &config.keys {
         let spec = key_spec(c, config.limits.is_shared());
-        let key = match previous.and_then(|p| p.key_named(&c.name)) {
+        let key = match previous.and_then(|p| p.keys.values().find(|k| k.name() == c.name)) {
             Some(old) => {
                 old.key.reconfigure(spec);
                 old.key.clone()
@@ -265,7 +265,11 @@ impl Topology {
         self.by_name.get(name).map(|&i| &self.lanes[i])
     }
 
-    fn key_named(&self, name: &str) -> Option<&Arc<KeyLive>> {
+    /// A configured key by name (the anonymous one on a gateway without keys).
+    pub(crate) fn key_named(&self, name: &str) -> Option<&Arc<KeyLive>> {
+        if self.keys.is_empty() && self.anonymous.name() == name {
+            return Some(&self.anonymous);
+        }
         self.keys.values().find(|k| k.name() == name)
     }
 

@@ -174,6 +174,9 @@ fn redis_url(u: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Batch items in flight at most; each waits in a lane queue or runs upstream.
+const MAX_BATCH_CONCURRENCY: u64 = 4096;
+
 pub(super) fn storage(
     c: &mut Checker<'_>,
     raw: Option<&toml::Spanned<RawStorage>>,
@@ -181,16 +184,10 @@ pub(super) fn storage(
     let line = c.section_line(raw);
     let default = RawStorage::default();
     let s = raw.map_or(&default, |s| s.get_ref());
-    // Storage holds batch files; until the Batch API exists the section would do nothing.
-    if s.path.is_some() || s.max_file_size.is_some() {
-        c.push(
-            line,
-            "storage",
-            "holds Batch API files, which this version of Laneway does not serve yet; remove the \
-             [storage] section",
-        );
-    }
     let path = s.path.as_ref().map_or("laneway-data", |p| p.0.as_str());
+    if path.trim().is_empty() {
+        c.push(line, "storage.path", "must name a directory");
+    }
     let default_size = 200 << 20;
     let max_file_size = match &s.max_file_size {
         None => default_size,
@@ -200,8 +197,25 @@ pub(super) fn storage(
             default_size
         }),
     };
+    if max_file_size == 0 {
+        c.push(line, "storage.max_file_size", "must be more than 0 bytes");
+    }
+    let batch_concurrency = match s.batch_concurrency {
+        None => StorageConfig::DEFAULT_BATCH_CONCURRENCY,
+        Some(n) if (1..=MAX_BATCH_CONCURRENCY).contains(&n) => n as usize,
+        Some(_) => {
+            c.push(
+                line,
+                "storage.batch_concurrency",
+                format!("must be between 1 and {MAX_BATCH_CONCURRENCY}"),
+            );
+            StorageConfig::DEFAULT_BATCH_CONCURRENCY
+        }
+    };
     StorageConfig {
         path: PathBuf::from(path),
         max_file_size,
+        batch_concurrency,
+        configured: raw.is_some(),
     }
 }

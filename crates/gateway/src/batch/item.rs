@@ -1,0 +1,205 @@
+//! One batch item through the request path a client's request takes (route, key checks,
+//! admission, attempts, relay), as the batch's owner, at [`BATCH_PRIORITY`], with the whole
+//! answer collected for the output file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use laneway_core::wire::Endpoint;
+use laneway_core::{ApiError, ErrorCode};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::auth::RequestCtx;
+use crate::ledger::Ledger;
+use crate::proxy::{record_refusal, relay, routed, BATCH_PRIORITY};
+use crate::respond::GatewayError;
+use crate::App;
+
+/// Largest answer kept for one item; a bigger one is recorded as an error.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// What became of one attempt at an item.
+pub(crate) enum Outcome {
+    /// An answer to record: the upstream's (any status) or the gateway's final error.
+    Done {
+        status: u16,
+        body: Bytes,
+        request_id: Arc<str>,
+        /// The lane that answered, if one did.
+        lane: Option<crate::label::Label>,
+    },
+    /// The gateway had no room for it yet (a limit, a full queue, no lane): try again after
+    /// this long. Nothing is recorded, so the item is neither lost nor counted as failed.
+    Later(Duration),
+}
+
+impl Outcome {
+    fn error(e: &ApiError, request_id: Arc<str>) -> Self {
+        Self::Done {
+            status: e.status(),
+            body: Bytes::from(e.to_body()),
+            request_id,
+            lane: None,
+        }
+    }
+}
+
+/// Sends one item as `owner` and collects the answer.
+pub(crate) async fn run(app: &Arc<App>, endpoint: Endpoint, owner: &str, body: Bytes) -> Outcome {
+    let topo = app.topo.load_full();
+    let ctx = RequestCtx::new(None);
+    let Some(key) = topo.key_named(owner).cloned() else {
+        let e = ApiError::new(
+            ErrorCode::InvalidApiKey,
+            format!("the key `{owner}` that owns this batch is no longer configured"),
+        );
+        return Outcome::error(&e, ctx.id);
+    };
+    let mut ledger = Ledger::new(app.clone(), &ctx);
+    ledger.key = key.label.clone();
+    ledger.batch = true;
+    let options = (topo.request_timeout(), BATCH_PRIORITY);
+    let relayed = match routed(app, &topo, endpoint, body, &key, &mut ledger, options) {
+        Ok(p) => relay(app, &topo, &key, p, &mut ledger).await,
+        Err(e) => Err(e),
+    };
+    let lane = ledger.lane.clone();
+    let response = match relayed {
+        Ok(r) => r.respond(ledger),
+        Err(e) => {
+            record_refusal(app, ledger, &e);
+            return match e {
+                GatewayError::Api(a) => match later(&a) {
+                    Some(after) => Outcome::Later(after),
+                    None => Outcome::error(&a, ctx.id),
+                },
+                GatewayError::PassThrough(r) => collect(*r, ctx.id, lane).await,
+            };
+        }
+    };
+    collect(response, ctx.id, lane).await
+}
+
+/// Gateway refusals that only mean "not yet": the item waits and tries again.
+fn later(e: &ApiError) -> Option<Duration> {
+    let retry = matches!(
+        e.code,
+        ErrorCode::RateLimit
+            | ErrorCode::ConcurrencyLimitExceeded
+            | ErrorCode::QueueFull
+            | ErrorCode::QueueTimeout
+            | ErrorCode::NoLaneAvailable
+            | ErrorCode::StoreUnavailable
+    );
+    retry.then(|| {
+        e.retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(20), Duration::from_secs(60))
+    })
+}
+
+/// Reads the answer's body (the relay ends the request's permit and log line with it).
+async fn collect(
+    response: axum::response::Response<Body>,
+    request_id: Arc<str>,
+    lane: Option<crate::label::Label>,
+) -> Outcome {
+    let status = response.status().as_u16();
+    match http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+    {
+        Ok(c) => Outcome::Done {
+            status,
+            body: c.to_bytes(),
+            request_id,
+            lane,
+        },
+        Err(e) => {
+            let msg = if e.is::<http_body_util::LengthLimitError>() {
+                format!("the upstream's answer is larger than {MAX_ANSWER} bytes")
+            } else {
+                format!("the upstream's answer broke off: {e}")
+            };
+            Outcome::error(
+                &ApiError::new(ErrorCode::UpstreamUnreachable, msg),
+                request_id,
+            )
+        }
+    }
+}
+
+/// One line of a batch's output or error file, in OpenAI's format.
+pub(crate) fn output_line(custom_id: &str, status: u16, body: &[u8], request_id: &str) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        id: String,
+        custom_id: &'a str,
+        response: Response<'a>,
+        error: Option<()>,
+    }
+    #[derive(Serialize)]
+    struct Response<'a> {
+        status_code: u16,
+        request_id: &'a str,
+        body: Answer<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Answer<'a> {
+        Json(&'a RawValue),
+        Text(std::borrow::Cow<'a, str>),
+    }
+    // JSON answers are embedded as they are; anything else as a string.
+    let body = serde_json::from_slice::<&RawValue>(body)
+        .map(Answer::Json)
+        .unwrap_or_else(|_| Answer::Text(String::from_utf8_lossy(body)));
+    let line = Line {
+        id: laneway_storage::new_id("batch_req_"),
+        custom_id,
+        response: Response {
+            status_code: status,
+            request_id,
+            body,
+        },
+        error: None,
+    };
+    // Strings and raw JSON always serialise.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_embed_json_and_quote_the_rest() {
+        let l = output_line("a\"1", 200, br#"{"x": [1, 2]}"#, "req-1");
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["custom_id"], "a\"1");
+        assert_eq!(v["response"]["status_code"], 200);
+        assert_eq!(v["response"]["request_id"], "req-1");
+        assert_eq!(v["response"]["body"]["x"][1], 2);
+        assert!(v["error"].is_null());
+        assert!(v["id"].as_str().unwrap().starts_with("batch_req_"));
+        let l = output_line("b", 502, b"bad gateway\n\xff", "req-2");
+        assert!(!l.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["response"]["body"], "bad gateway\n\u{fffd}");
+    }
+
+    #[test]
+    fn only_capacity_refusals_are_tried_again() {
+        let busy =
+            ApiError::new(ErrorCode::QueueFull, "full").with_retry_after(Duration::from_millis(1));
+        assert_eq!(later(&busy), Some(Duration::from_millis(20)));
+        let slow =
+            ApiError::new(ErrorCode::RateLimit, "slow").with_retry_after(Duration::from_secs(3600));
+        assert_eq!(later(&slow), Some(Duration::from_secs(60)));
+        assert_eq!(later(&ApiError::new(ErrorCode::ModelNotFound, "no")), None);
+    }
+}

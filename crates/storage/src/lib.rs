@@ -1,0 +1,40 @@
+//! Durable storage for the Batch API: files and batches in one SQLite database (WAL mode) under
+//! `[storage] path`, each file's content in `files/` beside it, and every finished batch item
+//! recorded once by its `custom_id`, so a gateway killed at any moment resumes without losing or
+//! repeating an item.
+//!
+//! Everything here is blocking (SQLite and file I/O); the gateway calls it from
+//! `spawn_blocking`. One connection behind a mutex serialises writers, which SQLite does anyway.
+//!
+//! # Layout
+//! - `db`: opening, the schema, and the error type.
+//! - [`files`]: uploads streamed to disk, listing, reading, deleting.
+//! - [`batches`]: batches, their lifecycle, item results and the output files.
+//! - [`validate`]: checking a batch input file line by line.
+
+pub mod batches;
+mod db;
+pub mod files;
+#[cfg(test)]
+mod tests;
+pub mod validate;
+
+pub use batches::{Batch, BatchStatus, Counts, ItemResult};
+pub use db::{Error, Storage};
+pub use files::FileObject;
+
+/// Seconds since the Unix epoch, as OpenAI's objects carry them.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A fresh id with OpenAI's look: `file-…`, `batch_…`.
+pub fn new_id(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let tail: String = (0..24)
+        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
+        .collect();
+    format!("{prefix}{tail}")
+}
