@@ -232,7 +232,7 @@ pub(crate) struct Prepared {
     endpoint: Endpoint,
     /// Index into [`Topology::routes`].
     route: usize,
-    registration: crate::table::Registration,
+    pub(crate) registration: crate::table::Registration,
     priority: i32,
     tokens: u64,
     deadline: Instant,

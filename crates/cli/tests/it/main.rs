@@ -3,6 +3,7 @@
 
 mod admin;
 mod admission;
+mod batches;
 mod binary;
 mod conns;
 mod control;

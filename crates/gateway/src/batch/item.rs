@@ -12,11 +12,13 @@ use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::RequestCtx;
-use crate::ledger::Ledger;
+use crate::ledger::{End, Ledger};
 use crate::proxy::{record_refusal, relay, routed, BATCH_PRIORITY};
 use crate::respond::GatewayError;
+use crate::table::Entry;
 use crate::App;
 
 /// Largest answer kept for one item; a bigger one is recorded as an error.
@@ -35,6 +37,8 @@ pub(crate) enum Outcome {
     /// The gateway had no room for it yet (a limit, a full queue, no lane): try again after
     /// this long. Nothing is recorded, so the item is neither lost nor counted as failed.
     Later(Duration),
+    /// The batch was cancelled while the item waited for a slot; it never ran.
+    Withdrawn,
 }
 
 impl Outcome {
@@ -48,8 +52,24 @@ impl Outcome {
     }
 }
 
-/// Sends one item as `owner` and collects the answer.
-pub(crate) async fn run(app: &Arc<App>, endpoint: Endpoint, owner: &str, body: Bytes) -> Outcome {
+/// Resolves once `withdraw` is cancelled while the item still waits for a slot; an item that
+/// is already running upstream is left to finish.
+async fn withdrawn(entry: &Entry, withdraw: &CancellationToken) {
+    withdraw.cancelled().await;
+    if entry.is_running() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sends one item as `owner` and collects the answer. Cancelling `withdraw` takes the item out
+/// of the lane's queue if it has not started.
+pub(crate) async fn run(
+    app: &Arc<App>,
+    endpoint: Endpoint,
+    owner: &str,
+    body: Bytes,
+    withdraw: &CancellationToken,
+) -> Outcome {
     let topo = app.topo.load_full();
     let ctx = RequestCtx::new(None);
     let Some(key) = topo.key_named(owner).cloned() else {
@@ -64,7 +84,19 @@ pub(crate) async fn run(app: &Arc<App>, endpoint: Endpoint, owner: &str, body: B
     ledger.batch = true;
     let options = (topo.request_timeout(), BATCH_PRIORITY);
     let relayed = match routed(app, &topo, endpoint, body, &key, &mut ledger, options) {
-        Ok(p) => relay(app, &topo, &key, p, &mut ledger).await,
+        Ok(p) => {
+            let entry = p.registration.entry.clone();
+            let relayed = tokio::select! {
+                r = relay(app, &topo, &key, p, &mut ledger) => Some(r),
+                () = withdrawn(&entry, withdraw) => None,
+            };
+            let Some(relayed) = relayed else {
+                ledger.code = std::borrow::Cow::Borrowed("batch_cancelled");
+                ledger.close(End::Answered, None);
+                return Outcome::Withdrawn;
+            };
+            relayed
+        }
         Err(e) => Err(e),
     };
     let lane = ledger.lane.clone();

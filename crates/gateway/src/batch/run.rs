@@ -195,7 +195,11 @@ async fn items(
     let end = loop {
         let slot = tokio::select! {
             () = token.cancelled() => break End::Stopped,
-            () = tokio::time::sleep_until(expires) => break End::Expired,
+            () = tokio::time::sleep_until(expires) => {
+                // Items still waiting for a slot are withdrawn; running ones finish.
+                token.cancel();
+                break End::Expired;
+            }
             slot = app.batches.slots.clone().acquire_owned() => slot,
         };
         let Ok(slot) = slot else { break End::Stopped };
@@ -254,7 +258,7 @@ async fn one(
 ) -> Result<(), laneway_core::ApiError> {
     let body = Bytes::from(body);
     let (status, answer, request_id) = loop {
-        match item::run(app, endpoint, owner, body.clone()).await {
+        match item::run(app, endpoint, owner, body.clone(), &running.token).await {
             Outcome::Done {
                 status,
                 body,
@@ -270,6 +274,7 @@ async fn one(
                 }
                 break (status, body, request_id);
             }
+            Outcome::Withdrawn => return Ok(()),
             Outcome::Later(after) => tokio::select! {
                 () = running.token.cancelled() => return Ok(()),
                 () = tokio::time::sleep(after) => {}
