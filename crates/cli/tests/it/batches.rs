@@ -515,3 +515,131 @@ async fn cancelling_stops_new_items_and_keeps_what_finished() {
         "no item started after the cancel"
     );
 }
+
+/// `laneway serve` on `cfg`, killed (SIGKILL) when dropped.
+fn serve(cfg: &std::path::Path) -> (crate::binary::Proc, SocketAddr) {
+    let (child, addr) = crate::binary::spawn(
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &std::env::temp_dir(),
+        &[],
+        std::process::Stdio::null(),
+    );
+    (crate::binary::Proc(child), addr.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_batch_resumes_and_writes_each_item_once() {
+    let mut cfg = mock_cfg();
+    cfg.latency_ms = 5;
+    let m = mock(cfg).await;
+    let dir = Dir::new("crash");
+    let path = dir.0.join("gw.toml");
+    std::fs::write(&path, config(&m.url(), &dir, "", "")).unwrap();
+    let c = client();
+    let (mut gw, mut addr) = serve(&path);
+    let file = upload_ok(&c, addr, "sk-alice", input(2000)).await;
+    let b: Value = create(&c, addr, "sk-alice", &file)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = b["id"].as_str().unwrap().to_owned();
+    // Killed four times, each at a random point of the run (by answers the mock has given).
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..4u64 {
+        let at = round * 400 + rng.u64(50..400);
+        let reached = until(Duration::from_secs(30), || async {
+            m.stats().completed >= at
+        })
+        .await;
+        assert!(
+            reached,
+            "round {round}: the batch stalled at {:?}",
+            m.stats()
+        );
+        drop(gw);
+        (gw, addr) = serve(&path);
+    }
+    let done = until_status(&c, addr, "sk-alice", &id, &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 2000, "completed": 2000, "failed": 0})
+    );
+    let out = content(
+        &c,
+        addr,
+        "sk-alice",
+        done["output_file_id"].as_str().unwrap(),
+    )
+    .await;
+    let ids = custom_ids(&out);
+    assert_eq!(ids.len(), 2000, "one line per item");
+    let unique: HashSet<&String> = ids.iter().collect();
+    let want: Vec<String> = (0..2000).map(|i| format!("req-{i}")).collect();
+    assert!(
+        want.iter().all(|w| unique.contains(w)),
+        "every custom_id is there once"
+    );
+    // The kills landed mid-run: items in flight at a kill were sent again.
+    let s = m.stats();
+    assert!(s.requests > 2000, "{s:?}");
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_the_upload_and_keeps_nothing() {
+    let m = mock(mock_cfg()).await;
+    let dir = Dir::new("full");
+    let path = dir.0.join("gw.toml");
+    std::fs::write(&path, config(&m.url(), &dir, "", "")).unwrap();
+    // No file of the gateway may grow past 512 KiB, as on a nearly full disk (the signal such
+    // a write raises is ignored, so the write fails instead).
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 512 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_laneway"))
+        .args([
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+    let (child, addr) = crate::binary::spawn_command(cmd, std::process::Stdio::null());
+    let _gw = crate::binary::Proc(child);
+    let addr: SocketAddr = addr.parse().unwrap();
+    let c = client();
+    let r = upload(&c, addr, "sk-alice", input(10_000)).await;
+    assert_eq!(r.status(), 507);
+    assert_eq!(error_code(r).await, "storage_full");
+    let (_, files) = get(&c, addr, "sk-alice", "/v1/files").await;
+    assert_eq!(files["data"], json!([]));
+    assert_eq!(
+        std::fs::read_dir(dir.0.join("data/files")).unwrap().count(),
+        0,
+        "no partial file"
+    );
+    // What fits is still kept and runs.
+    let file = upload_ok(&c, addr, "sk-alice", input(3)).await;
+    let b: Value = create(&c, addr, "sk-alice", &file)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let done = until_status(
+        &c,
+        addr,
+        "sk-alice",
+        b["id"].as_str().unwrap(),
+        &["completed", "failed"],
+    )
+    .await;
+    assert_eq!(done["request_counts"]["completed"], 3, "{done}");
+}

@@ -45,7 +45,7 @@ pub fn spawn_limited(nofile: u32, args: &[&str]) -> (Proc, String) {
     (Proc(child), addr)
 }
 
-fn spawn_command(mut cmd: Command, stderr: Stdio) -> (Child, String) {
+pub fn spawn_command(mut cmd: Command, stderr: Stdio) -> (Child, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(stderr)
