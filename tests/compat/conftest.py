@@ -30,6 +30,9 @@ def gateway():
         config = pathlib.Path(tmp) / "laneway.toml"
         config.write_text(
             f"""
+[storage]
+path = "{tmp}/data"
+
 [[lane]]
 name = "mock"
 url = "http://{mock_addr}/v1"
