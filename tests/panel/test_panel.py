@@ -48,6 +48,8 @@ def gateway():
         cfg.write_text(f"""
 [server]
 admin_key = "{ADMIN}"
+[storage]
+path = "{tmp}/data"
 [[lane]]
 name = "slow-lane"
 url = "http://{mock_addr}/v1"
@@ -235,3 +237,48 @@ def test_the_panel_keeps_up_with_a_thousand_pending_requests(gateway, driver):
     finally:
         for s in socks:
             s.close()
+
+
+def api_call(addr, method, path, body, content_type, key="sk-story"):
+    host, port = addr.split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=10)
+    c.request(method, path, body, {"Content-Type": content_type, "Authorization": f"Bearer {key}"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read())
+
+
+def test_batches_in_the_panel(gateway, driver):
+    addr, _ = gateway
+    lines = "".join(
+        json.dumps({"custom_id": f"b{i}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "mock-1", "messages": [{"role": "user", "content": "x"}]}}) + "\n"
+        for i in range(5)
+    )
+    boundary = "laneway-panel-test"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n"
+            f"Content-Type: application/jsonl\r\n\r\n{lines}\r\n--{boundary}--\r\n")
+    status, f = api_call(addr, "POST", "/v1/files", form, f"multipart/form-data; boundary={boundary}")
+    assert status == 200, f
+    status, b = api_call(addr, "POST", "/v1/batches", json.dumps(
+        {"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}), "application/json")
+    assert status == 200, b
+
+    driver.get(f"http://{addr}/ui#key={ADMIN}")
+    wait = WebDriverWait(driver, 20)
+    row = (By.CSS_SELECTOR, f'.batch[data-batch="{b["id"]}"]')
+    # Two items run on the lane's two slots; the panel shows the batch, its owner and lane.
+    wait.until(lambda d: d.find_element(*row).get_attribute("data-status") == "in_progress"
+               and len(d.find_elements(By.CSS_SELECTOR, "#running .card")) == 2)
+    assert "0 / 5 done" in driver.find_element(*row).text
+    wait.until(lambda d: "story-app" in d.find_element(*row).text)
+    driver.find_element(*row).find_element(By.CSS_SELECTOR, 'button[data-action="cancel-batch"]').click()
+    driver.switch_to.alert.accept()
+    wait.until(lambda d: d.find_element(*row).get_attribute("data-status") == "cancelling")
+    # The items still running are stopped; the batch ends with what finished.
+    driver.find_element(By.ID, "stop-all").click()
+    driver.switch_to.alert.accept()
+    wait.until(lambda d: d.find_element(*row).get_attribute("data-status") == "cancelled")
+    assert "2 failed" in driver.find_element(*row).text
+    status, listed = admin(addr, "/admin/batches")
+    assert listed["data"][0]["status"] == "cancelled" and listed["data"][0]["request_counts"]["failed"] == 2

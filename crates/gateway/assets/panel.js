@@ -96,6 +96,59 @@ $("lanes").addEventListener("click", async (e) => {
   if (!r.ok) alert((await r.json()).error.message);
 });
 
+// Batches (Batch API) are read every few seconds; each keeps its element, as lanes do.
+const batchEls = new Map();
+const ENDED = ["completed", "failed", "expired", "cancelled"];
+
+function renderBatches(list) {
+  const box = $("batches");
+  const live = new Set(list.map((b) => b.id));
+  for (const [id, el] of batchEls) if (!live.has(id)) { el.remove(); batchEls.delete(id); }
+  [...box.querySelectorAll(".empty")].forEach((e) => e.remove());
+  list.forEach((b, i) => {
+    let el = batchEls.get(b.id);
+    if (!el) {
+      el = document.createElement("div");
+      el.className = "lane batch";
+      el.dataset.batch = b.id;
+      el.innerHTML = '<div class="name"><span class="title"></span> <span class="badge status"></span></div>' +
+        '<div class="bar"><span></span></div><div class="meta"></div>' +
+        '<div class="controls"><button class="danger" data-action="cancel-batch">Cancel</button></div>';
+      el.querySelector(".title").textContent = b.id;
+      batchEls.set(b.id, el);
+    }
+    const p = b.progress, total = p.total || 0;
+    el.dataset.status = b.status;
+    el.querySelector(".badge.status").textContent = b.status.replace("_", " ");
+    el.querySelector(".bar span").style.width = (total ? 100 * p.done / total : 0) + "%";
+    const meta = [`<b class="done">${p.done}</b> / ${total} done`, `${b.request_counts.failed} failed`, esc(b.owner)];
+    if (p.lanes && p.lanes.length) meta.push("lanes " + esc(p.lanes.join(", ")));
+    if (p.items_per_second) meta.push(p.items_per_second.toFixed(1) + " items/s");
+    const m = el.querySelector(".meta");
+    const html = meta.join(" · ");
+    if (m.innerHTML !== html) m.innerHTML = html;
+    el.querySelector(".controls").classList.toggle("hidden", ENDED.includes(b.status) || b.status === "cancelling");
+    if (box.children[i] !== el) box.insertBefore(el, box.children[i] || null);
+  });
+  if (!list.length && !box.querySelector(".empty")) box.innerHTML = '<div class="empty">no batches</div>';
+}
+
+async function loadBatches() {
+  let r;
+  try { r = await api("/admin/batches?limit=20", "GET"); } catch (e) { return; }
+  if (r.ok) renderBatches((await r.json()).data);
+}
+
+$("batches").addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-action=cancel-batch]");
+  if (!button) return;
+  const id = button.closest(".batch").dataset.batch;
+  if (!confirm(`Cancel batch ${id}? Items not started are dropped; what finished is kept.`)) return;
+  const r = await api("/v1/batches/" + encodeURIComponent(id) + "/cancel");
+  if (!r.ok) alert((await r.json()).error.message);
+  loadBatches();
+});
+
 function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c])); }
 
 function card(r) {
@@ -175,6 +228,8 @@ async function connect() {
   $("bar").classList.remove("hidden");
   $("status").textContent = "live";
   $("status").classList.add("live");
+  loadBatches();
+  const batchTimer = setInterval(loadBatches, 2000);
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   let buf = "";
@@ -191,6 +246,7 @@ async function connect() {
       if (data) render(JSON.parse(data));
     }
   }
+  clearInterval(batchTimer);
   $("status").textContent = "reconnecting…";
   $("status").classList.remove("live");
   setTimeout(connect, 1000);

@@ -160,8 +160,14 @@ pub async fn retrieve(
         Ok(c) => c.owner(),
         Err(e) => return fail(e),
     };
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let storage = match app.batches.existing().await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no batch with id `{id}`"),
+            ))
+        }
         Err(e) => return fail(e),
     };
     match blocking(&storage, move |s| s.batch(&id, owner.as_deref())).await {
@@ -181,8 +187,14 @@ pub async fn cancel(
         Ok(c) => c.owner(),
         Err(e) => return fail(e),
     };
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let storage = match app.batches.existing().await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no batch with id `{id}`"),
+            ))
+        }
         Err(e) => return fail(e),
     };
     let owned = id.clone();
@@ -233,14 +245,16 @@ async fn listing(app: &Arc<App>, owner: Option<String>, page: Page, admin: bool)
     if !(1..=100).contains(&limit) {
         return fail(bad("limit must be between 1 and 100".into(), "limit"));
     }
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let listed = match app.batches.existing().await {
+        Ok(Some(storage)) => {
+            blocking(&storage, move |s| {
+                s.list_batches(owner.as_deref(), page.after.as_deref(), limit)
+            })
+            .await
+        }
+        Ok(None) => Ok((Vec::new(), false)),
         Err(e) => return fail(e),
     };
-    let listed = blocking(&storage, move |s| {
-        s.list_batches(owner.as_deref(), page.after.as_deref(), limit)
-    })
-    .await;
     let (batches, more) = match listed {
         Ok(l) => l,
         Err(e) => return fail(e),

@@ -173,15 +173,17 @@ pub async fn list(
         Ok(c) => c.owner(),
         Err(e) => return fail(e),
     };
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let listed = match app.batches.existing().await {
+        Ok(Some(storage)) => {
+            blocking(&storage, move |s| {
+                s.list_files(owner.as_deref(), q.purpose.as_deref())
+            })
+            .await
+        }
+        Ok(None) => Ok(Vec::new()),
         Err(e) => return fail(e),
     };
-    match blocking(&storage, move |s| {
-        s.list_files(owner.as_deref(), q.purpose.as_deref())
-    })
-    .await
-    {
+    match listed {
         Ok(files) => {
             let data: Vec<_> = files
                 .iter()
@@ -203,8 +205,14 @@ pub async fn get(
         Ok(c) => c.owner(),
         Err(e) => return fail(e),
     };
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let storage = match app.batches.existing().await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no file with id `{id}`"),
+            ))
+        }
         Err(e) => return fail(e),
     };
     match blocking(&storage, move |s| s.file(&id, owner.as_deref())).await {
@@ -223,8 +231,14 @@ pub async fn delete(
         Ok(c) => c.owner(),
         Err(e) => return fail(e),
     };
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let storage = match app.batches.existing().await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no file with id `{id}`"),
+            ))
+        }
         Err(e) => return fail(e),
     };
     match blocking(&storage, move |s| s.delete_file(&id, owner.as_deref())).await {
@@ -243,8 +257,14 @@ pub async fn content(
         Ok(c) => c.owner(),
         Err(e) => return fail(e),
     };
-    let storage = match app.batches.storage().await {
-        Ok(s) => s,
+    let storage = match app.batches.existing().await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no file with id `{id}`"),
+            ))
+        }
         Err(e) => return fail(e),
     };
     let opened = blocking(&storage, move |s| {

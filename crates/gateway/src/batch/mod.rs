@@ -71,6 +71,15 @@ impl Batches {
             .cloned()
     }
 
+    /// The storage for reading: `None` when nothing was ever stored (no `[storage]` section, no
+    /// directory), so listing batches does not create the directory.
+    pub(crate) async fn existing(&self) -> Result<Option<Arc<Storage>>, ApiError> {
+        if self.storage.get().is_none() && !self.config.configured && !self.config.path.exists() {
+            return Ok(None);
+        }
+        self.storage().await.map(Some)
+    }
+
     /// Stops every batch from taking new items (the gateway is draining).
     pub fn stop(&self) {
         self.stopping.cancel();
