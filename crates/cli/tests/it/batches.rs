@@ -643,3 +643,52 @@ async fn a_full_disk_refuses_the_upload_and_keeps_nothing() {
     .await;
     assert_eq!(done["request_counts"]["completed"], 3, "{done}");
 }
+
+#[tokio::test]
+async fn a_batch_past_its_window_expires_and_ends_its_running_items() {
+    let m = held_mock().await;
+    let dir = Dir::new("expire");
+    let g = start(
+        &m.url(),
+        &dir,
+        "concurrency_limit = { max_concurrent_requests = 2 }",
+        "",
+    )
+    .await;
+    let c = client();
+    let file = upload_ok(&c, g.addr, "sk-alice", input(6)).await;
+    let r = c
+        .post(url(g.addr, "/v1/batches"))
+        .bearer_auth("sk-alice")
+        .json(&json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "1s"}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stats_until(&m, |s| s.held == 2).await;
+    m.release(Some(1));
+    // Nothing else is released: the window closes with one item done, two running, three waiting.
+    let done = until_status(&c, g.addr, "sk-alice", &id, &["expired"]).await;
+    assert!(done["expired_at"].is_i64());
+    assert_eq!(done["request_counts"]["completed"], 1, "{done}");
+    assert_eq!(
+        custom_ids(
+            &content(
+                &c,
+                g.addr,
+                "sk-alice",
+                done["output_file_id"].as_str().unwrap()
+            )
+            .await
+        )
+        .len(),
+        1
+    );
+    // The running items' upstream calls were closed, and nothing waits any more.
+    stats_until(&m, |s| s.cancelled >= 1 && s.in_flight == 0).await;
+    assert!(lanes_idle(&g).await);
+    assert_eq!(m.stats().requests, 3);
+}

@@ -115,8 +115,10 @@ impl Batches {
 
 /// A batch being driven by this process.
 pub(crate) struct Running {
-    /// Cancelling stops the batch taking new items.
+    /// Cancelling stops the batch taking new items and withdraws those waiting for a slot.
     token: CancellationToken,
+    /// Cancelling ends running items too (the batch expired).
+    abort: CancellationToken,
     started: tokio::time::Instant,
     /// Items recorded since this process took the batch up.
     done: AtomicU64,

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use laneway_core::wire::Endpoint;
 use laneway_storage::{validate, BatchStatus, ItemResult, Storage};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::item::{self, Outcome};
 use super::{blocking, Batches, Running};
@@ -24,6 +25,7 @@ pub(crate) fn launch(app: &Arc<App>, storage: Arc<Storage>, id: String) {
         }
         let r = Arc::new(Running {
             token: app.batches.stopping.child_token(),
+            abort: CancellationToken::new(),
             started: tokio::time::Instant::now(),
             done: AtomicU64::new(0),
             lanes: Mutex::default(),
@@ -190,21 +192,19 @@ async fn items(
             }
         }
     });
-    let expires = expiry(b.expires_at());
+    let expires = tokio::time::sleep_until(expiry(b.expires_at()));
+    tokio::pin!(expires);
     let mut tasks = JoinSet::new();
-    let end = loop {
+    let mut end = loop {
         let slot = tokio::select! {
             () = token.cancelled() => break End::Stopped,
-            () = tokio::time::sleep_until(expires) => {
-                // Items still waiting for a slot are withdrawn; running ones finish.
-                token.cancel();
-                break End::Expired;
-            }
+            () = &mut expires => break End::Expired,
             slot = app.batches.slots.clone().acquire_owned() => slot,
         };
         let Ok(slot) = slot else { break End::Stopped };
         let next = tokio::select! {
             () = token.cancelled() => break End::Stopped,
+            () = &mut expires => break End::Expired,
             next = rx.recv() => next,
         };
         let Some((line, custom_id, body)) = next else {
@@ -227,10 +227,20 @@ async fn items(
             }
         }
     };
-    // Started items finish (or, past the deadline, end with their request's deadline).
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
-            return Err(e);
+    // Started items finish, unless the window closes first.
+    loop {
+        if matches!(end, End::Expired) {
+            // Nothing more runs: waiting items are withdrawn, running ones aborted.
+            token.cancel();
+            running.abort.cancel();
+        }
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(Err(e))) => return Err(e),
+                Some(_) => {}
+            },
+            () = &mut expires, if matches!(end, End::Done) => end = End::Expired,
         }
     }
     Ok(end)
@@ -258,7 +268,12 @@ async fn one(
 ) -> Result<(), laneway_core::ApiError> {
     let body = Bytes::from(body);
     let (status, answer, request_id) = loop {
-        match item::run(app, endpoint, owner, body.clone(), &running.token).await {
+        let attempt = tokio::select! {
+            o = item::run(app, endpoint, owner, body.clone(), &running.token) => o,
+            // Past the batch's window even running items end (their upstream call is closed).
+            () = running.abort.cancelled() => return Ok(()),
+        };
+        match attempt {
             Outcome::Done {
                 status,
                 body,
