@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::gate::{Concurrency, Gate};
 use crate::item::{Item, Request, Usage};
-use crate::send::Sender;
+use crate::send::{Sender, Target};
 
 /// Where a run stands; handed to the progress callback after every item.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,8 +44,6 @@ pub struct Runner {
     timeout: Duration,
     fail_fast: bool,
     on_progress: Option<ProgressFn>,
-    /// The private gateway of [`Runner::with_lanes`], kept alive as long as the runner.
-    _lanes: Option<Arc<laneway_gateway::Gateway>>,
 }
 
 #[derive(Default)]
@@ -63,8 +61,10 @@ impl Runner {
     pub fn new(base_url: &str, api_key: Option<&str>) -> Self {
         Self {
             sender: Sender {
-                client: UpstreamClient::new(Duration::from_secs(10)),
-                base: base_url.trim_end_matches('/').to_owned(),
+                target: Target::Url {
+                    client: Box::new(UpstreamClient::new(Duration::from_secs(10))),
+                    base: base_url.trim_end_matches('/').to_owned(),
+                },
                 api_key: api_key.map(str::to_owned),
                 attempts: 3,
             },
@@ -72,21 +72,20 @@ impl Runner {
             timeout: Duration::from_secs(600),
             fail_fast: false,
             on_progress: None,
-            _lanes: None,
         }
     }
 
-    /// A runner whose requests go through the lanes of `config`, run in this process on
-    /// loopback: lane and key limits, queues, retries and adaptive limits apply as in the
-    /// gateway. `api_key` is one of the config's `[[key]]`s when it has any.
+    /// A runner whose requests go through the lanes of `config` in this process, without a
+    /// socket: lane and key limits, queues, retries and adaptive limits apply as in the gateway.
+    /// `api_key` is one of the config's `[[key]]`s when it has any. Lanes of `kind = "mock"`
+    /// start their mock upstream here.
     pub async fn with_lanes(
         config: laneway_config::Config,
         api_key: Option<&str>,
     ) -> std::io::Result<Self> {
-        let gw =
-            laneway_gateway::Gateway::start(config, None, Some(([127, 0, 0, 1], 0).into())).await?;
-        let mut r = Self::new(&format!("http://{}/v1", gw.addr), api_key);
-        r._lanes = Some(Arc::new(gw));
+        let app = laneway_gateway::App::new(config, None).await?;
+        let mut r = Self::new("http://in-process.invalid/v1", api_key);
+        r.sender.target = Target::Lanes(app);
         Ok(r)
     }
 

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use laneway_core::wire::RequestMeta;
+use std::sync::Arc;
+
+use laneway_core::wire::{Endpoint, RequestMeta};
+use laneway_gateway::App;
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::{Hints, UpstreamClient, UpstreamRequest};
 use serde_json::Value;
@@ -31,11 +34,21 @@ pub(crate) enum Signal {
     Other,
 }
 
+/// Where requests go.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// An OpenAI-compatible base URL ending in the API version, like `http://127.0.0.1:8400/v1`.
+    Url {
+        client: Box<UpstreamClient>,
+        base: String,
+    },
+    /// The lanes of a config, in this process: no socket, no HTTP.
+    Lanes(Arc<App>),
+}
+
 #[derive(Clone)]
 pub(crate) struct Sender {
-    pub client: UpstreamClient,
-    /// Base URL ending in the API version, like `http://127.0.0.1:8400/v1`.
-    pub base: String,
+    pub target: Target,
     pub api_key: Option<String>,
     pub attempts: u32,
 }
@@ -50,7 +63,6 @@ impl Sender {
         deadline: Instant,
         signal: &mut (dyn FnMut(Signal) + Send),
     ) -> Result<Response, Error> {
-        let url = format!("{}{}", self.base, req.endpoint.upstream_suffix());
         let mut body = Bytes::from(req.body.to_string());
         if req.streams() {
             // Every streamed item reports its usage, so the run's total is complete.
@@ -60,9 +72,11 @@ impl Sender {
         loop {
             attempt += 1;
             let started = Instant::now();
-            let outcome =
-                tokio::time::timeout_at(deadline, self.once(&url, body.clone(), id, req.streams()))
-                    .await;
+            let outcome = tokio::time::timeout_at(
+                deadline,
+                self.once(req.endpoint, body.clone(), id, req.streams()),
+            )
+            .await;
             let (err, hint) = match outcome {
                 Err(_) => {
                     return Err(Error::new(
@@ -109,47 +123,45 @@ impl Sender {
 
     async fn once(
         &self,
-        url: &str,
+        endpoint: Endpoint,
         body: Bytes,
         id: &str,
         stream: bool,
     ) -> Result<(Response, Option<Duration>), Failure> {
-        let request = UpstreamRequest {
-            url,
-            api_key: self.api_key.as_deref(),
-            body,
-            request_id: id,
-            first_byte_timeout: Duration::from_secs(600),
-        };
-        let resp = self.client.send(request).await.map_err(|e| {
-            let error = Error::new("connection_error", e.to_string());
-            if e.retryable() {
-                Failure::Retry {
-                    error,
-                    hint: None,
-                    overloaded: false,
-                }
-            } else {
-                Failure::Final(error)
+        let (status, headers, bytes) = match &self.target {
+            Target::Url { client, base } => {
+                let url = format!("{base}{}", endpoint.upstream_suffix());
+                let request = UpstreamRequest {
+                    url: &url,
+                    api_key: self.api_key.as_deref(),
+                    body,
+                    request_id: id,
+                    first_byte_timeout: Duration::from_secs(600),
+                };
+                let resp = client.send(request).await.map_err(|e| {
+                    let error = Error::new("connection_error", e.to_string());
+                    if e.retryable() {
+                        Failure::Retry {
+                            error,
+                            hint: None,
+                            overloaded: false,
+                        }
+                    } else {
+                        Failure::Final(error)
+                    }
+                })?;
+                read(resp).await?
             }
-        })?;
-        let status = resp.status();
-        let hints = Hints::from_headers(resp.headers());
-        let request_id = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
+            Target::Lanes(app) => {
+                read(app.call(endpoint, self.api_key.as_deref(), body).await).await?
+            }
+        };
+        let hints = Hints::from_headers(&headers);
+        let request_id = ["x-request-id", "x-laneway-request-id"]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
             .unwrap_or(id)
             .to_owned();
-        let bytes = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| Failure::Retry {
-                error: Error::new("connection_error", format!("the answer broke off: {e}")),
-                hint: None,
-                overloaded: false,
-            })?;
         let exhausted = hints.exhausted_for();
         match classify(status, is_quota_error(&bytes)) {
             Outcome::Success if stream => read_stream(&bytes, request_id)
@@ -186,6 +198,27 @@ impl Sender {
             }
         }
     }
+}
+
+/// The whole answer, within [`MAX_BODY`].
+async fn read<B>(
+    resp: http::Response<B>,
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), Failure>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = resp.into_parts();
+    let bytes = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| Failure::Retry {
+            error: Error::new("connection_error", format!("the answer broke off: {e}")),
+            hint: None,
+            overloaded: false,
+        })?;
+    Ok((parts.status, parts.headers, bytes))
 }
 
 enum Failure {

@@ -126,7 +126,19 @@ async fn fail_fast_ends_the_run_and_aborts_what_runs() {
     let runner = Runner::new(&m.url(), None)
         .concurrency(Concurrency::Fixed(4))
         .fail_fast(true);
-    let report = runner.run(chats(20)).await;
+    let run = tokio::spawn(async move { runner.run(chats(20)).await });
+    // Four items wait at the mock; they are let through one by one until the failing one (the
+    // first to arrive) answers, while the others are still held.
+    stats_until(&m, |s| s.held == 4).await;
+    while m.stats().errors_injected == 0 {
+        let before = m.stats();
+        m.release(Some(1));
+        stats_until(&m, |s| {
+            s.errors_injected == 1 || s.completed > before.completed
+        })
+        .await;
+    }
+    let report = run.await.unwrap();
     assert_eq!(report.failed, 1);
     let err = report
         .items
@@ -139,7 +151,7 @@ async fn fail_fast_ends_the_run_and_aborts_what_runs() {
     );
     let s = stats_until(&m, |s| s.in_flight == 0 && s.held == 0).await;
     assert!(s.requests <= 5, "queued items never started: {s:?}");
-    assert!(s.cancelled >= 1, "in-flight items were aborted: {s:?}");
+    assert!(s.cancelled >= 2, "in-flight items were aborted: {s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
 //! - [`control`]: lane controls at run time (pause, resume, drain, concurrency by hand).
+//! - `inside`: requests that start in the process (batch items, [`App::call`]) on the request
+//!   path without HTTP.
 //! - [`batch`]: the OpenAI Batch API (`/v1/files`, `/v1/batches`), durable in SQLite, its items
 //!   below every interactive request in the lanes' queues.
 //! - [`metrics`], [`ops`], [`admin`], [`ui`]: the operator surface; [`views`]: what the
@@ -33,6 +35,7 @@ pub mod catalog;
 pub mod conn;
 pub mod control;
 pub mod forward;
+mod inside;
 pub mod label;
 pub mod ledger;
 pub mod metrics;

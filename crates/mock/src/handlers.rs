@@ -325,6 +325,8 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     let cfg = &s.cfg;
 
     if n < cfg.fail_first {
+        // Held like every other answer, so a test decides when the failure arrives.
+        s.pass_gate().await;
         return scripted_failure(&s);
     }
     let max = Some(s.max_concurrent.load(Relaxed)).filter(|&m| m != u64::MAX);

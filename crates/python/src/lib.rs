@@ -44,7 +44,7 @@ enum Target {
     Url(Runner),
     Lanes(
         Arc<OnceCell<Runner>>,
-        laneway_config::Config,
+        Box<laneway_config::Config>,
         Option<String>,
     ),
 }
@@ -54,7 +54,7 @@ impl Target {
         match self {
             Self::Url(r) => Ok(r),
             Self::Lanes(cell, config, key) => cell
-                .get_or_try_init(|| Runner::with_lanes(config, key.as_deref()))
+                .get_or_try_init(|| Runner::with_lanes(*config, key.as_deref()))
                 .await
                 .cloned()
                 .map_err(|e| PyRuntimeError::new_err(format!("cannot start the lanes: {e}"))),
@@ -131,7 +131,11 @@ fn prepare(
         Concurrency::Fixed(concurrency)
     };
     let target = match lanes {
-        Some(l) => Target::Lanes(l.runner.clone(), l.config.clone(), l.api_key.clone()),
+        Some(l) => Target::Lanes(
+            l.runner.clone(),
+            Box::new(l.config.clone()),
+            l.api_key.clone(),
+        ),
         None => {
             let base = base_url.unwrap_or_else(|| "http://127.0.0.1:8400/v1".into());
             Target::Url(Runner::new(&base, api_key.as_deref()))

@@ -15,10 +15,9 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::RequestCtx;
-use crate::ledger::{End, Ledger};
-use crate::proxy::{record_refusal, relay, routed, BATCH_PRIORITY};
+use crate::inside::{self, Caller, Inside};
+use crate::proxy::BATCH_PRIORITY;
 use crate::respond::GatewayError;
-use crate::table::Entry;
 use crate::App;
 
 /// Largest answer kept for one item; a bigger one is recorded as an error.
@@ -52,15 +51,6 @@ impl Outcome {
     }
 }
 
-/// Resolves once `withdraw` is cancelled while the item still waits for a slot; an item that
-/// is already running upstream is left to finish.
-async fn withdrawn(entry: &Entry, withdraw: &CancellationToken) {
-    withdraw.cancelled().await;
-    if entry.is_running() {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Sends one item as `owner` and collects the answer. Cancelling `withdraw` takes the item out
 /// of the lane's queue if it has not started.
 pub(crate) async fn run(
@@ -71,49 +61,35 @@ pub(crate) async fn run(
     withdraw: &CancellationToken,
 ) -> Outcome {
     let topo = app.topo.load_full();
-    let ctx = RequestCtx::new(None);
     let Some(key) = topo.key_named(owner).cloned() else {
         let e = ApiError::new(
             ErrorCode::InvalidApiKey,
             format!("the key `{owner}` that owns this batch is no longer configured"),
         );
-        return Outcome::error(&e, ctx.id);
+        return Outcome::error(&e, RequestCtx::new(None).id);
     };
-    let mut ledger = Ledger::new(app.clone(), &ctx);
-    ledger.key = key.label.clone();
-    ledger.batch = true;
-    let options = (topo.request_timeout(), BATCH_PRIORITY);
-    let relayed = match routed(app, &topo, endpoint, body, &key, &mut ledger, options) {
-        Ok(p) => {
-            let entry = p.registration.entry.clone();
-            let relayed = tokio::select! {
-                r = relay(app, &topo, &key, p, &mut ledger) => Some(r),
-                () = withdrawn(&entry, withdraw) => None,
-            };
-            let Some(relayed) = relayed else {
-                ledger.code = std::borrow::Cow::Borrowed("batch_cancelled");
-                ledger.close(End::Answered, None);
-                return Outcome::Withdrawn;
-            };
-            relayed
-        }
-        Err(e) => Err(e),
+    let who = Caller {
+        key: &key,
+        timeout: topo.request_timeout(),
+        priority: BATCH_PRIORITY,
+        batch: true,
+        withdraw: Some(withdraw),
     };
-    let lane = ledger.lane.clone();
-    let response = match relayed {
-        Ok(r) => r.respond(ledger),
-        Err(e) => {
-            record_refusal(app, ledger, &e);
-            return match e {
-                GatewayError::Api(a) => match later(&a) {
-                    Some(after) => Outcome::Later(after),
-                    None => Outcome::error(&a, ctx.id),
-                },
-                GatewayError::PassThrough(r) => collect(*r, ctx.id, lane).await,
-            };
-        }
-    };
-    collect(response, ctx.id, lane).await
+    match inside::send(app, &topo, endpoint, body, who).await {
+        Inside::Answer { response, lane, id } => collect(response, id, lane).await,
+        Inside::Refused {
+            error: GatewayError::Api(a),
+            id,
+        } => match later(&a) {
+            Some(after) => Outcome::Later(after),
+            None => Outcome::error(&a, id),
+        },
+        Inside::Refused {
+            error: GatewayError::PassThrough(r),
+            id,
+        } => collect(*r, id, None).await,
+        Inside::Withdrawn => Outcome::Withdrawn,
+    }
 }
 
 /// Gateway refusals that only mean "not yet": the item waits and tries again.
