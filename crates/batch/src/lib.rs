@@ -50,6 +50,33 @@
 //! # }
 //! ```
 //!
+//! Lanes in this process, built in code (or read with `laneway_config::Config::load`): this
+//! runs against an in-process mock lane, so it needs nothing else.
+//!
+//! ```
+//! use laneway_batch::{Concurrency, ConfigBuilder, KeyBuilder, LaneBuilder, Request, Runner};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let config = ConfigBuilder::new()
+//!     .lane(LaneBuilder::mock("local").concurrency(2))
+//!     .route("mock-*", &["local"])
+//!     .key(KeyBuilder::new("app", "sk-app").rpm(600))
+//!     .build()
+//!     .expect("a valid config");
+//! let runner = Runner::with_lanes(config, Some("sk-app"))
+//!     .await
+//!     .unwrap()
+//!     .concurrency(Concurrency::Fixed(8));
+//! let requests = (0..10)
+//!     .map(|i| Request::chat(json!({"model": "mock-1", "messages": [{"role": "user", "content": format!("{i}")}]})))
+//!     .collect();
+//! let report = runner.run(requests).await;
+//! assert_eq!(report.failed, 0);
+//! # }
+//! ```
+//!
 //! # Layout
 //! - [`item`]: requests, responses, errors (with the OpenAI code and status) and usage.
 //! - [`runner`]: the [`Runner`], its options, [`Progress`] and the [`Report`].
@@ -63,4 +90,5 @@ mod send;
 
 pub use gate::Concurrency;
 pub use item::{Error, Item, Request, Response, Usage};
+pub use laneway_config::builder::{ConfigBuilder, KeyBuilder, LaneBuilder};
 pub use runner::{Progress, Report, Runner};

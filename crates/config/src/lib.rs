@@ -4,10 +4,12 @@
 //! - [`raw`]: the TOML file as written (`deny_unknown_fields`, `${ENV}` substitution).
 //! - [`validate`]: raw → [`Config`], collecting every problem with its line and key path.
 //! - [`model`]: the validated types the rest of Laneway uses; they cannot hold invalid values.
+//! - [`builder`]: a config built in code, written as TOML and validated like a file.
 //! - [`describe`]: the effective configuration as `laneway check` prints it, secrets masked.
 //! - [`error`]: [`ConfigError`], one entry per problem.
 //! - [`onwards`]: Onwards JSON configs, translated to Laneway TOML and then validated as such.
 
+pub mod builder;
 pub mod describe;
 pub mod env;
 pub mod error;
