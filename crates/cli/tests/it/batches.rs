@@ -395,25 +395,40 @@ async fn bad_input_is_refused_with_its_line_and_nothing_is_kept() {
     assert_eq!(on_disk, [file]);
 }
 
-#[tokio::test]
-async fn interactive_requests_take_the_next_slot_before_batch_items() {
+/// A batch of `n` items from `alice` running on a lane of `slots` in front of a [`held_mock`].
+struct HeldBatch {
+    m: laneway_mock::MockServer,
+    _dir: Dir,
+    g: Gateway,
+    c: reqwest::Client,
+    id: String,
+}
+
+async fn held_batch(name: &str, slots: u32, n: usize) -> HeldBatch {
     let m = held_mock().await;
-    let dir = Dir::new("prio");
-    let g = start(
-        &m.url(),
-        &dir,
-        "concurrency_limit = { max_concurrent_requests = 1 }",
-        "",
-    )
-    .await;
+    let dir = Dir::new(name);
+    let lane = format!("concurrency_limit = {{ max_concurrent_requests = {slots} }}");
+    let g = start(&m.url(), &dir, &lane, "").await;
     let c = client();
-    let file = upload_ok(&c, g.addr, "sk-alice", input(30)).await;
+    let file = upload_ok(&c, g.addr, "sk-alice", input(n)).await;
     let b: Value = create(&c, g.addr, "sk-alice", &file)
         .await
         .json()
         .await
         .unwrap();
     let id = b["id"].as_str().unwrap().to_owned();
+    HeldBatch {
+        m,
+        _dir: dir,
+        g,
+        c,
+        id,
+    }
+}
+
+#[tokio::test]
+async fn interactive_requests_take_the_next_slot_before_batch_items() {
+    let HeldBatch { m, _dir, g, c, id } = held_batch("prio", 1, 30).await;
     // One item runs (held at the mock); the others wait in the lane's queue.
     stats_until(&m, |s| s.held == 1).await;
     let lane = |g: &Gateway| g.app.topo.load().lane("m").unwrap().lane.snapshot();
@@ -467,23 +482,7 @@ async fn interactive_requests_take_the_next_slot_before_batch_items() {
 
 #[tokio::test]
 async fn cancelling_stops_new_items_and_keeps_what_finished() {
-    let m = held_mock().await;
-    let dir = Dir::new("cancel");
-    let g = start(
-        &m.url(),
-        &dir,
-        "concurrency_limit = { max_concurrent_requests = 2 }",
-        "",
-    )
-    .await;
-    let c = client();
-    let file = upload_ok(&c, g.addr, "sk-alice", input(20)).await;
-    let b: Value = create(&c, g.addr, "sk-alice", &file)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = b["id"].as_str().unwrap().to_owned();
+    let HeldBatch { m, _dir, g, c, id } = held_batch("cancel", 2, 20).await;
     stats_until(&m, |s| s.held == 2).await;
     // Only its owner or the admin may cancel it.
     let cancel = |key: &'static str| {

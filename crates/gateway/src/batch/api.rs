@@ -47,6 +47,25 @@ fn fail(e: ApiError) -> Response {
     crate::respond::error_response(&e)
 }
 
+/// For a handler reading one file or batch: the owner to filter by (none for the admin) and
+/// the storage; nothing stored yet reads as "no such `what`".
+pub(crate) async fn reading(
+    app: &App,
+    headers: &HeaderMap,
+    what: &str,
+    id: &str,
+) -> Result<(Option<String>, Arc<laneway_storage::Storage>), Response> {
+    let owner = caller(app, headers).map_err(fail)?.owner();
+    match app.batches.existing().await {
+        Ok(Some(s)) => Ok((owner, s)),
+        Ok(None) => Err(fail(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no {what} with id `{id}`"),
+        ))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
 #[derive(Deserialize)]
 struct CreateBatch {
     input_file_id: String,
@@ -156,19 +175,9 @@ pub async fn retrieve(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let owner = match caller(&app, &headers) {
-        Ok(c) => c.owner(),
-        Err(e) => return fail(e),
-    };
-    let storage = match app.batches.existing().await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return fail(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no batch with id `{id}`"),
-            ))
-        }
-        Err(e) => return fail(e),
+    let (owner, storage) = match reading(&app, &headers, "batch", &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     match blocking(&storage, move |s| s.batch(&id, owner.as_deref())).await {
         Ok(b) => Json(b.to_json()).into_response(),
@@ -183,19 +192,9 @@ pub async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let owner = match caller(&app, &headers) {
-        Ok(c) => c.owner(),
-        Err(e) => return fail(e),
-    };
-    let storage = match app.batches.existing().await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return fail(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no batch with id `{id}`"),
-            ))
-        }
-        Err(e) => return fail(e),
+    let (owner, storage) = match reading(&app, &headers, "batch", &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let owned = id.clone();
     match blocking(&storage, move |s| s.cancel(&owned, owner.as_deref())).await {

@@ -15,7 +15,7 @@ use laneway_storage::Storage;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{caller, Caller};
+use super::api::{caller, reading, Caller};
 use super::blocking;
 use crate::App;
 
@@ -201,19 +201,9 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let owner = match caller(&app, &headers) {
-        Ok(c) => c.owner(),
-        Err(e) => return fail(e),
-    };
-    let storage = match app.batches.existing().await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return fail(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no file with id `{id}`"),
-            ))
-        }
-        Err(e) => return fail(e),
+    let (owner, storage) = match reading(&app, &headers, "file", &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     match blocking(&storage, move |s| s.file(&id, owner.as_deref())).await {
         Ok(f) => Json(f.to_json()).into_response(),
@@ -227,19 +217,9 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let owner = match caller(&app, &headers) {
-        Ok(c) => c.owner(),
-        Err(e) => return fail(e),
-    };
-    let storage = match app.batches.existing().await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return fail(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no file with id `{id}`"),
-            ))
-        }
-        Err(e) => return fail(e),
+    let (owner, storage) = match reading(&app, &headers, "file", &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     match blocking(&storage, move |s| s.delete_file(&id, owner.as_deref())).await {
         Ok(f) => Json(json!({"id": f.id, "object": "file", "deleted": true})).into_response(),
@@ -253,19 +233,9 @@ pub async fn content(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let owner = match caller(&app, &headers) {
-        Ok(c) => c.owner(),
-        Err(e) => return fail(e),
-    };
-    let storage = match app.batches.existing().await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return fail(ApiError::new(
-                ErrorCode::NotFound,
-                format!("no file with id `{id}`"),
-            ))
-        }
-        Err(e) => return fail(e),
+    let (owner, storage) = match reading(&app, &headers, "file", &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let opened = blocking(&storage, move |s| {
         let f = s.file(&id, owner.as_deref())?;
