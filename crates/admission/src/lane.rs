@@ -46,7 +46,11 @@ const ADAPTIVE_START: u32 = 2;
 
 /// How late a lane judges its rate limits (see [`Rates::check_ahead`]): covers the varying
 /// delay between admitting a request and the upstream counting it, on loopback and in a region.
-const UPSTREAM_JITTER: Duration = Duration::from_millis(20);
+/// The largest such delay comes first: the upstream's bucket starts refilling when the first
+/// request of a burst arrives, which with hundreds of new connections at once can trail its
+/// admission by tens of milliseconds. It costs a tenth of a second of burst once; the steady
+/// rate is unchanged. Limits without burst (tolerance of one interval) are not affected.
+const UPSTREAM_JITTER: Duration = Duration::from_millis(100);
 
 /// An operator's hand on a lane's concurrency, set at run time (admin API, panel). It survives
 /// a reload unless the new file changes that lane's limit.

@@ -43,13 +43,21 @@ async fn main() -> std::io::Result<()> {
     let t0 = tokio::time::Instant::now();
     // Items are handed over as they finish and not kept, so memory stays flat in `n`.
     let (mut failed, mut rss_peak) = (0usize, rss_start);
+    let mut refusals = Vec::new();
     {
         use futures_util::StreamExt;
         let mut items = Box::pin(runner.stream(requests));
         let mut seen = 0usize;
+        let mut refused = 0;
         while let Some(item) = items.next().await {
             failed += usize::from(item.result.is_err());
             seen += 1;
+            // When the upstream refused, so a 429 can be told apart by where in the run it came.
+            let now = mock.stats().rejected_429;
+            if now > refused {
+                refused = now;
+                refusals.push((t0.elapsed().as_secs_f64(), seen));
+            }
             if seen % 500 == 0 {
                 rss_peak = rss_peak.max(rss_mib());
             }
@@ -71,5 +79,8 @@ async fn main() -> std::io::Result<()> {
         rss_start,
         rss_peak
     );
+    for (at, done) in refusals {
+        println!("  an upstream 429 noticed at {at:.2} s, after {done} items had finished");
+    }
     Ok(())
 }
