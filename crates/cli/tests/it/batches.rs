@@ -374,6 +374,19 @@ async fn bad_input_is_refused_with_its_line_and_nothing_is_kept() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A form field is read within a bound, however long the client makes it.
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "b".repeat(1 << 20))
+        .part("file", reqwest::multipart::Part::text("x\n").file_name("a"));
+    let r = c
+        .post(url(g.addr, "/v1/files"))
+        .bearer_auth("sk-alice")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("longer than 64 bytes"));
     let r = c
         .post(url(g.addr, "/v1/files"))
         .bearer_auth("sk-alice")

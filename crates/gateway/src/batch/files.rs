@@ -23,6 +23,9 @@ fn fail(e: ApiError) -> Response {
     crate::respond::error_response(&e)
 }
 
+/// Longest `purpose` field read.
+const MAX_FIELD: usize = 64;
+
 /// Purposes a file may be uploaded with; only `batch` files feed batches.
 const PURPOSES: [&str; 4] = ["batch", "fine-tune", "assistants", "user_data"];
 
@@ -89,11 +92,25 @@ async fn receive(
         let Some(mut field) = field else { break };
         match field.name() {
             Some("purpose") => {
-                let text = tokio::time::timeout(idle, field.text())
-                    .await
-                    .map_err(|_| timed_out(idle))?
-                    .map_err(|e| invalid(format!("could not read `purpose`: {}", e.body_text())))?;
-                purpose = Some(text.trim().to_owned());
+                // The upload route has no body limit, so a form field is read within a bound.
+                let mut text = Vec::new();
+                loop {
+                    let chunk = tokio::time::timeout(idle, field.chunk())
+                        .await
+                        .map_err(|_| timed_out(idle))?
+                        .map_err(|e| {
+                            invalid(format!("could not read `purpose`: {}", e.body_text()))
+                        })?;
+                    let Some(chunk) = chunk else { break };
+                    if text.len() + chunk.len() > MAX_FIELD {
+                        return Err(
+                            invalid(format!("`purpose` is longer than {MAX_FIELD} bytes"))
+                                .with_param("purpose"),
+                        );
+                    }
+                    text.extend_from_slice(&chunk);
+                }
+                purpose = Some(String::from_utf8_lossy(&text).trim().to_owned());
             }
             Some("file") if file.is_none() => {
                 let name = field.file_name().unwrap_or("upload.jsonl").to_owned();
