@@ -6,10 +6,7 @@
 //! - **Circuit.** [`FAILURES_TO_OPEN`] failures in a row open the circuit for a while (doubling up
 //!   to [`MAX_OPEN`]); then one probe is let through (half-open). Its success closes the circuit,
 //!   its failure opens it again.
-//! - **Adaptive limit (AIMD).** The limit creeps up by `0.2 / limit` per success whose latency is
-//!   within twice the best seen, and is cut by a fifth on overload (429, 503) or when latency climbs
-//!   past that. The slow increase keeps the probing of an unknown capacity to a few refusals
-//!   per hundred requests; the cut backs off before a provider starts refusing in earnest.
+//! - **Adaptive limit.** See [`crate::adaptive`].
 
 use std::time::Duration;
 
@@ -20,8 +17,12 @@ pub const MAX_OPEN: Duration = Duration::from_secs(60);
 /// An upstream answer, as far as the lane's health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feedback {
-    /// Answered; `latency` is the time to the response headers.
-    Success { latency: Duration },
+    /// Answered; `latency` is the time to the response headers, `headroom` the requests the
+    /// upstream says are left in its window (`x-ratelimit-remaining-requests`).
+    Success {
+        latency: Duration,
+        headroom: Option<u64>,
+    },
     /// Refused for load (429 rate limit, 503); `retry_after` when the upstream said.
     Overloaded { retry_after: Option<Duration> },
     /// Its budget is spent until `reset` (`x-ratelimit-remaining-* = 0`), though it answered.
@@ -76,46 +77,6 @@ impl Circuit {
     }
 }
 
-/// Additive-increase, multiplicative-decrease concurrency limit.
-#[derive(Debug, Clone)]
-pub struct Aimd {
-    limit: f64,
-    max: f64,
-    best_latency: Option<Duration>,
-}
-
-impl Aimd {
-    pub fn new(start: u32, max: u32) -> Self {
-        Self {
-            limit: f64::from(start.clamp(1, max.max(1))),
-            max: f64::from(max.max(1)),
-            best_latency: None,
-        }
-    }
-
-    pub fn limit(&self) -> u32 {
-        self.limit.floor().max(1.0) as u32
-    }
-
-    pub fn success(&mut self, latency: Duration) {
-        let best = *self.best_latency.get_or_insert(latency);
-        if latency < best {
-            self.best_latency = Some(latency);
-        }
-        // Latency far above the best seen means the upstream queues internally: back off a
-        // little before it starts refusing. A floor keeps sub-millisecond noise from counting.
-        if latency > best * 2 + Duration::from_millis(5) {
-            self.limit = (self.limit * 0.9).max(1.0);
-        } else {
-            self.limit = (self.limit + 0.2 / self.limit).min(self.max);
-        }
-    }
-
-    pub fn overload(&mut self) {
-        self.limit = (self.limit * 0.8).max(1.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,49 +96,5 @@ mod tests {
         );
         assert_eq!(c.record(false), None);
         assert!(!c.half_open && !c.open);
-    }
-
-    #[test]
-    fn aimd_finds_a_hidden_capacity() {
-        // A simulated upstream that refuses above 6 in flight; the lane keeps it full.
-        let mut a = Aimd::new(1, 1000);
-        let mut refused = 0;
-        let mut limits = Vec::new();
-        for _ in 0..2000 {
-            if a.limit() > 6 {
-                refused += 1;
-                a.overload();
-            } else {
-                a.success(Duration::from_millis(100));
-            }
-            limits.push(a.limit());
-        }
-        let tail = &limits[1000..];
-        assert!(
-            tail.iter().all(|&l| (4..=7).contains(&l)),
-            "{:?}",
-            &tail[..20]
-        );
-        assert!(refused * 100 / 2000 <= 2, "{refused} refusals in 2000");
-    }
-
-    #[test]
-    fn rising_latency_lowers_the_limit_and_noise_does_not() {
-        let mut a = Aimd::new(10, 100);
-        for _ in 0..20 {
-            a.success(Duration::from_millis(100));
-        }
-        let steady = a.limit();
-        assert!(steady >= 10, "{steady}");
-        // Within twice the best latency plus 5 ms: noise, the limit keeps growing.
-        for _ in 0..20 {
-            a.success(Duration::from_millis(190));
-        }
-        assert!(a.limit() >= steady);
-        // Four times the best: the upstream queues internally.
-        for _ in 0..10 {
-            a.success(Duration::from_millis(400));
-        }
-        assert!(a.limit() < steady, "{} vs {steady}", a.limit());
     }
 }

@@ -7,16 +7,17 @@
 //! free (the fast path: one lock, no task hop), or by [`Lane::dispatch`], which runs whenever a
 //! slot frees, a waiter arrives, or a rate-limit timer fires, and claims waiters in fair order.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::adaptive::{Adaptive, Sent};
 use crate::error::{AdmissionError, Scope};
 use crate::gcra::Denied;
-use crate::health::{Aimd, Circuit, Feedback, Health};
+use crate::health::{Circuit, Feedback, Health};
 use crate::queue::FairQueue;
 use crate::rates::{Blocked, RateSpec, Rates};
 use crate::waiter::Waiter;
@@ -41,8 +42,6 @@ pub struct LaneSpec {
 
 /// The highest limit an adaptive lane without a configured maximum will try.
 pub const ADAPTIVE_CEILING: u32 = 256;
-/// Where an adaptive lane starts before it has learned anything.
-const ADAPTIVE_START: u32 = 2;
 
 /// How late a lane judges its rate limits (see [`Rates::check_ahead`]): covers the varying
 /// delay between admitting a request and the upstream counting it, on loopback and in a region.
@@ -118,7 +117,7 @@ struct State {
     /// Whether `ewma_service` has been measured yet (before, it is a one-second guess).
     measured: bool,
     circuit: Circuit,
-    aimd: Option<Aimd>,
+    adaptive: Option<Adaptive>,
     control: Control,
     /// Paused by an operator (not an upstream cooldown): nothing new starts until resumed.
     held: bool,
@@ -134,15 +133,27 @@ impl State {
         }
     }
 
-    fn new_aimd(spec: &LaneSpec) -> Option<Aimd> {
+    fn new_adaptive(spec: &LaneSpec) -> Option<Adaptive> {
         spec.adaptive.then(|| {
             let max = spec.max_concurrent.unwrap_or(ADAPTIVE_CEILING);
-            Aimd::new(ADAPTIVE_START, max)
+            Adaptive::new(crate::adaptive::START, max)
         })
     }
 
+    /// Stamps a request just granted (counted in `in_flight`) for its answer's lesson.
+    fn sent(&self) -> Sent {
+        self.adaptive.as_ref().map_or(
+            Sent {
+                in_flight: self.in_flight,
+                limit: self.limit,
+                epoch: 0,
+            },
+            |a| a.sent(self.in_flight),
+        )
+    }
+
     fn configured_limit(&self) -> u32 {
-        match (self.control, &self.aimd) {
+        match (self.control, &self.adaptive) {
             (Control::Fixed(n), _) => n.max(1),
             (Control::Serial, _) => 1,
             (Control::Config | Control::Auto, Some(a)) => a.limit(),
@@ -176,6 +187,10 @@ pub struct Lane {
     state: Mutex<State>,
     /// Live waiters registered in this lane's queue (stale entries of pool mates excluded).
     queued: AtomicUsize,
+    /// Requests sent upstream and not yet released (see [`crate::Permit::begin`]).
+    at_upstream: AtomicU32,
+    /// Smoothed time from a grant to its request being sent, in microseconds.
+    send_lag_us: std::sync::atomic::AtomicU64,
     timer: Arc<Notify>,
 }
 
@@ -198,15 +213,15 @@ const UNLIMITED: u32 = u32::MAX;
 impl Lane {
     /// Creates a lane and its timer task (which ends when the lane is dropped).
     pub fn new(spec: LaneSpec) -> Arc<Self> {
-        let aimd = State::new_aimd(&spec);
+        let adaptive = State::new_adaptive(&spec);
         let lane = Arc::new(Self {
             name: spec.name.clone(),
             state: Mutex::new(State {
-                limit: aimd
+                limit: adaptive
                     .as_ref()
-                    .map_or(spec.max_concurrent.unwrap_or(UNLIMITED), Aimd::limit),
+                    .map_or(spec.max_concurrent.unwrap_or(UNLIMITED), Adaptive::limit),
                 circuit: Circuit::default(),
-                aimd,
+                adaptive,
                 in_flight: 0,
                 rates: Rates::new(spec.rates),
                 queue: FairQueue::default(),
@@ -219,6 +234,8 @@ impl Lane {
                 spec,
             }),
             queued: AtomicUsize::new(0),
+            at_upstream: AtomicU32::new(0),
+            send_lag_us: std::sync::atomic::AtomicU64::new(0),
             timer: Arc::new(Notify::new()),
         });
         spawn_timer(Arc::downgrade(&lane), lane.timer.clone());
@@ -246,7 +263,7 @@ impl Lane {
                     tracing::info!(lane = %self.name, "the new config sets this lane's limit; the operator's setting is dropped");
                 }
                 st.control = Control::Config;
-                st.aimd = State::new_aimd(&spec);
+                st.adaptive = State::new_adaptive(&spec);
             }
             // A pause taken under the old bound is cut to the new one.
             let bound = Instant::now().checked_add(spec.max_pause);
@@ -270,13 +287,13 @@ impl Lane {
             let adaptive = match control {
                 Control::Auto => true,
                 Control::Config => st.spec.adaptive,
-                Control::Fixed(_) | Control::Serial => st.aimd.is_some(),
+                Control::Fixed(_) | Control::Serial => st.adaptive.is_some(),
             };
-            if adaptive && st.aimd.is_none() {
+            if adaptive && st.adaptive.is_none() {
                 let max = st.spec.max_concurrent.unwrap_or(ADAPTIVE_CEILING);
-                st.aimd = Some(Aimd::new(ADAPTIVE_START.min(max), max));
+                st.adaptive = Some(Adaptive::new(crate::adaptive::START, max));
             } else if !adaptive {
-                st.aimd = None;
+                st.adaptive = None;
             }
             st.control = control;
             st.limit = st.configured_limit();
@@ -296,27 +313,40 @@ impl Lane {
         changed
     }
 
-    /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit.
-    /// Learns from an upstream answer. Returns how long the lane now pauses when the answer
-    /// carried a hint (Retry-After, a spent rate budget), so replicas can share the pause.
+    /// Learns from an upstream answer to a request of unknown standing (see
+    /// [`crate::Permit::feedback`], which knows it). Returns how long the lane now pauses when
+    /// the answer carried a hint (Retry-After, a spent rate budget), so replicas can share it.
     pub fn feedback(self: &Arc<Self>, fb: Feedback) -> Option<Duration> {
+        self.learn(fb, None)
+    }
+
+    /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit. `sent` is
+    /// where the request stood when it was granted.
+    pub(crate) fn learn(self: &Arc<Self>, fb: Feedback, sent: Option<Sent>) -> Option<Duration> {
         let now = Instant::now();
         let hinted = matches!(fb, Feedback::Overloaded { .. } | Feedback::Exhausted { .. });
         let paused = {
             let mut st = self.lock();
+            let sent = sent.unwrap_or_else(|| st.sent());
+            let service = st.ewma_service;
             let mut pause = None;
             match fb {
-                Feedback::Success { latency } => {
+                Feedback::Success { latency, headroom } => {
                     st.circuit.record(false);
-                    if let Some(a) = &mut st.aimd {
-                        a.success(latency);
+                    let waiting = self.queued() > 0;
+                    if let Some(a) = &mut st.adaptive {
+                        a.success(sent, latency, headroom, waiting);
                     }
                 }
                 Feedback::Overloaded { retry_after } => {
-                    if let Some(a) = &mut st.aimd {
-                        a.overload();
-                    }
                     pause = retry_after;
+                    if let Some(a) = &mut st.adaptive {
+                        a.overload(sent);
+                        // The lower limit is the answer to a refusal for concurrency; a hint no
+                        // longer than a request takes says as much, and pausing the whole lane
+                        // for it would only leave slots idle. A longer one is a spent budget.
+                        pause = retry_after.filter(|h| *h > service.saturating_mul(2));
+                    }
                 }
                 Feedback::Exhausted { reset } => pause = Some(reset),
                 Feedback::Failed => pause = st.circuit.record(true),
@@ -335,6 +365,11 @@ impl Lane {
         }
         self.dispatch();
         paused.filter(|_| hinted).map(|u| u - now)
+    }
+
+    /// Whether the lane learns its concurrency limit from the upstream's answers.
+    pub fn is_adaptive(&self) -> bool {
+        self.lock().adaptive.is_some()
     }
 
     /// The concurrency limit in force (fixed, adaptive or set by hand); `None`: unlimited.
@@ -410,7 +445,7 @@ impl Lane {
     }
 
     /// The fast path: takes a slot at once if nobody is waiting and capacity is free.
-    pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> Result<(), Busy> {
+    pub(crate) fn try_take(&self, now: Instant, tokens: u64) -> Result<Sent, Busy> {
         let mut st = self.lock();
         if st.held {
             return Err(Busy::Held);
@@ -432,7 +467,7 @@ impl Lane {
             .map_err(Busy::Rate)?;
         st.rates.take(now, tokens);
         st.in_flight += 1;
-        Ok(())
+        Ok(st.sent())
     }
 
     /// The refusal a reject-mode lane gives for `busy`.
@@ -509,6 +544,23 @@ impl Lane {
         self.dispatch();
     }
 
+    /// One more request at the upstream; returns how many are there now, itself included.
+    pub(crate) fn begin(&self, lag: Duration) -> u32 {
+        // A smoothed value, updated without the lock: a lost update between racing senders
+        // costs nothing but a sample.
+        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        let old = self.send_lag_us.load(Ordering::Relaxed);
+        let new = old.saturating_mul(7).saturating_add(us) / 8;
+        self.send_lag_us.store(new, Ordering::Relaxed);
+        self.at_upstream
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
+    }
+
+    pub(crate) fn end(&self) {
+        self.at_upstream.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Frees a slot held for `held` and serves the next waiter.
     pub(crate) fn release(self: &Arc<Self>, held: Duration) {
         {
@@ -546,6 +598,18 @@ impl Lane {
     pub fn dispatch(self: &Arc<Self>) {
         let now = Instant::now();
         let mut st = self.lock();
+        // Slow start grows only while the slots it gave are in use upstream: on a loaded
+        // gateway granted requests take a while to be sent, and answers (refusals too) a
+        // while to come back; growing meanwhile would only run past the edge unseen.
+        let unsent = st
+            .in_flight
+            .saturating_sub(self.at_upstream.load(Ordering::Acquire));
+        let waiting = self.queued() > 0 && unsent.saturating_mul(4) <= st.in_flight;
+        let lag = Duration::from_micros(self.send_lag_us.load(Ordering::Relaxed));
+        let ramp = st.adaptive.as_mut().and_then(|a| a.grow(now, waiting, lag));
+        if st.adaptive.is_some() {
+            st.limit = st.configured_limit();
+        }
         let wake = loop {
             if st.held {
                 break None;
@@ -598,11 +662,16 @@ impl Lane {
             }
             st.rates.take(now, tokens);
             st.in_flight += 1;
-            if w.send(Ok(self.clone())).is_err() {
+            if w.send(Ok((self.clone(), st.sent()))).is_err() {
                 // The client left between claim and delivery: undo.
                 st.in_flight -= 1;
                 st.rates.untake(tokens);
             }
+        };
+        // A slow start's next step wakes the timer too.
+        let wake = match (wake, ramp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let changed = wake != st.next_wake;
         st.next_wake = wake;

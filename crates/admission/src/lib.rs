@@ -10,12 +10,14 @@
 //! - [`rates`]: the three rate limits of a scope, taken all-or-nothing.
 //! - [`queue`]: the fair queue (priority classes, weighted virtual time per key, FIFO per key).
 //! - [`lane`]: a lane's slots, rates, queue and dispatcher.
-//! - [`health`]: what upstream answers teach a lane: cooldowns, the circuit, the adaptive limit.
+//! - [`health`]: what upstream answers teach a lane: cooldowns and the circuit.
+//! - [`adaptive`]: the adaptive concurrency limit, learned from refusals, latency and headers.
 //! - [`key`]: a client key's limits, in reject or queue mode.
 //! - `waiter`: a queued request, possibly waiting on several lanes of a pool at once.
 //! - [`permit`]: the RAII permit.
 //! - [`error`]: why a request was refused.
 
+pub mod adaptive;
 pub mod error;
 pub mod gcra;
 pub mod health;
@@ -32,6 +34,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use adaptive::Sent;
 pub use error::{AdmissionError, RateKind, Scope};
 pub use health::{Feedback, Health};
 pub use key::{Key, KeyPermit, KeySpec, KeyUsage};
@@ -88,13 +91,20 @@ pub async fn acquire_with_key(
 ) -> Result<Permit, AdmissionError> {
     let start = Instant::now();
     match admit_lane(lanes, &ask).await {
-        Ok(lane) => {
+        Ok((lane, sent)) => {
             // `admit_lane` grants only lanes of `lanes`, so the search always finds it.
             let index = lanes
                 .iter()
                 .position(|l| Arc::ptr_eq(l, &lane))
                 .unwrap_or_default();
-            Ok(Permit::new(lane, index, key, ask.tokens, start.elapsed()))
+            Ok(Permit::new(
+                lane,
+                index,
+                key,
+                ask.tokens,
+                start.elapsed(),
+                sent,
+            ))
         }
         Err(e) => {
             key.refund_on_drop = true;
@@ -138,7 +148,7 @@ fn round_robin_start(n: usize) -> usize {
     NEXT.fetch_add(1, Ordering::Relaxed) % n
 }
 
-async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<Arc<Lane>, AdmissionError> {
+async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<waiter::Granted, AdmissionError> {
     let now = Instant::now();
     let ordered = by_headroom(lanes, now, ask.tokens);
     let mut first_refusal = None;
@@ -155,7 +165,7 @@ async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<Arc<Lane>, Adm
     let mut all_down: Option<Instant> = Some(now + Duration::from_secs(86_400));
     for lane in &ordered {
         match lane.try_take(now, ask.tokens) {
-            Ok(()) => return Ok(Arc::clone(lane)),
+            Ok(sent) => return Ok((Arc::clone(lane), sent)),
             Err(busy) => {
                 all_down = match (&busy, all_down) {
                     (lane::Busy::Paused { until, open }, Some(min))
@@ -240,7 +250,7 @@ impl LeaveOnDrop<'_> {
         deadline: Instant,
         cancel: &CancellationToken,
         lanes: &[Arc<Lane>],
-    ) -> Result<Arc<Lane>, AdmissionError> {
+    ) -> Result<waiter::Granted, AdmissionError> {
         let limit = queue_deadline.min(deadline);
         let outcome = tokio::select! {
             grant = &mut *self.rx => Some(grant),
@@ -287,7 +297,7 @@ impl Drop for LeaveOnDrop<'_> {
         }
         if !self.waiter.abandon() {
             // Claimed but never received: hand the slot back.
-            if let Ok(Ok(lane)) = self.rx.try_recv() {
+            if let Ok(Ok((lane, _))) = self.rx.try_recv() {
                 lane.unclaim(self.tokens);
             }
         }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::adaptive::Sent;
+use crate::health::Feedback;
 use crate::key::KeyPermit;
 use crate::lane::Lane;
 
@@ -30,6 +32,10 @@ pub struct Permit {
     pub queued_for: std::time::Duration,
     /// The same request's hold in a shared store, when replicas share their limits.
     shared: Option<Box<dyn SharedHold>>,
+    /// Where the request stood on the lane when it was granted (or began, once it did).
+    sent: Sent,
+    /// Counted among the lane's requests at the upstream (see [`Permit::begin`]).
+    begun: bool,
 }
 
 impl Permit {
@@ -39,6 +45,7 @@ impl Permit {
         key: KeyPermit,
         tokens: u64,
         queued_for: std::time::Duration,
+        sent: Sent,
     ) -> Self {
         Self {
             lane,
@@ -48,7 +55,27 @@ impl Permit {
             started: Instant::now(),
             queued_for,
             shared: None,
+            sent,
+            begun: false,
         }
+    }
+
+    /// The request is being sent upstream now. Between its grant and this moment others may
+    /// have finished, so the count of requests at the upstream taken here is what its answer
+    /// is judged against: a grant's count can overstate what the upstream held by the requests
+    /// still on their way.
+    pub fn begin(&mut self) {
+        if !self.begun {
+            self.begun = true;
+            self.sent.in_flight = self.lane.begin(self.started.elapsed());
+        }
+    }
+
+    /// Teaches the lane what the upstream answered to this request; its standing when it was
+    /// sent (how many were in flight) is what lets the adaptive limit read the answer. Returns
+    /// the pause the lane took, as [`Lane::feedback`] does.
+    pub fn feedback(&self, fb: Feedback) -> Option<std::time::Duration> {
+        self.lane.learn(fb, Some(self.sent))
     }
 
     /// Attaches the request's hold in a shared store: it lives and settles with this permit.
@@ -94,6 +121,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if self.begun {
+            self.lane.end();
+        }
         self.lane.release(self.started.elapsed());
     }
 }

@@ -442,6 +442,7 @@ async fn failures_open_the_circuit_then_one_probe_runs() {
     assert_eq!(l.snapshot().queued, 1, "half-open: one probe at a time");
     l.feedback(Feedback::Success {
         latency: Duration::from_millis(50),
+        headroom: None,
     });
     assert_eq!(second.await.unwrap().unwrap(), "c");
     assert_eq!(l.snapshot().health, Health::Ok);
@@ -613,7 +614,11 @@ async fn serial_runs_one_at_a_time_and_parallel_restores_the_limit() {
     assert_eq!((s.in_flight, s.limit_source), (2, LimitSource::Config));
     drop((p, last));
     assert_eq!(l.set_control(Control::Fixed(5)), Some(5));
-    assert_eq!(l.set_control(Control::Auto), Some(2), "adaptive starts low");
+    assert_eq!(
+        l.set_control(Control::Auto),
+        Some(crate::adaptive::START.min(3)),
+        "adaptive starts low"
+    );
     assert_eq!(l.snapshot().limit_source, LimitSource::Adaptive);
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::adaptive::Sent;
 use crate::error::AdmissionError;
 use crate::lane::Lane;
 use crate::queue::KeyId;
@@ -15,8 +16,10 @@ const PENDING: u8 = 0;
 const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
 
-/// What a lane hands a claimed waiter: itself, with a slot and rate taken.
-pub type Grant = Result<Arc<Lane>, AdmissionError>;
+/// A lane with a slot and rate taken, and where the request stands on it.
+pub type Granted = (Arc<Lane>, Sent);
+/// What a lane hands a claimed waiter.
+pub type Grant = Result<Granted, AdmissionError>;
 
 pub struct Waiter {
     state: AtomicU8,

@@ -117,6 +117,8 @@ pub async fn once(
             .min(plan.deadline.saturating_duration_since(now)),
     };
     let client = plan.app.client();
+    let mut permit = permit;
+    permit.begin();
     let sent = tokio::select! {
         r = client.send(request) => r,
         () = entry.cancel.cancelled() => return (Verdict::Final(cancelled()), permit),
@@ -127,7 +129,7 @@ pub async fn once(
         Ok(resp) => resp,
         Err(e) if e.retryable() => {
             tracing::debug!(lane = %lane.label, error = %e, "upstream attempt failed");
-            permit.lane().feedback(Feedback::Failed);
+            permit.feedback(Feedback::Failed);
             let verdict = Verdict::Retry {
                 error: GatewayError::from(e),
                 hint: None,
@@ -140,9 +142,12 @@ pub async fn once(
     let status = resp.status();
     let hints = Hints::from_headers(resp.headers());
     if !(status.is_client_error() || status.is_server_error()) {
-        permit.lane().feedback(Feedback::Success { latency });
+        permit.feedback(Feedback::Success {
+            latency,
+            headroom: hints.remaining_requests,
+        });
         if let Some(reset) = hints.exhausted_for() {
-            crate::shared::feedback(plan, permit.lane(), Feedback::Exhausted { reset });
+            crate::shared::feedback(plan, &permit, Feedback::Exhausted { reset });
         }
         return (
             Verdict::Success {
@@ -176,7 +181,7 @@ async fn judge_error(
     };
     let Ok(bytes) = read.map(|c| c.to_bytes()) else {
         // An error answer that cannot be read whole is not passed on cut short.
-        permit.lane().feedback(Feedback::Failed);
+        permit.feedback(Feedback::Failed);
         let error = GatewayError::Api(ApiError::new(
             ErrorCode::UpstreamUnreachable,
             format!(
@@ -208,7 +213,7 @@ async fn judge_error(
             } else {
                 Feedback::Failed
             };
-            crate::shared::feedback(plan, permit.lane(), fb);
+            crate::shared::feedback(plan, permit, fb);
             Verdict::Retry {
                 error: passthrough,
                 hint: hints.retry_after,
@@ -217,7 +222,10 @@ async fn judge_error(
         }
         _ => {
             // The upstream answered; the request itself was refused.
-            permit.lane().feedback(Feedback::Success { latency });
+            permit.feedback(Feedback::Success {
+                latency,
+                headroom: None,
+            });
             Verdict::Final(passthrough)
         }
     }

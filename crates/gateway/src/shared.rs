@@ -3,10 +3,9 @@
 //! refused as the local limits would. With the store down it is served on local limits
 //! (`on_store_error = "open"`) or refused with 503 `store_unavailable` ("closed").
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use laneway_admission::{AdmissionError, Feedback, Lane, Mode, Permit, RateKind, Scope};
+use laneway_admission::{AdmissionError, Feedback, Mode, Permit, RateKind, Scope};
 use laneway_store::{Side, Store, Terms, Verdict};
 use tokio::time::Instant;
 
@@ -105,11 +104,12 @@ fn refusal(scope: Scope, wait: Option<(Duration, Option<RateKind>)>) -> Admissio
 
 /// Feeds the lane an upstream answer and shares any pause it asked for (Retry-After, a spent
 /// rate budget) with the other replicas, so they do not each collect the same 429.
-pub fn feedback(plan: &Plan<'_>, lane: &Arc<Lane>, fb: Feedback) {
-    let pause = lane.feedback(fb);
-    let (Some(store), Some(pause)) = (plan.app.store.clone(), pause) else {
-        return;
-    };
-    let name = lane.name().to_owned();
-    tokio::spawn(async move { store.cool(&name, pause).await });
+/// Returns the pause the lane took.
+pub fn feedback(plan: &Plan<'_>, permit: &Permit, fb: Feedback) -> Option<Duration> {
+    let pause = permit.feedback(fb);
+    if let (Some(store), Some(pause)) = (plan.app.store.clone(), pause) {
+        let name = permit.lane().name().to_owned();
+        tokio::spawn(async move { store.cool(&name, pause).await });
+    }
+    pause
 }

@@ -1,0 +1,261 @@
+//! The adaptive concurrency limit: how many requests at once an upstream takes when nobody
+//! says, found quickly and followed when it changes.
+//!
+//! Every answer is judged against where its request stood when it was sent ([`Sent`]):
+//!
+//! - **A refusal** (429, 503) of a request sent with `n` in flight says the capacity is below
+//!   `n`. Above every level that succeeded lately, that is the edge being found: the limit
+//!   becomes `n - 1`, no guessing. At or below a level that succeeded, the capacity fell: the
+//!   limit is cut to 70%, once per round trip — refusals of requests sent before the cut
+//!   carry no news and are not counted again.
+//! - The count `n` is taken when the request is sent upstream ([`crate::Permit::begin`]), not
+//!   when its slot was granted: between the two, others may have finished.
+//! - **A success** at `n` in flight says the capacity is at least `n`.
+//! - **Latency** rising with concurrency means the upstream queues internally: when the
+//!   short-term average passes twice the long-term one, the limit steps back 10%. Both averages
+//!   see the same mix of short and long requests, and each sample is clipped at four times the
+//!   long-term average, so one slow answer or a noisy machine does not move the limit.
+//! - **`x-ratelimit-remaining-requests`**: the limit does not grow past what the upstream says
+//!   is left in its window.
+//!
+//! Growth: from [`START`] the limit grows sixteenfold per round trip, smoothly in time, until
+//! the first refusal (see [`Adaptive::grow`]); below a known ceiling it closes half the gap
+//! per round trip; at the ceiling, while requests wait, it probes one higher after
+//! [`PROBE_FIRST`] successes, backing off to [`PROBE_MAX`] while probes keep failing, so a
+//! steady capacity costs under 1% refusals and one that grew is found within that many
+//! answers. A success with fewer than a quarter of the slots in use says nothing about more.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Where a request stood when it was sent: what its answer can teach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sent {
+    /// Requests in flight, this one included.
+    pub in_flight: u32,
+    /// The limit in force.
+    pub limit: u32,
+    /// The controller's epoch: answers to requests sent before the last cut are old news.
+    pub epoch: u64,
+}
+
+/// Where an adaptive limit starts: a refusal costs one fast answer, so starting above one
+/// request is cheap, and four keeps a capacity of two to two refusals.
+pub const START: u32 = 4;
+/// Successes at the ceiling before the first probe one higher.
+pub const PROBE_FIRST: u32 = 64;
+/// The most successes between probes while they keep failing.
+pub const PROBE_MAX: u32 = 256;
+/// How much slow start multiplies the limit per round trip.
+const RAMP: f64 = 16.0;
+/// The same after a probe found that a known capacity grew.
+const RAMP_AGAIN: f64 = 2.0;
+/// Successes above the ceiling that prove the capacity grew.
+const PASSES: u32 = 4;
+/// What is kept of the limit when the capacity fell.
+const CUT: f64 = 0.7;
+/// What is kept of the limit when latency says the upstream queues.
+const EASE: f64 = 0.9;
+
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    limit: f64,
+    max: f64,
+    /// The lowest in-flight count refused since the capacity last grew: it is below this.
+    ceiling: Option<u32>,
+    /// The highest in-flight count known good since the last cut, below the ceiling.
+    safe: u32,
+    /// Successes at or above the ceiling since the last refusal there: the probe's evidence.
+    passes: u32,
+    epoch: u64,
+    /// Successes at the ceiling since the last probe.
+    at_ceiling: u32,
+    probe_every: u32,
+    /// Latency averages (seconds): over about 16 answers and about 256.
+    short: f64,
+    long: f64,
+    /// Slow start: since when, and from which limit, the limit has been growing.
+    ramp: Option<(Instant, f64)>,
+    /// What the upstream last said is left in its window (`x-ratelimit-remaining-requests`).
+    room: f64,
+    /// Slow start's growth per round trip: fast at first, gentle once a probe found more
+    /// room near a capacity already known.
+    ramp_rate: f64,
+}
+
+impl Adaptive {
+    pub fn new(start: u32, max: u32) -> Self {
+        let max = max.max(1);
+        Self {
+            limit: f64::from(start.clamp(1, max)),
+            max: f64::from(max),
+            ceiling: None,
+            safe: 0,
+            passes: 0,
+            epoch: 0,
+            at_ceiling: 0,
+            probe_every: PROBE_FIRST,
+            short: 0.0,
+            long: 0.0,
+            ramp: None,
+            room: f64::INFINITY,
+            ramp_rate: RAMP,
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        // `limit` stays within 1..=max (a u32), so the cast cannot truncate.
+        self.limit.floor().clamp(1.0, self.max) as u32
+    }
+
+    /// Stamps a request granted with `in_flight` running (itself included).
+    pub fn sent(&self, in_flight: u32) -> Sent {
+        Sent {
+            in_flight,
+            limit: self.limit(),
+            epoch: self.epoch,
+        }
+    }
+
+    /// The lowest in-flight count the upstream refused since its capacity last grew.
+    pub fn ceiling(&self) -> Option<u32> {
+        self.ceiling
+    }
+
+    /// An answer: `latency` to the response headers, `headroom` the requests the upstream says
+    /// are left in its window, `waiting` whether requests wait for a slot now (a probe for
+    /// more capacity is only worth its risk when someone would use it).
+    pub fn success(&mut self, sent: Sent, latency: Duration, headroom: Option<u64>, waiting: bool) {
+        let n = sent.in_flight;
+        let fresh = sent.epoch == self.epoch;
+        match self.ceiling {
+            // Counted in flight when granted, a request may reach the upstream after another
+            // left it: one success above the ceiling proves little, a few in a row do.
+            Some(c) if n >= c => {
+                self.passes += u32::from(fresh);
+                if self.passes >= PASSES {
+                    // The capacity grew: find the new edge as fast as the first.
+                    (self.ceiling, self.passes) = (None, 0);
+                    self.safe = c;
+                    self.ramp_rate = RAMP_AGAIN;
+                    self.probe_every = PROBE_FIRST;
+                }
+            }
+            _ if fresh => self.safe = self.safe.max(n),
+            _ => {}
+        }
+        if self.queueing(latency) && fresh {
+            self.cut(EASE, n);
+            // Take the slower level as the new usual: each doubling costs one step back, not
+            // a cut every round trip until the long average catches up. If the step back
+            // helped, latency falls below it again.
+            self.long = self.long.max(self.short);
+            return;
+        }
+        if u64::from(n) * 4 < u64::from(sent.limit) {
+            return;
+        }
+        self.room = headroom.map_or(f64::INFINITY, |r| r as f64);
+        if self.limit >= self.room {
+            return;
+        }
+        let next = match self.ceiling {
+            // Slow start grows with time, in `grow`.
+            None => self.limit,
+            Some(c) => {
+                let top = f64::from(c.saturating_sub(1).max(1));
+                if self.limit < top {
+                    let gap = ((top - self.limit) / 2.0).max(1.0);
+                    (self.limit + gap / self.limit).min(top)
+                } else {
+                    self.at_ceiling += 1;
+                    if self.at_ceiling >= self.probe_every && waiting {
+                        self.at_ceiling = 0;
+                        f64::from(c)
+                    } else {
+                        self.limit
+                    }
+                }
+            }
+        };
+        self.limit = next.clamp(1.0, self.max);
+    }
+
+    /// Slow start, until the first refusal: while requests wait, the limit grows fourfold per
+    /// round trip, continuously in time rather than in steps per answer. Answers to a burst
+    /// arrive together; growing per answer would send the whole next step at once, and when
+    /// that step crosses the capacity every request of it is refused before the first refusal
+    /// is back. Growing in time spreads the new requests over the round trip, so the first
+    /// refusal stops the growth a few requests past the edge. Returns when the next whole
+    /// request is due, for the caller's timer.
+    ///
+    /// `lag` is how long granted requests take to be sent (a loaded caller is slow to send
+    /// and as slow to hear refusals back): it counts in the round trip the growth is paced by.
+    pub fn grow(&mut self, now: Instant, waiting: bool, lag: Duration) -> Option<Instant> {
+        if self.ceiling.is_some() || self.long == 0.0 || !waiting || self.limit >= self.max {
+            self.ramp = None;
+            return None;
+        }
+        let rtt = (self.short + 4.0 * lag.as_secs_f64()).max(0.000_5);
+        let (since, base) = *self.ramp.get_or_insert((now, self.limit));
+        let rounds = now.saturating_duration_since(since).as_secs_f64() / rtt;
+        let top = self.max.min(self.room.max(self.limit));
+        self.limit = self.limit.max(base * self.ramp_rate.powf(rounds)).min(top);
+        // When base × 4^(t / rtt) reaches the next whole request.
+        let next = (self.limit.floor() + 1.0).min(self.max);
+        let at = rtt * (next / base).ln() / self.ramp_rate.ln();
+        (at.is_finite() && self.limit < top)
+            .then(|| since + Duration::from_secs_f64(at.clamp(0.0, 3600.0)))
+    }
+
+    /// A refusal for load (429, 503).
+    pub fn overload(&mut self, sent: Sent) {
+        let n = sent.in_flight.max(1);
+        if n > self.safe {
+            if self.ceiling.is_some_and(|c| n >= c) {
+                self.probe_every = self.probe_every.saturating_mul(2).min(PROBE_MAX);
+            }
+            self.passes = 0;
+            self.ceiling = Some(self.ceiling.map_or(n, |c| c.min(n)));
+            self.limit = self.limit.min(f64::from(n - 1)).max(1.0);
+            self.at_ceiling = 0;
+        } else if sent.epoch == self.epoch {
+            self.cut(CUT, n);
+        }
+    }
+
+    /// The capacity fell (or the upstream queues) at `n` in flight: keep `factor` of the limit
+    /// and start a new epoch so answers to older requests are not counted again. The ceiling
+    /// moves to `n` but never below the new limit: an upstream's own count can lag (a request
+    /// it answered may still count there for a moment), so a refusal at a count far below
+    /// what just succeeded does not collapse the limit.
+    fn cut(&mut self, factor: f64, n: u32) {
+        self.limit = (self.limit * factor).max(1.0);
+        let floor = self.limit() + 1;
+        self.ceiling = Some(self.ceiling.map_or(n, |c| c.min(n)).max(floor));
+        self.safe = self.limit();
+        self.passes = 0;
+        self.epoch += 1;
+        self.at_ceiling = 0;
+        self.probe_every = PROBE_FIRST;
+    }
+
+    /// Feeds the latency averages; whether the recent answers are twice as slow as usual.
+    fn queueing(&mut self, latency: Duration) -> bool {
+        let x = latency.as_secs_f64();
+        if self.long == 0.0 {
+            (self.short, self.long) = (x, x);
+            return false;
+        }
+        let x = x.min(self.long * 4.0);
+        self.short += (x - self.short) / 16.0;
+        self.long += (x - self.long) / 256.0;
+        // The floor keeps sub-millisecond answers' jitter from counting.
+        self.short > 2.0 * self.long + 0.002
+    }
+}
+
+#[cfg(test)]
+#[path = "adaptive_tests.rs"]
+mod tests;
