@@ -49,6 +49,8 @@ pub const PROBE_FIRST: u32 = 64;
 pub const PROBE_MAX: u32 = 256;
 /// How much slow start multiplies the limit per round trip.
 const RAMP: f64 = 16.0;
+/// Slow start stays within this multiple of the highest count that succeeded.
+const SHOWN: f64 = 8.0;
 /// The same after a probe found that a known capacity grew.
 const RAMP_AGAIN: f64 = 2.0;
 /// Successes above the ceiling that prove the capacity grew.
@@ -187,8 +189,9 @@ impl Adaptive {
     /// arrive together; growing per answer would send the whole next step at once, and when
     /// that step crosses the capacity every request of it is refused before the first refusal
     /// is back. Growing in time spreads the new requests over the round trip, so the first
-    /// refusal stops the growth a few requests past the edge. Returns when the next whole
-    /// request is due, for the caller's timer.
+    /// refusal stops the growth a few requests past the edge. It never runs more than eight
+    /// times past the highest count that succeeded, for when answers come back late. Returns
+    /// when the next whole request is due, for the caller's timer.
     ///
     /// `lag` is how long granted requests take to be sent (a loaded caller is slow to send
     /// and as slow to hear refusals back): it counts in the round trip the growth is paced by.
@@ -200,9 +203,22 @@ impl Adaptive {
         let rtt = (self.short + 4.0 * lag.as_secs_f64()).max(0.000_5);
         let (since, base) = *self.ramp.get_or_insert((now, self.limit));
         let rounds = now.saturating_duration_since(since).as_secs_f64() / rtt;
-        let top = self.max.min(self.room.max(self.limit));
-        self.limit = self.limit.max(base * self.ramp_rate.powf(rounds)).min(top);
-        // When base × 4^(t / rtt) reaches the next whole request.
+        // Never far past what answers have shown the upstream takes: when answers come back
+        // late (a loaded machine), growing in time alone runs past the edge unseen.
+        let shown = f64::from(self.safe.max(START)) * SHOWN;
+        let top = self
+            .max
+            .min(self.room.max(self.limit))
+            .min(shown.max(self.limit));
+        let grown = base * self.ramp_rate.powf(rounds);
+        self.limit = self.limit.max(grown).min(top);
+        if grown > top {
+            // Held back: grow on from here once answers allow, not in one jump to where the
+            // clock would have been.
+            self.ramp = Some((now, self.limit));
+            return None;
+        }
+        // When base × rate^(t / rtt) reaches the next whole request.
         let next = (self.limit.floor() + 1.0).min(self.max);
         let at = rtt * (next / base).ln() / self.ramp_rate.ln();
         (at.is_finite() && self.limit < top)
