@@ -1,14 +1,12 @@
 //! How many items run at once: a fixed number, or adaptive, learning the upstream's capacity
-//! from its refusals and latency with the same controller Laneway's lanes use
-//! ([`laneway_admission::adaptive`]). Either way, an
-//! upstream that reports its rate budget spent (`x-ratelimit-remaining-* = 0`) holds new items
-//! back for one refill step instead of collecting 429s.
+//! from its refusals and latency (see `aimd` for why not with the lanes' controller). Either
+//! way, an upstream that reports its rate budget spent (`x-ratelimit-remaining-* = 0`) holds
+//! new items back for one refill step instead of collecting 429s.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use laneway_admission::adaptive::{Adaptive, Sent};
+use crate::aimd::Aimd;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -38,9 +36,12 @@ pub(crate) struct Gate {
 
 struct State {
     in_flight: usize,
-    /// Attempts sent and not yet answered: what the upstream holds from this run.
-    at_upstream: u32,
-    adaptive: Option<Adaptive>,
+    aimd: Option<Aimd>,
+    /// Below the in-flight count at which the upstream last refused: it cannot take that many.
+    ceiling: Option<usize>,
+    /// Successes since the ceiling last moved; enough of them probe one higher, so a capacity
+    /// that grew is found again.
+    since_ceiling: u32,
     /// The upstream said its budget is spent (`x-ratelimit-remaining-* = 0`): nothing new starts
     /// before then, whatever the bound.
     paused_until: Option<Instant>,
@@ -49,28 +50,34 @@ struct State {
 /// The longest a rate-limit header may hold new items back.
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
+/// Successes at the ceiling before trying one more in flight.
+const PROBE_AFTER: u32 = 100;
+
 impl State {
     fn limit(&self) -> usize {
-        self.adaptive
+        let learned = self
+            .aimd
             .as_ref()
-            .map_or(usize::MAX, |a| a.limit() as usize)
+            .map_or(usize::MAX, |a| a.limit() as usize);
+        learned.min(self.ceiling.unwrap_or(usize::MAX))
     }
 }
 
 impl Gate {
     pub fn new(c: Concurrency) -> Self {
-        let adaptive = match c {
+        let aimd = match c {
             Concurrency::Fixed(_) => None,
             Concurrency::Adaptive { max } => {
                 let max = u32::try_from(max.max(1)).unwrap_or(u32::MAX);
-                Some(Adaptive::new(laneway_admission::adaptive::START, max))
+                Some(Aimd::new(2.min(max), max))
             }
         };
         Self {
             state: Mutex::new(State {
                 in_flight: 0,
-                at_upstream: 0,
-                adaptive,
+                aimd,
+                ceiling: None,
+                since_ceiling: 0,
                 paused_until: None,
             }),
             freed: Notify::new(),
@@ -87,95 +94,25 @@ impl Gate {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            let (paused, step) = {
+            let paused = {
                 let mut st = self.lock();
-                let now = Instant::now();
-                let step = st
-                    .adaptive
-                    .as_mut()
-                    .and_then(|a| a.grow(now, true, Duration::ZERO));
-                let paused = st.paused_until.filter(|&p| p > now);
+                let paused = st.paused_until.filter(|&p| p > Instant::now());
                 if paused.is_none() && st.in_flight < st.limit() {
                     st.in_flight += 1;
-                    let sent = st.adaptive.as_ref().map(|a| a.sent(0));
-                    return Pass {
-                        gate: self,
-                        sent,
-                        open: AtomicBool::new(false),
-                        at: AtomicU32::new(0),
-                    };
+                    return Pass(self);
                 }
-                (paused, step)
+                paused
             };
-            match (paused, step) {
-                (Some(until), _) => tokio::time::sleep_until(until).await,
-                (None, Some(at)) => {
-                    tokio::select! {
-                        () = &mut freed => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                (None, None) => freed.await,
-            }
-        }
-    }
-}
-
-/// Room taken in the gate, given back on drop.
-pub(crate) struct Pass<'a> {
-    gate: &'a Gate,
-    /// The adaptive limit's stamp when the item entered; its count is taken per attempt.
-    sent: Option<Sent>,
-    /// An attempt is at the upstream.
-    open: AtomicBool,
-    /// Attempts at the upstream when this one was sent, itself included.
-    at: AtomicU32,
-}
-
-impl Pass<'_> {
-    /// Waits until an attempt may go to the upstream: under an adaptive limit, fewer attempts
-    /// than the limit are there (an item retrying after a refusal holds its pass but must not
-    /// add to an overload). Counts the attempt as sent.
-    pub async fn sending(&self) {
-        loop {
-            let freed = self.gate.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let step = {
-                let mut st = self.gate.lock();
-                let step = st
-                    .adaptive
-                    .as_mut()
-                    .and_then(|a| a.grow(Instant::now(), true, Duration::ZERO));
-                let limit = st.adaptive.as_ref().map_or(u32::MAX, Adaptive::limit);
-                if st.at_upstream < limit || st.at_upstream == 0 {
-                    st.at_upstream += 1;
-                    self.open.store(true, Ordering::Release);
-                    self.at.store(st.at_upstream, Ordering::Release);
-                    return;
-                }
-                step
-            };
-            match step {
-                Some(at) => {
-                    tokio::select! {
-                        () = &mut freed => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
-                }
+            match paused {
+                Some(until) => tokio::time::sleep_until(until).await,
                 None => freed.await,
             }
         }
     }
 
-    /// Learns from one attempt of the item holding this pass. The adaptive limit judges an
-    /// answer by how many attempts were at the upstream when it was sent: an item backing off
-    /// between attempts holds a pass but is not there.
+    /// Learns from one attempt of an item that holds a pass (so `in_flight` counts it).
     pub fn learn(&self, s: Signal) {
-        let mut st = self.gate.lock();
-        if self.open.swap(false, Ordering::AcqRel) {
-            st.at_upstream = st.at_upstream.saturating_sub(1);
-        }
+        let mut st = self.lock();
         if let Signal::Served {
             exhausted: Some(wait),
             ..
@@ -184,32 +121,41 @@ impl Pass<'_> {
             let until = Instant::now() + wait.min(MAX_PAUSE);
             st.paused_until = Some(st.paused_until.map_or(until, |p| p.max(until)));
         }
-        let (Some(a), Some(sent)) = (&mut st.adaptive, self.sent) else {
+        if st.aimd.is_none() {
             return;
-        };
-        let sent = Sent {
-            in_flight: self.at.load(Ordering::Acquire).max(1),
-            ..sent
-        };
+        }
         match s {
-            Signal::Served { latency, .. } => a.success(sent, latency, None, true),
-            Signal::Overloaded => a.overload(sent),
+            Signal::Served { latency, .. } => {
+                if let Some(a) = &mut st.aimd {
+                    a.success(latency);
+                }
+                st.since_ceiling += 1;
+                if st.since_ceiling >= PROBE_AFTER {
+                    st.since_ceiling = 0;
+                    st.ceiling = st.ceiling.map(|c| c + 1);
+                }
+            }
+            Signal::Overloaded => {
+                if let Some(a) = &mut st.aimd {
+                    a.overload();
+                }
+                // Refused with `in_flight` running: the upstream takes fewer than that.
+                st.ceiling = Some(st.in_flight.saturating_sub(1).max(1));
+                st.since_ceiling = 0;
+            }
             Signal::Other => {}
         }
         drop(st);
-        self.gate.freed.notify_waiters();
+        self.freed.notify_waiters();
     }
 }
 
+/// Room taken in the gate, given back on drop.
+pub(crate) struct Pass<'a>(&'a Gate);
+
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
-        let mut st = self.gate.lock();
-        st.in_flight -= 1;
-        if self.open.load(Ordering::Acquire) {
-            // The attempt ended without an answer (the item's timeout).
-            st.at_upstream = st.at_upstream.saturating_sub(1);
-        }
-        drop(st);
-        self.gate.freed.notify_one();
+        self.0.lock().in_flight -= 1;
+        self.0.freed.notify_one();
     }
 }

@@ -83,6 +83,7 @@
 //! - `gate`: the concurrency bound, fixed or adaptive.
 //! - `send`: one request with retries that obey the upstream's hints.
 
+mod aimd;
 mod gate;
 pub mod item;
 pub mod runner;

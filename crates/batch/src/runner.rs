@@ -193,11 +193,14 @@ impl Runner {
         c: &Counters,
         gate: &Gate,
     ) -> Item {
-        let pass = gate.enter().await;
+        let _pass = gate.enter().await;
         c.started.fetch_add(1, Ordering::Relaxed);
         let id = laneway_core::id::new_id("item");
         let deadline = Instant::now() + self.timeout;
-        let mut result = self.sender.send(&req, &id, deadline, &pass).await;
+        let mut result = self
+            .sender
+            .send(&req, &id, deadline, &mut |s| gate.learn(s))
+            .await;
         if let Err(e) = &mut result {
             e.request_id.get_or_insert(id);
         }

@@ -14,7 +14,6 @@ use laneway_upstream::{Hints, UpstreamClient, UpstreamRequest};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::gate::Pass;
 use crate::item::{Error, Request, Response, Usage};
 
 /// Largest answer read for one item.
@@ -62,9 +61,8 @@ impl Sender {
         req: &Request,
         id: &str,
         deadline: Instant,
-        pass: &Pass<'_>,
+        signal: &mut (dyn FnMut(Signal) + Send),
     ) -> Result<Response, Error> {
-        let signal = |s| pass.learn(s);
         let mut body = Bytes::from(req.body.to_string());
         if req.streams() {
             // Every streamed item reports its usage, so the run's total is complete.
@@ -73,14 +71,11 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut started = Instant::now();
-            let outcome = tokio::time::timeout_at(deadline, async {
-                // A retry waits for room under the adaptive limit like a first attempt.
-                pass.sending().await;
-                started = Instant::now();
-                self.once(req.endpoint, body.clone(), id, req.streams())
-                    .await
-            })
+            let started = Instant::now();
+            let outcome = tokio::time::timeout_at(
+                deadline,
+                self.once(req.endpoint, body.clone(), id, req.streams()),
+            )
             .await;
             let (err, hint) = match outcome {
                 Err(_) => {

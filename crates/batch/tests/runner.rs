@@ -208,13 +208,13 @@ async fn an_adaptive_bound_finds_a_hidden_capacity_with_few_429s() {
     let runner = Runner::new(&m.url(), None)
         .concurrency(Concurrency::Adaptive { max: 64 })
         .attempts(5);
-    let report = runner.run(chats(600)).await;
+    let report = runner.run(chats(300)).await;
     assert_eq!(report.failed, 0);
     let s = m.stats();
     assert!(s.max_in_flight <= 4);
     assert!(
-        s.rejected_429 * 100 <= 2 * 600,
-        "{} upstream 429s for 600 items",
+        s.rejected_429 * 100 <= 2 * 300,
+        "{} upstream 429s for 300 items",
         s.rejected_429
     );
 }
