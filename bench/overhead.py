@@ -18,6 +18,8 @@ ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
 SECONDS = int(ARGS[0]) if ARGS else 5
 ROUNDS = int(ARGS[1]) if len(ARGS) > 1 else 3
 LIMITS = "--limits" in sys.argv
+# Onwards and LiteLLM beside nginx and Laneway (installed into bench/.cache on first use).
+PEERS = "--peers" in sys.argv
 
 
 def first_chunk_ms(addr, n=200):
@@ -55,6 +57,10 @@ def main():
     idle_rss = rss_kb(gw_proc.pid)
 
     targets = {"direct": mock, "nginx": nginx, "laneway": gw}
+    if PEERS:
+        import peers
+        for name in peers.install():
+            targets[name] = getattr(peers, f"start_{name}")(mock, tmp)
     # Rounds interleave the targets so that a noisy moment on this shared machine hits all of
     # them alike; each figure is the median over the rounds.
     runs = {}
@@ -83,6 +89,11 @@ def main():
               f"(laneway {l['rps']:.0f} req/s, nginx {n['rps']:.0f}, direct {d['rps']:.0f})")
     print(f"streaming first chunk median ms: direct {ttfc['direct']:.3f}  nginx {ttfc['nginx']:.3f}  "
           f"laneway {ttfc['laneway']:.3f}  (laneway adds {ttfc['laneway'] - ttfc['direct']:.3f})")
+    for peer in [t for t in targets if t not in ("direct", "nginx", "laneway")]:
+        for c in (1, 64):
+            p, l = results[(peer, c)], results[("laneway", c)]
+            print(f"c={c}: laneway vs {peer}: throughput {l['rps'] / p['rps']:.2f}x "
+                  f"(laneway {l['rps']:.0f} req/s, {peer} {p['rps']:.0f}), p99 {l['p99']:.3f} ms vs {p['p99']:.3f} ms")
     print(f"laneway RSS: idle {idle_rss / 1024:.1f} MiB, peak under load {load_rss / 1024:.1f} MiB; "
           f"start to ready {ready_s * 1000:.1f} ms")
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Overhead benchmark: direct vs nginx vs Laneway at concurrency 1 and 64.
-# Usage: bench/overhead.sh [SECONDS_PER_RUN [ROUNDS]] [--limits]
+# Usage: bench/overhead.sh [SECONDS_PER_RUN [ROUNDS]] [--limits] [--peers]
+# --peers adds Onwards 1.2.0 and LiteLLM 1.80.5 (proxy), installed into bench/.cache on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
