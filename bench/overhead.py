@@ -20,6 +20,11 @@ ROUNDS = int(ARGS[1]) if len(ARGS) > 1 else 3
 LIMITS = "--limits" in sys.argv
 # Onwards and LiteLLM beside nginx and Laneway (installed into bench/.cache on first use).
 PEERS = "--peers" in sys.argv
+# A client key configured and sent by every request (bench/key.lua, to every target alike).
+KEY = "--key" in sys.argv
+# The request log on: one line per request on stderr (discarded here, but formatted and written).
+LOG = "--log" in sys.argv
+SCRIPT = pathlib.Path(__file__).resolve().parent / ("key.lua" if KEY else "post.lua")
 
 
 def first_chunk_ms(addr, n=200):
@@ -49,10 +54,11 @@ def main():
         limits = ("concurrency_limit = { max_concurrent_requests = 100000 }\n"
                   "rate_limit = { requests_per_second = 1000000, burst_size = 1000000 }\n"
                   "rpm = 100000000\ntpm = 100000000000\n")
+    key = '[[key]]\nname = "bench"\nkey = "sk-bench"\n' if KEY else ""
     (tmp / "laneway.toml").write_text(
-        f'[[lane]]\nname = "mock"\nurl = "http://{mock}/v1"\n{limits}\n[[route]]\nmodel = "mock-*"\nlanes = ["mock"]\n')
+        f'[[lane]]\nname = "mock"\nurl = "http://{mock}/v1"\n{limits}\n[[route]]\nmodel = "mock-*"\nlanes = ["mock"]\n{key}')
     gw_proc, gw, ready_s = start(["serve", "--config", str(tmp / "laneway.toml"), "--listen", "127.0.0.1:0"],
-                                 env={"RUST_LOG": "warn"})
+                                 env={"RUST_LOG": "warn,laneway::request=info" if LOG else "warn"})
     time.sleep(0.5)
     idle_rss = rss_kb(gw_proc.pid)
 
@@ -66,16 +72,17 @@ def main():
     runs = {}
     for c in (1, 64):
         for name, addr in targets.items():
-            wrk(f"http://{addr}/v1/chat/completions", c, 1)  # warm-up: connections, pools, caches
+            wrk(f"http://{addr}/v1/chat/completions", c, 1, SCRIPT)  # warm-up: connections, pools, caches
         for _ in range(ROUNDS):
             for name, addr in targets.items():
-                runs.setdefault((name, c), []).append(wrk(f"http://{addr}/v1/chat/completions", c, SECONDS))
+                runs.setdefault((name, c), []).append(wrk(f"http://{addr}/v1/chat/completions", c, SECONDS, SCRIPT))
     results = {k: {f: statistics.median(r[f] for r in v) for f in ("rps", "p50", "p99", "non2xx")}
                for k, v in runs.items()}
     load_rss = rss_kb(gw_proc.pid, "VmHWM")
     ttfc = {name: first_chunk_ms(addr) for name, addr in targets.items()}
 
-    print(f"laneway overhead benchmark: median of {ROUNDS} rounds of {SECONDS}s, limits configured: {LIMITS}")
+    print(f"laneway overhead benchmark: median of {ROUNDS} rounds of {SECONDS}s, limits configured: {LIMITS}, "
+          f"key: {KEY}, request log: {LOG}")
     print(f"{'target':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7}")
     for (name, c), r in results.items():
         print(f"{name:8} {c:>4} {r['rps']:>9.0f} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['non2xx']:>7.0f}")
