@@ -97,7 +97,9 @@ def wrk(url, connections, seconds, script=ROOT / "bench" / "post.lua"):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict((p, _ms(v, u)) for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)$", out, re.M))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "non2xx": int(bad.group(1)) if bad else 0}
+    nan = float("nan")  # no request finished (a peer too slow for the run): no percentiles
+    return {"rps": rps, "p50": lat.get("50", nan), "p99": lat.get("99", nan),
+            "non2xx": int(bad.group(1)) if bad else 0}
 
 
 def rss_kb(pid, field="VmRSS"):
