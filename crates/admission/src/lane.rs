@@ -321,7 +321,7 @@ impl Lane {
     }
 
     /// Learns from an upstream answer: cooldowns, the circuit, the adaptive limit. `sent` is
-    /// where the request stood when it was granted.
+    /// where the request stood when it was sent.
     pub(crate) fn learn(self: &Arc<Self>, fb: Feedback, sent: Option<Sent>) -> Option<Duration> {
         let now = Instant::now();
         let hinted = matches!(fb, Feedback::Overloaded { .. } | Feedback::Exhausted { .. });
@@ -365,11 +365,6 @@ impl Lane {
         }
         self.dispatch();
         paused.filter(|_| hinted).map(|u| u - now)
-    }
-
-    /// Whether the lane learns its concurrency limit from the upstream's answers.
-    pub fn is_adaptive(&self) -> bool {
-        self.lock().adaptive.is_some()
     }
 
     /// The concurrency limit in force (fixed, adaptive or set by hand); `None`: unlimited.
@@ -601,13 +596,14 @@ impl Lane {
         // Slow start grows only while the slots it gave are in use upstream: on a loaded
         // gateway granted requests take a while to be sent, and answers (refusals too) a
         // while to come back; growing meanwhile would only run past the edge unseen.
-        let unsent = st
-            .in_flight
-            .saturating_sub(self.at_upstream.load(Ordering::Acquire));
-        let waiting = self.queued() > 0 && unsent.saturating_mul(4) <= st.in_flight;
-        let lag = Duration::from_micros(self.send_lag_us.load(Ordering::Relaxed));
-        let ramp = st.adaptive.as_mut().and_then(|a| a.grow(now, waiting, lag));
+        let mut ramp = None;
         if st.adaptive.is_some() {
+            let unsent = st
+                .in_flight
+                .saturating_sub(self.at_upstream.load(Ordering::Acquire));
+            let waiting = self.queued() > 0 && unsent.saturating_mul(4) <= st.in_flight;
+            let lag = Duration::from_micros(self.send_lag_us.load(Ordering::Relaxed));
+            ramp = st.adaptive.as_mut().and_then(|a| a.grow(now, waiting, lag));
             st.limit = st.configured_limit();
         }
         let wake = loop {

@@ -101,7 +101,7 @@ pub async fn once(
     plan: &Plan<'_>,
     lane: &LaneLive,
     model: Option<&str>,
-    permit: Permit,
+    mut permit: Permit,
 ) -> (Verdict, Permit) {
     let entry = plan.entry;
     let (body, strip_usage) = upstream_body(plan, lane, model);
@@ -117,7 +117,6 @@ pub async fn once(
             .min(plan.deadline.saturating_duration_since(now)),
     };
     let client = plan.app.client();
-    let mut permit = permit;
     permit.begin();
     let sent = tokio::select! {
         r = client.send(request) => r,

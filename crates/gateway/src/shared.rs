@@ -104,12 +104,10 @@ fn refusal(scope: Scope, wait: Option<(Duration, Option<RateKind>)>) -> Admissio
 
 /// Feeds the lane an upstream answer and shares any pause it asked for (Retry-After, a spent
 /// rate budget) with the other replicas, so they do not each collect the same 429.
-/// Returns the pause the lane took.
-pub fn feedback(plan: &Plan<'_>, permit: &Permit, fb: Feedback) -> Option<Duration> {
+pub fn feedback(plan: &Plan<'_>, permit: &Permit, fb: Feedback) {
     let pause = permit.feedback(fb);
     if let (Some(store), Some(pause)) = (plan.app.store.clone(), pause) {
         let name = permit.lane().name().to_owned();
         tokio::spawn(async move { store.cool(&name, pause).await });
     }
-    pause
 }
