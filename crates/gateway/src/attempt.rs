@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use laneway_admission::{Feedback, Permit};
 use laneway_core::wire::{Endpoint, RequestMeta};
 use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
+use laneway_upstream::UpstreamBody;
 use laneway_upstream::{Hints, UpstreamRequest};
 use tokio::time::Instant;
 
@@ -60,7 +60,7 @@ pub fn deadline_exceeded() -> GatewayError {
 /// What one attempt's answer means for the request.
 pub enum Verdict {
     Success {
-        response: http::Response<Incoming>,
+        response: http::Response<UpstreamBody>,
         strip_usage: bool,
     },
     /// Passed to the client as it is, no retry.
@@ -166,7 +166,7 @@ async fn judge_error(
     plan: &Plan<'_>,
     lane: &LaneLive,
     permit: &Permit,
-    resp: http::Response<Incoming>,
+    resp: http::Response<UpstreamBody>,
     hints: Hints,
     latency: Duration,
 ) -> Verdict {

@@ -10,9 +10,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use laneway_admission::Permit;
 use laneway_upstream::sse::UsageTap;
+use laneway_upstream::UpstreamBody;
 
 use crate::ledger::{End, Ledger};
 use crate::table::Registration;
@@ -39,7 +39,7 @@ pub struct Shape {
 }
 
 pub struct ProxyBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     tap: UsageTap,
     permit: Option<Permit>,
     _registration: Registration,
@@ -50,7 +50,7 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn new(inner: Incoming, tap: UsageTap, held: Held, shape: Shape) -> Self {
+    pub fn new(inner: UpstreamBody, tap: UsageTap, held: Held, shape: Shape) -> Self {
         Self {
             inner,
             tap,

@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use laneway_admission::{acquire, acquire_with_key, AdmissionError, Ask, KeyPermit, Lane, Permit};
 use laneway_core::glob;
+use laneway_upstream::UpstreamBody;
 use tokio::time::Instant;
 
 use crate::attempt::{self, Plan, Verdict};
@@ -22,7 +22,7 @@ use crate::topology::{LaneLive, RouteLive};
 
 /// An upstream success, with the slot it holds.
 pub struct Forwarded {
-    pub response: http::Response<Incoming>,
+    pub response: http::Response<UpstreamBody>,
     pub permit: Permit,
     /// Laneway asked for a usage chunk the client did not want; the relay removes it.
     pub strip_usage: bool,

@@ -361,7 +361,7 @@ pub(crate) async fn relay(
 
 /// An upstream answer ready to relay, with everything the request holds until its body ends.
 pub(crate) struct Relay {
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<laneway_upstream::UpstreamBody>,
     permit: laneway_admission::Permit,
     strip_usage: bool,
     registration: crate::table::Registration,

@@ -1,31 +1,59 @@
-//! The pooled HTTP client shared by every lane.
+//! The HTTP client shared by every lane.
 //!
-//! Bodies go out as one `Bytes` (no copy) and come back as hyper's `Incoming`, handed to the
-//! gateway unread, so streamed responses are relayed chunk by chunk. Dropping the response (or
-//! the future) closes the upstream connection, which is how a client disconnect, an operator
-//! stop or a deadline reaches the provider.
+//! Bodies go out as one `Bytes` (no copy) and come back as an [`UpstreamBody`], handed to the
+//! gateway unread, so streamed responses are relayed chunk by chunk. Connections are pooled per
+//! origin and driven by the requests that use them (see [`crate::pool`]). Dropping the response
+//! (or the future) closes the upstream connection, which is how a client disconnect, an
+//! operator stop or a deadline reaches the provider.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use http::{Request, Response};
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::error::UpstreamError;
+use crate::pool::{Failure, Origin, Pool, UpstreamBody};
 
-/// A request with Laneway's user agent and the lane's key.
+/// Idle connections kept per origin, and how long one may idle.
+const MAX_IDLE: usize = 1024;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Splits a full URL into the origin a connection goes to and the request's own target, and
+/// builds the request with Laneway's user agent, the lane's key and the origin as `Host`.
 fn build(
-    builder: http::request::Builder,
+    method: http::Method,
+    url: &str,
     api_key: Option<&str>,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, UpstreamError> {
-    let mut builder = builder.header(USER_AGENT, HeaderValue::from_static(UA));
+) -> Result<(Origin, Request<Full<Bytes>>), UpstreamError> {
+    let bad = |why: &str| UpstreamError::BadUrl(format!("{url}: {why}"));
+    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    let parts = uri.into_parts();
+    let https = match parts.scheme.as_ref().map(|s| s.as_str()) {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(bad("only http:// and https:// are supported")),
+    };
+    let authority = parts.authority.ok_or_else(|| bad("no host"))?;
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("bad host"))?;
+    let mut target = Uri::default().into_parts();
+    target.path_and_query = Some(
+        parts
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let target = Uri::from_parts(target).map_err(|e| bad(&e.to_string()))?;
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(target)
+        .header(HOST, host)
+        .header(USER_AGENT, HeaderValue::from_static(UA));
     if let Some(key) = api_key {
         let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
             UpstreamError::BadUrl(
@@ -35,14 +63,16 @@ fn build(
         v.set_sensitive(true);
         builder = builder.header(AUTHORIZATION, v);
     }
-    builder
+    let request = builder
         .body(Full::new(body))
-        .map_err(|e| UpstreamError::BadUrl(e.to_string()))
+        .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
+    Ok((Origin { https, authority }, request))
 }
 
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Arc<Pool>,
     connect_timeout: Duration,
 }
 
@@ -72,31 +102,54 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
+        let pool = Pool::new(MAX_IDLE, IDLE_TIMEOUT);
+        // Connections nobody polls do not see their upstream close them; a sweep now and then
+        // closes those that idled too long, so a quiet gateway does not hoard sockets.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match weak.upgrade() {
+                        Some(pool) => pool.sweep(),
+                        None => return,
+                    }
+                }
+            });
+        }
         Self {
-            inner,
+            connector: https,
+            pool,
             connect_timeout,
         }
+    }
+
+    async fn request(
+        &self,
+        origin: &Origin,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        self.pool
+            .send(&self.connector, self.connect_timeout, origin, request)
+            .await
+            .map_err(|f| self.describe(f))
     }
 
     pub async fn send(
         &self,
         req: UpstreamRequest<'_>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let request = build(
-            Request::post(req.url)
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .header("x-request-id", req.request_id),
-            req.api_key,
-            req.body,
-        )?;
-        match tokio::time::timeout(req.first_byte_timeout, self.inner.request(request)).await {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (origin, mut request) = build(http::Method::POST, req.url, req.api_key, req.body)?;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(id) = HeaderValue::from_str(req.request_id) {
+            headers.insert("x-request-id", id);
+        }
+        match tokio::time::timeout(req.first_byte_timeout, self.request(&origin, request)).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(req.first_byte_timeout)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.describe(e)),
+            Ok(r) => r,
         }
     }
 
@@ -109,13 +162,9 @@ impl UpstreamClient {
         timeout: Duration,
     ) -> Result<Vec<String>, UpstreamError> {
         let url = format!("{base_url}/models");
-        let request = build(Request::get(url.as_str()), api_key, Bytes::new())?;
+        let (origin, request) = build(http::Method::GET, &url, api_key, Bytes::new())?;
         let fetch = async {
-            let resp = self
-                .inner
-                .request(request)
-                .await
-                .map_err(|e| self.describe(e))?;
+            let resp = self.request(&origin, request).await?;
             if !resp.status().is_success() {
                 return Err(UpstreamError::Dropped(format!(
                     "{url} answered {}",
@@ -135,22 +184,30 @@ impl UpstreamClient {
             .unwrap_or(Err(UpstreamError::FirstByteTimeout(timeout)))
     }
 
-    fn describe(&self, e: hyper_util::client::legacy::Error) -> UpstreamError {
-        let mut msg = e.to_string();
-        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        if e.is_connect() {
-            if msg.contains("timed out") || msg.contains("timeout") {
-                UpstreamError::ConnectTimeout(self.connect_timeout)
-            } else {
-                UpstreamError::Connect(msg)
+    fn describe(&self, failure: Failure) -> UpstreamError {
+        match failure {
+            Failure::ConnectTimeout => UpstreamError::ConnectTimeout(self.connect_timeout),
+            Failure::ConnectError(e) => {
+                let msg = chain(&*e);
+                if msg.contains("timed out") || msg.contains("timeout") {
+                    UpstreamError::ConnectTimeout(self.connect_timeout)
+                } else {
+                    UpstreamError::Connect(msg)
+                }
             }
-        } else {
-            UpstreamError::Dropped(msg)
+            Failure::Http(e) => UpstreamError::Dropped(chain(&e)),
         }
     }
+}
+
+/// An error and its sources, one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`client`]: one pooled HTTP/1.1 client (plain HTTP for local servers, rustls with bundled
 //!   roots for hosted providers) with connect and first-byte timeouts.
+//! - `pool`: its connections, driven by the requests that use them instead of tasks of their
+//!   own; a response body ([`UpstreamBody`]) reads its connection and returns it when done.
 //! - [`classify`]: what an upstream answer means: success, retryable or final, and the hints in
 //!   `Retry-After`, `retry-after-ms` and `x-ratelimit-*`.
 //! - [`sse`]: watches a response body go by to learn its token usage, and removes the usage chunk
@@ -14,8 +16,10 @@ pub mod classify;
 pub mod client;
 pub mod error;
 pub mod models;
+mod pool;
 pub mod sse;
 
 pub use classify::{Hints, Outcome};
 pub use client::{UpstreamClient, UpstreamRequest};
 pub use error::UpstreamError;
+pub use pool::UpstreamBody;
