@@ -294,13 +294,21 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        if let Some(p) = this.parked.as_mut() {
-            if Pin::new(&mut p.link.conn).poll(cx).is_ready() {
-                // The connection is done; what it read is already in the body.
-                this.parked = None;
+        // The body asks the connection for more only when it is read; a second turn lets the
+        // connection answer that ask now instead of on the next wake-up of the task.
+        let mut frame = Poll::Pending;
+        for _ in 0..2 {
+            if let Some(p) = this.parked.as_mut() {
+                if Pin::new(&mut p.link.conn).poll(cx).is_ready() {
+                    // The connection is done; what it read is already in the body.
+                    this.parked = None;
+                }
+            }
+            frame = Pin::new(&mut this.incoming).poll_frame(cx);
+            if frame.is_ready() || this.parked.is_none() {
+                break;
             }
         }
-        let frame = Pin::new(&mut this.incoming).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.incoming.is_end_stream() => this.release(),
