@@ -7,8 +7,10 @@ or at a steady 90% of what the upstream can serve; makespan against the ideal, t
 upstream calls refused. The change cells halve and then restore the capacity during the run
 (POST /mock/config) and report how long the lane's limit took to follow (GET /admin/lanes).
 
-Usage: python3 bench/adaptive.py [--quick]   (after `cargo build --release`)
---quick runs the 50 ms cells only, --slow the 500 ms ones only (about twelve minutes).
+Usage: python3 bench/adaptive.py [--quick | --slow] [--cap N] [--burst] [--rounds K]
+(after `cargo build --release`). --quick runs the 50 ms cells only, --slow the 500 ms ones only
+(about twelve minutes); --cap one capacity only; --burst the 500-at-once cells only (no steady
+or change cells); --rounds repeats each cell, for the spread between runs.
 """
 
 import json
@@ -122,16 +124,27 @@ def cell(tmp, cap, latency_ms, n, steady=False, changes=(), oracle=False):
           + (f", reactions {', '.join(f'{r:.2f} s' for r in reactions)}" if changes else ""), flush=True)
 
 
+def option(name, default):
+    if name in sys.argv:
+        return int(sys.argv[sys.argv.index(name) + 1])
+    return default
+
+
 def main():
-    quick, slow = "--quick" in sys.argv, "--slow" in sys.argv
+    quick, slow, burst = "--quick" in sys.argv, "--slow" in sys.argv, "--burst" in sys.argv
+    caps = [option("--cap", 0)] if "--cap" in sys.argv else [2, 5, 16, 64]
+    rounds = option("--rounds", 1)
     tmp = tempfile.mkdtemp(prefix="laneway-adaptive-")
     for latency in [50] if quick else [500] if slow else [50, 500]:
-        for cap in [2, 5, 16, 64]:
-            for steady in [False, True]:
-                # The same load through a lane told the capacity: what this machine and load
-                # generator reach at best, measured in the same run.
-                cell(tmp, cap, latency, 500, steady, oracle=True)
-                cell(tmp, cap, latency, 500, steady)
+        for cap in caps:
+            for steady in [False] if burst else [False, True]:
+                for _ in range(rounds):
+                    # The same load through a lane told the capacity: what this machine and
+                    # load generator reach at best, measured in the same run.
+                    cell(tmp, cap, latency, 500, steady, oracle=True)
+                    cell(tmp, cap, latency, 500, steady)
+    if burst or "--cap" in sys.argv:
+        return
     if not slow:
         cell(tmp, 16, 50, 2400, changes=((3, 8), (6, 16)))
     if not quick:
