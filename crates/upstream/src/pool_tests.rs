@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{Failure, Origin, Pool};
+use super::{Failure, Origin, Pool, UpstreamBody};
 
 #[derive(Clone, Copy)]
 enum Mode {
@@ -128,21 +128,23 @@ fn connector() -> hyper_rustls::HttpsConnector<HttpConnector> {
         .wrap_connector(http)
 }
 
+async fn send(pool: &Arc<Pool>, origin: &Origin) -> Result<Response<UpstreamBody>, Failure> {
+    pool.send(
+        &connector(),
+        Duration::from_secs(5),
+        origin,
+        request(origin),
+    )
+    .await
+}
+
 /// Sends one request and reads its whole body.
 async fn call(pool: &Arc<Pool>, origin: &Origin) -> Result<Bytes, String> {
-    let resp = pool
-        .send(
-            &connector(),
-            Duration::from_secs(5),
-            origin,
-            request(origin),
-        )
-        .await
-        .map_err(|f| match f {
-            Failure::Http(e) => e.to_string(),
-            Failure::ConnectError(e) => e.to_string(),
-            Failure::ConnectTimeout => "timeout".into(),
-        })?;
+    let resp = send(pool, origin).await.map_err(|f| match f {
+        Failure::Http(e) => e.to_string(),
+        Failure::ConnectError(e) => e.to_string(),
+        Failure::ConnectTimeout => "timeout".into(),
+    })?;
     let body = resp
         .into_body()
         .collect()
@@ -176,31 +178,14 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
 async fn dropping_a_body_part_read_closes_its_connection() {
     let mut srv = server(Mode::StreamThenWait).await;
     let pool = Pool::new(8, Duration::from_secs(90));
-    let resp = pool
-        .send(
-            &connector(),
-            Duration::from_secs(5),
-            &srv.origin,
-            request(&srv.origin),
-        )
-        .await
-        .unwrap();
+    let resp = send(&pool, &srv.origin).await.unwrap();
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(first, "hello");
     drop(body);
     // The server sees its client go; the pool kept nothing of the connection.
     srv.ended.recv().await.unwrap();
-    let resp = pool
-        .send(
-            &connector(),
-            Duration::from_secs(5),
-            &srv.origin,
-            request(&srv.origin),
-        )
-        .await
-        .unwrap();
-    drop(resp);
+    drop(send(&pool, &srv.origin).await.unwrap());
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
 }
 
@@ -236,14 +221,6 @@ async fn a_refused_connection_is_a_connect_error() {
         authority: addr.to_string().parse().unwrap(),
     };
     let pool = Pool::new(8, Duration::from_secs(90));
-    let err = pool
-        .send(
-            &connector(),
-            Duration::from_secs(5),
-            &origin,
-            request(&origin),
-        )
-        .await
-        .unwrap_err();
+    let err = send(&pool, &origin).await.unwrap_err();
     assert!(matches!(err, Failure::ConnectError(_)));
 }
