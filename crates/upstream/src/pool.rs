@@ -61,6 +61,8 @@ impl Origin {
 struct Link {
     sender: SendRequest<Full<Bytes>>,
     conn: Conn,
+    /// Where it goes, so that it is parked with its kind.
+    origin: Origin,
 }
 
 struct Idle {
@@ -118,14 +120,14 @@ impl Pool {
             if !link.open().await {
                 continue;
             }
-            match link.send(req, self, origin).await {
+            match link.send(req, self).await {
                 Sent::Answered(resp) => return Ok(resp),
                 Sent::Back(r) => req = r,
                 Sent::Failed(e) => return Err(Failure::Http(e)),
             }
         }
         let link = connect(connector, connect_timeout, origin).await?;
-        match link.send(req, self, origin).await {
+        match link.send(req, self).await {
             Sent::Answered(resp) => Ok(resp),
             Sent::Back(_) => Err(Failure::ConnectError(
                 "the new connection closed before the request was sent".into(),
@@ -143,13 +145,13 @@ impl Pool {
         host.idle.pop_back().map(|i| i.link)
     }
 
-    fn park(&self, origin: &Origin, link: Box<Link>) {
+    fn park(&self, link: Box<Link>) {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        let host = match hosts.iter().position(|h| h.origin == *origin) {
+        let host = match hosts.iter().position(|h| h.origin == link.origin) {
             Some(i) => &mut hosts[i],
             None => {
                 hosts.push(Host {
-                    origin: origin.clone(),
+                    origin: link.origin.clone(),
                     idle: VecDeque::new(),
                 });
                 let last = hosts.len() - 1;
@@ -169,7 +171,7 @@ impl Pool {
         while host
             .idle
             .front()
-            .is_some_and(|i| i.since.elapsed() > self.idle_timeout)
+            .is_some_and(|i| i.since.elapsed() >= self.idle_timeout)
         {
             host.idle.pop_front();
         }
@@ -203,7 +205,11 @@ async fn connect(
         .map_err(Failure::Http)?;
     // Boxed: the connection's state is large, and the link moves from the pool to the request
     // to the response body and back.
-    Ok(Box::new(Link { sender, conn }))
+    Ok(Box::new(Link {
+        sender,
+        conn,
+        origin: origin.clone(),
+    }))
 }
 
 impl Link {
@@ -220,12 +226,7 @@ impl Link {
     }
 
     /// Sends the request and drives the connection until the response head arrives.
-    async fn send(
-        mut self: Box<Self>,
-        req: Request<Full<Bytes>>,
-        pool: &Arc<Pool>,
-        origin: &Origin,
-    ) -> Sent {
+    async fn send(mut self: Box<Self>, req: Request<Full<Bytes>>, pool: &Arc<Pool>) -> Sent {
         let mut answer = pin!(self.sender.try_send_request(req));
         let mut link = Some(self);
         let answer = poll_fn(|cx| {
@@ -243,7 +244,6 @@ impl Link {
                 let parked = link.map(|link| Parked {
                     link,
                     pool: pool.clone(),
-                    origin: origin.clone(),
                 });
                 Sent::Answered(resp.map(|incoming| UpstreamBody { incoming, parked }))
             }
@@ -259,7 +259,6 @@ impl Link {
 struct Parked {
     link: Box<Link>,
     pool: Arc<Pool>,
-    origin: Origin,
 }
 
 /// An upstream response body. Reading it drives its connection.
@@ -280,7 +279,7 @@ impl std::fmt::Debug for UpstreamBody {
 impl UpstreamBody {
     fn release(&mut self) {
         if let Some(p) = self.parked.take() {
-            p.pool.park(&p.origin, p.link);
+            p.pool.park(p.link);
         }
     }
 }
