@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use laneway_upstream::UpstreamClient;
+use laneway_upstream::{Endpoints, UpstreamClient};
 use tokio::time::Instant;
 
 use crate::gate::{Concurrency, Gate};
@@ -63,7 +63,8 @@ impl Runner {
             sender: Sender {
                 target: Target::Url {
                     client: Box::new(UpstreamClient::new(Duration::from_secs(10))),
-                    base: base_url.trim_end_matches('/').to_owned(),
+                    endpoints: Endpoints::new(base_url.trim_end_matches('/'), api_key)
+                        .map(Arc::new),
                 },
                 api_key: api_key.map(str::to_owned),
                 attempts: 3,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use laneway_core::wire::{Endpoint, RequestMeta};
 use laneway_gateway::App;
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
-use laneway_upstream::{Hints, UpstreamClient, UpstreamRequest};
+use laneway_upstream::{Endpoints, Hints, UpstreamClient, UpstreamError, UpstreamRequest};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -40,7 +40,9 @@ pub(crate) enum Target {
     /// An OpenAI-compatible base URL ending in the API version, like `http://127.0.0.1:8400/v1`.
     Url {
         client: Box<UpstreamClient>,
-        base: String,
+        /// The base URL's endpoints with the key, checked once; a base URL that does not parse
+        /// fails each item with the reason.
+        endpoints: Result<Arc<Endpoints>, UpstreamError>,
     },
     /// The lanes of a config, in this process: no socket, no HTTP.
     Lanes(Arc<App>),
@@ -129,11 +131,12 @@ impl Sender {
         stream: bool,
     ) -> Result<(Response, Option<Duration>), Failure> {
         let (status, headers, bytes) = match &self.target {
-            Target::Url { client, base } => {
-                let url = format!("{base}{}", endpoint.upstream_suffix());
+            Target::Url { client, endpoints } => {
+                let endpoints = endpoints
+                    .as_ref()
+                    .map_err(|e| Failure::Final(Error::new("connection_error", e.to_string())))?;
                 let request = UpstreamRequest {
-                    url: &url,
-                    api_key: self.api_key.as_deref(),
+                    target: endpoints.get(endpoint),
                     body,
                     request_id: id,
                     first_byte_timeout: Duration::from_secs(600),

@@ -106,9 +106,12 @@ pub async fn once(
     let entry = plan.entry;
     let (body, strip_usage) = upstream_body(plan, lane, model);
     let now = Instant::now();
+    let target = match lane.target(plan.endpoint) {
+        Ok(t) => t,
+        Err(e) => return (Verdict::Final(e.into()), permit),
+    };
     let request = UpstreamRequest {
-        url: lane.url(plan.endpoint),
-        api_key: lane.config.api_key.as_ref().map(|k| k.expose().as_str()),
+        target,
         body,
         request_id: &entry.id,
         first_byte_timeout: lane

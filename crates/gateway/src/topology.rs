@@ -12,6 +12,7 @@ use laneway_config::{Config, KeyConfig, LaneConfig, LaneKind, Limits, OnLimit};
 use laneway_core::wire::Endpoint;
 use laneway_core::Secret;
 use laneway_mock::{MockConfig, MockServer};
+use laneway_upstream::{Endpoints, Target, UpstreamError};
 
 use crate::label::Label;
 use crate::retry::Budget;
@@ -19,8 +20,9 @@ use crate::retry::Budget;
 pub struct LaneLive {
     pub lane: Arc<Lane>,
     pub config: LaneConfig,
-    /// Full upstream URLs per endpoint, built once instead of per request.
-    pub urls: [String; 3],
+    /// Upstream targets per endpoint (URL and key), checked and split once instead of per
+    /// request; a URL that does not parse fails each request with the reason.
+    pub targets: Result<Endpoints, UpstreamError>,
     /// Whether responses must be watched for usage to settle token limits.
     pub has_tpm: bool,
     /// Retries this lane may still spend; carried across reloads.
@@ -30,8 +32,11 @@ pub struct LaneLive {
 }
 
 impl LaneLive {
-    pub fn url(&self, e: Endpoint) -> &str {
-        &self.urls[e as usize]
+    pub fn target(&self, e: Endpoint) -> Result<&Target, UpstreamError> {
+        match &self.targets {
+            Ok(t) => Ok(t.get(e)),
+            Err(bad) => Err(bad.clone()),
+        }
     }
 }
 
@@ -166,19 +171,14 @@ fn build_lanes(
             }
             None => (Lane::new(spec), Arc::default()),
         };
-        let urls = [
-            Endpoint::ChatCompletions,
-            Endpoint::Completions,
-            Endpoint::Embeddings,
-        ]
-        .map(|e| format!("{}{}", c.url, e.upstream_suffix()));
+        let targets = Endpoints::new(&c.url, c.api_key.as_ref().map(|k| k.expose().as_str()));
         by_name.insert(c.name.clone(), i);
         lanes.push(LaneLive {
             lane,
             budget,
             label: Arc::new(c.name.clone()),
             has_tpm: c.limits.tpm.is_some(),
-            urls,
+            targets,
             config: c.clone(),
         });
     }

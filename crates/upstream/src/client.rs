@@ -10,64 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::error::UpstreamError;
 use crate::pool::{Failure, Origin, Pool, UpstreamBody};
+use crate::target::{Target, X_REQUEST_ID};
 
 /// Idle connections kept per origin, and how long one may idle.
 const MAX_IDLE: usize = 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Splits a full URL into the origin a connection goes to and the request's own target, and
-/// builds the request with Laneway's user agent, the lane's key and the origin as `Host`.
-fn build(
-    method: http::Method,
-    url: &str,
-    api_key: Option<&str>,
-    body: Bytes,
-) -> Result<(Origin, Request<Full<Bytes>>), UpstreamError> {
-    let bad = |why: &str| UpstreamError::BadUrl(format!("{url}: {why}"));
-    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    let parts = uri.into_parts();
-    let https = match parts.scheme.as_ref().map(|s| s.as_str()) {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(bad("only http:// and https:// are supported")),
-    };
-    let authority = parts.authority.ok_or_else(|| bad("no host"))?;
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("bad host"))?;
-    let mut target = Uri::default().into_parts();
-    target.path_and_query = Some(
-        parts
-            .path_and_query
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    let target = Uri::from_parts(target).map_err(|e| bad(&e.to_string()))?;
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(target)
-        .header(HOST, host)
-        .header(USER_AGENT, HeaderValue::from_static(UA));
-    if let Some(key) = api_key {
-        let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-            UpstreamError::BadUrl(
-                "the lane's api_key has characters not allowed in a header".into(),
-            )
-        })?;
-        v.set_sensitive(true);
-        builder = builder.header(AUTHORIZATION, v);
-    }
-    let request = builder
-        .body(Full::new(body))
-        .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
-    Ok((Origin { https, authority }, request))
-}
 
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -78,15 +33,12 @@ pub struct UpstreamClient {
 
 /// One attempt's request.
 pub struct UpstreamRequest<'a> {
-    /// Full URL: the lane's base URL plus the endpoint suffix.
-    pub url: &'a str,
-    pub api_key: Option<&'a str>,
+    /// The lane's URL for the endpoint, with its key.
+    pub target: &'a Target,
     pub body: Bytes,
     pub request_id: &'a str,
     pub first_byte_timeout: Duration,
 }
-
-const UA: &str = concat!("laneway/", env!("CARGO_PKG_VERSION"));
 
 impl UpstreamClient {
     pub fn new(connect_timeout: Duration) -> Self {
@@ -145,13 +97,14 @@ impl UpstreamClient {
         &self,
         req: UpstreamRequest<'_>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (origin, mut request) = build(http::Method::POST, req.url, req.api_key, req.body)?;
+        let mut request = req.target.request(http::Method::POST, req.body, 2);
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(id) = HeaderValue::from_str(req.request_id) {
-            headers.insert("x-request-id", id);
+            headers.insert(X_REQUEST_ID.clone(), id);
         }
-        match tokio::time::timeout(req.first_byte_timeout, self.request(&origin, request)).await {
+        let origin = &req.target.origin;
+        match tokio::time::timeout(req.first_byte_timeout, self.request(origin, request)).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(req.first_byte_timeout)),
             Ok(r) => r,
         }
@@ -166,9 +119,10 @@ impl UpstreamClient {
         timeout: Duration,
     ) -> Result<Vec<String>, UpstreamError> {
         let url = format!("{base_url}/models");
-        let (origin, request) = build(http::Method::GET, &url, api_key, Bytes::new())?;
+        let target = Target::new(&url, api_key)?;
+        let request = target.request(http::Method::GET, Bytes::new(), 0);
         let fetch = async {
-            let resp = self.request(&origin, request).await?;
+            let resp = self.request(&target.origin, request).await?;
             if !resp.status().is_success() {
                 return Err(UpstreamError::Dropped(format!(
                     "{url} answered {}",

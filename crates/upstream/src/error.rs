@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// TCP connect or TLS handshake failed: the upstream refused or is unreachable.
     #[error("could not connect to the upstream: {0}")]

@@ -9,6 +9,7 @@
 //!   `Retry-After`, `retry-after-ms` and `x-ratelimit-*`.
 //! - [`sse`]: watches a response body go by to learn its token usage, and removes the usage chunk
 //!   Laneway asked for on the client's behalf.
+//! - [`Target`]: a lane's URL and key, checked and split once for every request sent to it.
 //! - [`models`]: an upstream's `/v1/models` list, read within bounds.
 //! - [`error`]: transport failures, each saying whether a retry may help.
 
@@ -18,8 +19,10 @@ pub mod error;
 pub mod models;
 mod pool;
 pub mod sse;
+mod target;
 
 pub use classify::{Hints, Outcome};
 pub use client::{UpstreamClient, UpstreamRequest};
 pub use error::UpstreamError;
 pub use pool::UpstreamBody;
+pub use target::{Endpoints, Target};

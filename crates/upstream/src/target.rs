@@ -1,0 +1,171 @@
+//! Where upstream requests go, prepared once: a lane's URL and key turn into the origin its
+//! connections are made to, the request target, and the `Host` and `Authorization` values.
+//! Sending a request then only clones shared bytes instead of parsing and formatting them again.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, HOST, USER_AGENT};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Uri};
+use http_body_util::Full;
+use laneway_core::wire::Endpoint;
+
+use crate::error::UpstreamError;
+use crate::pool::Origin;
+
+const UA: &str = concat!("laneway/", env!("CARGO_PKG_VERSION"));
+
+/// `x-request-id`, named once so that sending a request does not allocate the name.
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A full upstream URL and the key sent with it, checked and split for sending.
+#[derive(Clone)]
+pub struct Target {
+    url: String,
+    pub(crate) origin: Origin,
+    path: PathAndQuery,
+    host: HeaderValue,
+    auth: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Target {
+    // The key stays out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("url", &self.url).finish()
+    }
+}
+
+impl Target {
+    /// Checks `url` (http:// or https://, with a host) and `api_key` (a valid header value).
+    pub fn new(url: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
+        let bad = |why: &str| UpstreamError::BadUrl(format!("{url}: {why}"));
+        let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        let parts = uri.into_parts();
+        let https = match parts.scheme.as_ref().map(|s| s.as_str()) {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad("only http:// and https:// are supported")),
+        };
+        let authority = parts.authority.ok_or_else(|| bad("no host"))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("bad host"))?;
+        let path = parts
+            .path_and_query
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let auth = match api_key {
+            Some(key) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    UpstreamError::BadUrl(
+                        "the lane's api_key has characters not allowed in a header".into(),
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            origin: Origin { https, authority },
+            path,
+            host,
+            auth,
+        })
+    }
+
+    /// The URL this target was made from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A request to this target with Laneway's user agent, the key and `extra` headers (room is
+    /// made for them up front).
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        body: Bytes,
+        extra: usize,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = Uri::from(self.path.clone());
+        let mut headers = HeaderMap::with_capacity(3 + extra);
+        headers.insert(HOST, self.host.clone());
+        headers.insert(USER_AGENT, HeaderValue::from_static(UA));
+        if let Some(auth) = &self.auth {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
+        *request.headers_mut() = headers;
+        request
+    }
+}
+
+/// A base URL's targets for each OpenAI endpoint, with one key.
+#[derive(Clone, Debug)]
+pub struct Endpoints([Target; 3]);
+
+impl Endpoints {
+    /// Targets for `base` (like `https://api.example.com/v1`) plus each endpoint's path.
+    pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
+        let [a, b, c] = [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+        ]
+        .map(|e| Target::new(&format!("{base}{}", e.upstream_suffix()), api_key));
+        Ok(Self([a?, b?, c?]))
+    }
+
+    pub fn get(&self, e: Endpoint) -> &Target {
+        &self.0[e as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_split_once_and_sent_as_origin_form() {
+        let t = Target::new(
+            "https://api.example.com:8443/v1/chat/completions",
+            Some("sk-1"),
+        )
+        .unwrap();
+        assert!(t.origin.https);
+        assert_eq!(t.origin.authority.as_str(), "api.example.com:8443");
+        let r = t.request(Method::POST, Bytes::from_static(b"{}"), 0);
+        assert_eq!(r.uri().to_string(), "/v1/chat/completions");
+        assert_eq!(r.headers()[HOST], "api.example.com:8443");
+        assert_eq!(r.headers()[AUTHORIZATION], "Bearer sk-1");
+        assert!(r.headers()[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{t:?}").contains("sk-1"));
+        let bare = Target::new("http://127.0.0.1:9", None).unwrap();
+        let r = bare.request(Method::GET, Bytes::new(), 0);
+        assert_eq!(r.uri().to_string(), "/");
+        assert!(r.headers().get(AUTHORIZATION).is_none());
+        let all = Endpoints::new("http://127.0.0.1:9/v1", None).unwrap();
+        for e in [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+        ] {
+            assert_eq!(
+                all.get(e).url(),
+                format!("http://127.0.0.1:9/v1{}", e.upstream_suffix())
+            );
+        }
+    }
+
+    #[test]
+    fn bad_urls_and_keys_are_refused_with_the_reason() {
+        for (url, key, why) in [
+            ("ftp://example.com/v1", None, "only http:// and https://"),
+            ("not a url", None, "not a URL"),
+            ("/v1/chat", None, "only http:// and https://"),
+            ("http://example.com/v1", Some("sk\n1"), "api_key"),
+        ] {
+            let e = Target::new(url, key).unwrap_err();
+            assert!(!e.retryable(), "{url}");
+            assert!(e.to_string().contains(why), "{url}: {e}");
+        }
+    }
+}
