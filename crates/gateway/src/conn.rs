@@ -13,19 +13,12 @@
 //! or slow sockets can never stop the gateway from accepting real work.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::response::Response;
-use bytes::Bytes;
-use http::Request;
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +26,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::App;
+use service::Service;
+
+mod service;
 
 /// Every open client connection of a gateway, across its serving threads.
 pub struct Conns {
@@ -217,6 +213,7 @@ async fn serve(
         conns: conns.clone(),
     });
     let service = Service {
+        app: app.clone(),
         router,
         conn: conn.clone(),
         conns: conns.clone(),
@@ -349,111 +346,5 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The router as hyper's service, marking the connection busy from a request's head to the end
-/// of its response.
-struct Service {
-    router: axum::Router,
-    conn: Arc<Conn>,
-    conns: Arc<Conns>,
-}
-
-impl hyper::service::Service<Request<Incoming>> for Service {
-    type Response = Response<Tracked>;
-    type Error = Infallible;
-    type Future = Call;
-
-    fn call(&self, req: Request<Incoming>) -> Call {
-        let busy = Busy::enter(&self.conn, &self.conns);
-        // The router is always ready (axum's contract), so no poll_ready is needed.
-        let mut router = self.router.clone();
-        let inner = tower_service::Service::call(&mut router, req.map(axum::body::Body::new));
-        Call {
-            inner,
-            busy: Some(busy),
-        }
-    }
-}
-
-/// The router's future, its response body wrapped to keep the request's [`Busy`]; no box.
-pub struct Call {
-    inner: axum::routing::future::RouteFuture<Infallible>,
-    busy: Option<Busy>,
-}
-
-impl Future for Call {
-    type Output = Result<Response<Tracked>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(resp) = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
-        let Some(mut busy) = self.busy.take() else {
-            // Polled again after completing: a caller bug, answered rather than panicking.
-            return Poll::Pending;
-        };
-        busy.responding();
-        Poll::Ready(Ok(resp.map(|inner| Tracked { inner, _busy: busy })))
-    }
-}
-
-/// Held from a request's head to the end of its response (or until it is dropped unanswered).
-struct Busy {
-    conn: Arc<Conn>,
-    conns: Arc<Conns>,
-    responding: bool,
-}
-
-impl Busy {
-    fn enter(conn: &Arc<Conn>, conns: &Arc<Conns>) -> Self {
-        conn.active.fetch_add(1, Relaxed);
-        conn.head_since.store(0, Relaxed);
-        Self {
-            conn: conn.clone(),
-            conns: conns.clone(),
-            responding: false,
-        }
-    }
-
-    fn responding(&mut self) {
-        self.responding = true;
-        self.conns.responding.fetch_add(1, Relaxed);
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        if self.responding {
-            self.conns.responding.fetch_sub(1, Relaxed);
-        }
-        self.conn.idle_since.store(self.conns.ms(), Relaxed);
-        self.conn.served.store(true, Relaxed);
-        self.conn.active.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A response body that keeps its request's [`Busy`] until it ends.
-pub struct Tracked {
-    inner: axum::body::Body,
-    _busy: Busy,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -139,7 +139,9 @@ impl App {
             }
         };
         if let Ok(v) = http::HeaderValue::from_str(&id) {
-            response.headers_mut().insert("x-laneway-request-id", v);
+            response
+                .headers_mut()
+                .insert(crate::names::X_LANEWAY_REQUEST_ID.clone(), v);
         }
         response
     }

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`auth`]: who is asking: the request's ids, client keys, the admin key, the metrics key
 //!   (constant-time comparisons).
-//! - [`label`]: names shared by metrics, the request table and the topology.
+//! - [`label`]: names shared by metrics, the request table and the topology; `names`: the header
+//!   names Laneway sets, built once.
 //! - [`conn`]: client connections: accept, header/idle timeouts, the connection limit.
 //! - [`server`]: the router and the middleware every request passes (ids, panics, error shape).
 //! - [`proxy`]: the OpenAI endpoints, from body to relayed response (the request path).
@@ -39,6 +40,7 @@ mod inside;
 pub mod label;
 pub mod ledger;
 pub mod metrics;
+mod names;
 pub mod ops;
 pub mod proxy;
 pub mod reload;

@@ -28,6 +28,7 @@ use crate::body::{Held, ProxyBody, Shape, Watch};
 use crate::forward::{forward, Forwarded};
 use crate::ledger::{End, Ledger};
 use crate::metrics::Reason;
+use crate::names;
 use crate::respond::GatewayError;
 use crate::table::Entry;
 use crate::topology::{KeyLive, Topology};
@@ -45,7 +46,7 @@ pub async fn embeddings(State(app): State<Arc<App>>, req: Request) -> Response {
     handle(app, Endpoint::Embeddings, req).await
 }
 
-async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
+pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
     let topo = app.topo.load_full();
     let ctx = req
         .extensions()
@@ -397,13 +398,15 @@ impl Relay {
             .as_deref()
             .and_then(|l| HeaderValue::from_str(l).ok())
         {
-            h.insert("x-laneway-lane", v);
+            h.insert(names::X_LANEWAY_LANE.clone(), v);
         }
         let queued_ms = ledger.queue_wait.unwrap_or_default().as_millis();
-        h.insert(
-            "x-laneway-queue-ms",
-            HeaderValue::from(u64::try_from(queued_ms).unwrap_or(u64::MAX)),
-        );
+        // Most requests do not wait: their zero needs no formatting.
+        let queued = match u64::try_from(queued_ms).unwrap_or(u64::MAX) {
+            0 => HeaderValue::from_static("0"),
+            ms => HeaderValue::from(ms),
+        };
+        h.insert(names::X_LANEWAY_QUEUE_MS.clone(), queued);
         ledger.status = parts.status.as_u16();
         ledger.code = std::borrow::Cow::Borrowed("ok");
         let held = Held {

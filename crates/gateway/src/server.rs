@@ -12,16 +12,52 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
+use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 
 use crate::auth::RequestCtx;
 use crate::respond::{error_response, UpstreamAnswer};
-use crate::{admin, batch, ops, proxy, ui, App};
+use crate::{admin, batch, names, ops, proxy, ui, App};
 
 /// Bytes of a framework error body kept as the message of the OpenAI-shaped replacement.
 const MAX_REJECTION_TEXT: usize = 1024;
 
-async fn request_ctx(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+async fn request_ctx(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    around(&app, req, |req| next.run(req)).await
+}
+
+/// The OpenAI endpoint a request is for when it may skip the router: a `POST` to one of the
+/// three proxied paths, exactly as the router would match it. The request path is the one
+/// every client uses; the router's per-request boxes and clones cost it measurably.
+pub(crate) fn direct(method: &axum::http::Method, path: &str) -> Option<Endpoint> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+    ]
+    .into_iter()
+    .find(|e| e.path() == path)
+}
+
+/// Serves a request [`direct`] picked, through the same middleware as the router's.
+pub(crate) async fn serve_direct(app: Arc<App>, endpoint: Endpoint, req: Request) -> Response {
+    let handler_app = app.clone();
+    around(&app, req, move |req| {
+        proxy::handle(handler_app, endpoint, req)
+    })
+    .await
+}
+
+/// What every request passes through around its handler: its id, a panic turned into a 500,
+/// and every error answer made OpenAI-shaped.
+async fn around<F, Fut>(app: &App, mut req: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let client_id = req
         .headers()
         .get("x-request-id")
@@ -36,7 +72,7 @@ async fn request_ctx(State(app): State<Arc<App>>, mut req: Request, next: Next) 
             })
             .inc();
     };
-    let mut resp = match guarded(next.run(req)).await {
+    let mut resp = match guarded(handler(req)).await {
         Ok(resp) => match shape_error(resp).await {
             Shaped::Kept(r) => r,
             Shaped::Reshaped(r, code) => {
@@ -61,9 +97,9 @@ async fn request_ctx(State(app): State<Arc<App>>, mut req: Request, next: Next) 
             None => Some(own.clone()),
         };
         if let Some(v) = echoed {
-            h.insert("x-request-id", v);
+            h.insert(names::X_REQUEST_ID.clone(), v);
         }
-        h.insert("x-laneway-request-id", own);
+        h.insert(names::X_LANEWAY_REQUEST_ID.clone(), own);
     }
     resp
 }
@@ -206,6 +242,33 @@ mod tests {
         };
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"upstream says no");
+    }
+
+    #[test]
+    fn only_posts_to_the_three_endpoints_skip_the_router() {
+        use axum::http::Method;
+        assert_eq!(
+            direct(&Method::POST, "/v1/chat/completions"),
+            Some(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            direct(&Method::POST, "/v1/completions"),
+            Some(Endpoint::Completions)
+        );
+        assert_eq!(
+            direct(&Method::POST, "/v1/embeddings"),
+            Some(Endpoint::Embeddings)
+        );
+        for (method, path) in [
+            (Method::GET, "/v1/chat/completions"),
+            (Method::PUT, "/v1/embeddings"),
+            (Method::POST, "/v1/chat/completions/"),
+            (Method::POST, "/v1/chat/Completions"),
+            (Method::POST, "/v1/files"),
+            (Method::POST, "/v1/batches"),
+        ] {
+            assert_eq!(direct(&method, path), None, "{method} {path}");
+        }
     }
 
     struct SeesPanic(Arc<AtomicBool>);
