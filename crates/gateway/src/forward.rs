@@ -87,8 +87,12 @@ impl<'p> Candidates<'p> {
     /// The pool without the lanes that already failed this request, or the whole pool when
     /// every lane failed once. The first attempt borrows the pool as it is.
     fn new(pool: &'p [Arc<Lane>], failed: &[usize]) -> Self {
-        let fresh: Vec<usize> = (0..pool.len()).filter(|i| !failed.contains(i)).collect();
-        if failed.is_empty() || fresh.is_empty() {
+        let fresh: Vec<usize> = if failed.is_empty() {
+            Vec::new()
+        } else {
+            (0..pool.len()).filter(|i| !failed.contains(i)).collect()
+        };
+        if fresh.is_empty() {
             return Self {
                 lanes: Cow::Borrowed(pool),
                 positions: None,

@@ -374,8 +374,23 @@ impl Relay {
     /// permit, the table entry and the ledger until it ends.
     pub(crate) fn respond(self, mut ledger: Ledger) -> Response {
         let (parts, incoming) = self.response.into_parts();
-        let sse = parts
-            .headers
+        let mut upstream = parts.headers;
+        let kept = [header::CONTENT_TYPE, header::CACHE_CONTROL].map(|n| {
+            let v = upstream.remove(&n);
+            (n, v)
+        });
+        // The upstream's header map, emptied, holds the client's headers: its room is reused.
+        upstream.clear();
+        let mut out = Response::new(Body::empty());
+        *out.status_mut() = parts.status;
+        let h = out.headers_mut();
+        *h = upstream;
+        for (name, v) in kept {
+            if let Some(v) = v {
+                h.insert(name, v);
+            }
+        }
+        let sse = h
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
@@ -384,15 +399,7 @@ impl Relay {
         } else {
             UsageTap::json()
         };
-        let mut out = Response::new(Body::empty());
-        *out.status_mut() = parts.status;
-        for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
-            if let Some(v) = parts.headers.get(&name) {
-                out.headers_mut().insert(name, v.clone());
-            }
-        }
         // Which lane served it and how long it waited for a slot, for clients tuning themselves.
-        let h = out.headers_mut();
         if let Some(v) = ledger
             .lane
             .as_deref()

@@ -53,6 +53,9 @@ enum Mode {
 pub struct UsageTap {
     mode: Mode,
     buf: BytesMut,
+    /// JSON bodies: the latest chunk, held as it is; `buf` then copies only the tail of the
+    /// chunks before it, so a body that arrives in one chunk is never copied.
+    last: Option<Bytes>,
     usage: Option<Usage>,
 }
 
@@ -67,6 +70,7 @@ impl UsageTap {
         Self {
             mode: Mode::Json,
             buf: BytesMut::new(),
+            last: None,
             usage: None,
         }
     }
@@ -75,6 +79,7 @@ impl UsageTap {
         Self {
             mode: Mode::Sse { strip_usage },
             buf: BytesMut::new(),
+            last: None,
             usage: None,
         }
     }
@@ -87,10 +92,17 @@ impl UsageTap {
     pub fn feed(&mut self, chunk: Bytes) -> Result<Option<Bytes>, EventTooLong> {
         let strip_usage = match self.mode {
             Mode::Json => {
-                self.buf.extend_from_slice(&chunk);
-                if self.buf.len() > 2 * JSON_TAIL {
-                    let cut = self.buf.len() - JSON_TAIL;
-                    let _ = self.buf.split_to(cut);
+                if let Some(prev) = self.last.replace(chunk.clone()) {
+                    let tail = json_tail(&prev);
+                    if tail.len() < prev.len() {
+                        // What `buf` held no longer joins on to what follows.
+                        self.buf.clear();
+                    }
+                    self.buf.extend_from_slice(tail);
+                    if self.buf.len() > 2 * JSON_TAIL {
+                        let cut = self.buf.len() - JSON_TAIL;
+                        let _ = self.buf.split_to(cut);
+                    }
                 }
                 return Ok(Some(chunk));
             }
@@ -146,7 +158,14 @@ impl UsageTap {
     pub fn finish(&mut self) -> Option<Bytes> {
         match self.mode {
             Mode::Json => {
-                self.usage = find_json_usage(&self.buf);
+                let last = self.last.take().unwrap_or_default();
+                let tail = json_tail(&last);
+                self.usage = if self.buf.is_empty() || tail.len() < last.len() {
+                    find_json_usage(tail)
+                } else {
+                    self.buf.extend_from_slice(tail);
+                    find_json_usage(&self.buf)
+                };
                 self.buf.clear();
                 None
             }
@@ -210,6 +229,11 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// The last `"usage": {...}` object in a JSON document's tail.
+/// The end of a JSON body chunk, where its usage is looked for.
+fn json_tail(chunk: &[u8]) -> &[u8] {
+    &chunk[chunk.len().saturating_sub(2 * JSON_TAIL)..]
+}
+
 fn find_json_usage(tail: &[u8]) -> Option<Usage> {
     let key = b"\"usage\"";
     let at = tail.windows(key.len()).rposition(|w| w == key)?;
@@ -266,14 +290,23 @@ data: [DONE]\n\n";
 
     #[test]
     fn json_usage_from_the_tail() {
-        let mut tap = UsageTap::json();
         let filler = "x".repeat(50_000);
         let body = format!("{{\"choices\":[{{\"text\":\"{filler}\"}}],\"usage\": {{\"prompt_tokens\":7,\"completion_tokens\":1,\"total_tokens\":8}}}}");
-        for chunk in body.as_bytes().chunks(1000) {
-            tap.feed(Bytes::copy_from_slice(chunk)).unwrap();
+        // One chunk, the usage cut anywhere between chunks, and last chunks both smaller and
+        // larger than the tail that is searched.
+        for size in [1, 7, 1000, 9000, 16_384, 20_000, 50_030, body.len()] {
+            let mut tap = UsageTap::json();
+            for chunk in body.as_bytes().chunks(size) {
+                let out = tap.feed(Bytes::copy_from_slice(chunk)).unwrap();
+                assert_eq!(out.as_deref(), Some(chunk), "passed on as it came");
+            }
+            assert_eq!(tap.finish(), None);
+            assert_eq!(tap.usage().map(|u| u.total()), Some(8), "chunks of {size}");
         }
+        let mut tap = UsageTap::json();
+        tap.feed(Bytes::from_static(b"{\"choices\":[]}")).unwrap();
         tap.finish();
-        assert_eq!(tap.usage().unwrap().total(), 8);
+        assert_eq!(tap.usage(), None);
     }
 
     #[test]
