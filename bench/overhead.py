@@ -35,7 +35,10 @@ def first_chunk_ms(addr, n=200):
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if KEY:
+            headers["Authorization"] = "Bearer sk-bench"
+        conn.request("POST", "/v1/chat/completions", body, headers)
         r = conn.getresponse()
         r.read1(1)
         times.append((time.perf_counter() - t0) * 1000)
