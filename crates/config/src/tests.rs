@@ -234,6 +234,23 @@ fn secrets_and_urls_must_be_exactly_what_they_say() {
     assert!(found("lane[0].api_key", "control character"), "{e}");
     assert!(found("key[0].key", "admin_key"), "{e}");
     assert!(found("key[1].key", "whitespace"), "{e}");
+    for url in [
+        "http://exa mple.com/v1",
+        "http://[::1/v1",
+        "http:///v1/chat",
+        "https://:443/v1",
+    ] {
+        let text = format!("[[lane]]\nname = \"a\"\nurl = \"{url}\"\n");
+        let e = Config::parse(&text).unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.path == "lane[0].url" && p.message.contains("with a host")),
+            "{url}: {e}"
+        );
+    }
+    let ok = "[[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/v1\"\n";
+    assert!(Config::parse(ok).is_ok());
 }
 
 /// Every setting is read: values unlike the defaults come back as written.

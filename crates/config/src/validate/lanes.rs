@@ -40,6 +40,12 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
                         format!("{p}.url"),
                         format!("`{u}` is not an http:// or https:// URL"),
                     );
+                } else if !has_host(&u) {
+                    c.push(
+                        line,
+                        format!("{p}.url"),
+                        format!("`{u}` does not parse as a URL with a host"),
+                    );
                 }
                 u
             }
@@ -173,4 +179,12 @@ pub(super) fn routes(
         }
     }
     routes
+}
+
+/// Whether `url` parses as the HTTP client will read it, with a host to connect to.
+fn has_host(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| !a.host().is_empty()))
+        .unwrap_or(false)
 }
