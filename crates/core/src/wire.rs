@@ -20,6 +20,9 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in declaration order: `ALL[e as usize] == e`.
+    pub const ALL: [Endpoint; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+
     /// The path under the lane's base URL (which already ends in `/v1` or similar).
     pub const fn upstream_suffix(self) -> &'static str {
         match self {
@@ -227,6 +230,13 @@ mod tests {
     use proptest::prelude::*;
 
     const CHAT: Endpoint = Endpoint::ChatCompletions;
+
+    #[test]
+    fn every_endpoint_stands_at_its_own_index() {
+        for (i, e) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(e as usize, i, "{e:?}");
+        }
+    }
 
     #[test]
     fn reads_the_fields() {

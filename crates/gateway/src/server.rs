@@ -33,13 +33,7 @@ pub(crate) fn direct(method: &axum::http::Method, path: &str) -> Option<Endpoint
     if method != axum::http::Method::POST {
         return None;
     }
-    [
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-    ]
-    .into_iter()
-    .find(|e| e.path() == path)
+    Endpoint::ALL.into_iter().find(|e| e.path() == path)
 }
 
 /// Serves a request [`direct`] picked, through the same middleware as the router's.

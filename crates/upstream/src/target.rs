@@ -105,12 +105,8 @@ pub struct Endpoints([Target; 3]);
 impl Endpoints {
     /// Targets for `base` (like `https://api.example.com/v1`) plus each endpoint's path.
     pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
-        let [a, b, c] = [
-            Endpoint::ChatCompletions,
-            Endpoint::Completions,
-            Endpoint::Embeddings,
-        ]
-        .map(|e| Target::new(&format!("{base}{}", e.upstream_suffix()), api_key));
+        let [a, b, c] =
+            Endpoint::ALL.map(|e| Target::new(&format!("{base}{}", e.upstream_suffix()), api_key));
         Ok(Self([a?, b?, c?]))
     }
 
@@ -143,11 +139,7 @@ mod tests {
         assert_eq!(r.uri().to_string(), "/");
         assert!(r.headers().get(AUTHORIZATION).is_none());
         let all = Endpoints::new("http://127.0.0.1:9/v1", None).unwrap();
-        for e in [
-            Endpoint::ChatCompletions,
-            Endpoint::Completions,
-            Endpoint::Embeddings,
-        ] {
+        for e in Endpoint::ALL {
             assert_eq!(
                 all.get(e).url(),
                 format!("http://127.0.0.1:9/v1{}", e.upstream_suffix())
