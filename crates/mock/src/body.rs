@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::stats::InFlight;
 
@@ -25,14 +25,122 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn json(self) -> serde_json::Value {
-        json!({
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.completion,
-            "total_tokens": self.prompt + self.completion,
-        })
+    fn wire(self) -> WireUsage {
+        WireUsage {
+            prompt_tokens: self.prompt,
+            completion_tokens: Some(self.completion),
+            total_tokens: self.prompt.saturating_add(self.completion),
+        }
     }
 }
+
+// The answers are written straight from these borrowed shapes: a zero-latency mock should cost
+// its callers as little CPU as it can, since benchmarks run it beside what they measure.
+
+#[derive(Serialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens: Option<u64>,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Answer<'a, C> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<u64>,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choices: Option<C>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Vec<Embedding>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<WireUsage>,
+}
+
+impl<'a, C> Answer<'a, C> {
+    fn new(object: &'static str, id: &'a str, model: &'a str, choices: C) -> Self {
+        Self {
+            id: Some(id),
+            object,
+            created: Some(0),
+            model,
+            choices: Some(choices),
+            data: None,
+            usage: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// One choice; a chat choice has `message` or `delta`, a text one `text` and `logprobs`.
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Message<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<Delta<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    finish_reason: Option<&'static str>,
+    /// Always `null` on a text choice; absent on a chat one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Option<()>>,
+}
+
+impl<'a> Choice<'a> {
+    fn chat(
+        message: Option<Message<'a>>,
+        delta: Option<Delta<'a>>,
+        finish: Option<&'static str>,
+    ) -> Self {
+        Self {
+            index: 0,
+            message,
+            delta,
+            text: None,
+            finish_reason: finish,
+            logprobs: None,
+        }
+    }
+
+    fn text(text: &'a str, finish: Option<&'static str>) -> Self {
+        Self {
+            index: 0,
+            message: None,
+            delta: None,
+            text: Some(text),
+            finish_reason: finish,
+            logprobs: Some(None),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Embedding {
+    object: &'static str,
+    index: usize,
+    embedding: [f32; 8],
+}
+
+const VECTOR: [f32; 8] = [0.125, -0.25, 0.5, 0.0, 1.0, -1.0, 0.75, 0.0625];
 
 const WORDS: [&str; 8] = [
     " Laneway", " keeps", " every", " lane", " moving", " at", " its", " pace.",
@@ -46,45 +154,84 @@ fn content(tokens: u32) -> String {
     (0..tokens).map(word).collect()
 }
 
-/// A whole JSON answer; `inputs` is the number of embedding inputs (one vector each).
-pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage, inputs: usize) -> Response {
-    let v = match kind {
-        Kind::Chat => json!({
-            "id": format!("chatcmpl-mock-{n}"),
-            "object": "chat.completion",
-            "created": 0,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content(output)},
-                "finish_reason": "stop",
-            }],
-            "usage": usage.json(),
-        }),
-        Kind::Text => json!({
-            "id": format!("cmpl-mock-{n}"),
-            "object": "text_completion",
-            "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "text": content(output), "finish_reason": "stop", "logprobs": null}],
-            "usage": usage.json(),
-        }),
-        Kind::Embedding => json!({
-            "object": "list",
-            "model": model,
-            "data": (0..inputs.max(1))
-                .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.125, -0.25, 0.5, 0.0, 1.0, -1.0, 0.75, 0.0625]}))
-                .collect::<Vec<_>>(),
-            "usage": {"prompt_tokens": usage.prompt, "total_tokens": usage.prompt},
-        }),
-    };
-    axum::Json(v).into_response()
+fn to_vec(v: &impl Serialize, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_writer(&mut out, v).unwrap_or_default();
+    out
 }
 
-fn event(v: &serde_json::Value) -> Bytes {
-    let mut out = Vec::with_capacity(128);
+/// A whole JSON answer; `inputs` is the number of embedding inputs (one vector each).
+pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage, inputs: usize) -> Response {
+    let body = json_bytes(kind, n, model, output, usage, inputs);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Bytes::from(body),
+    )
+        .into_response()
+}
+
+fn json_bytes(
+    kind: Kind,
+    n: u64,
+    model: &str,
+    output: u32,
+    usage: Usage,
+    inputs: usize,
+) -> Vec<u8> {
+    let text = content(output);
+    match kind {
+        Kind::Chat => {
+            let id = format!("chatcmpl-mock-{n}");
+            let message = Message {
+                role: "assistant",
+                content: &text,
+            };
+            let choice = Choice::chat(Some(message), None, Some("stop"));
+            let mut a = Answer::new("chat.completion", &id, model, [choice]);
+            a.usage = Some(usage.wire());
+            to_vec(&a, 320 + text.len())
+        }
+        Kind::Text => {
+            let id = format!("cmpl-mock-{n}");
+            let choice = Choice::text(&text, Some("stop"));
+            let mut a = Answer::new("text_completion", &id, model, [choice]);
+            a.usage = Some(usage.wire());
+            to_vec(&a, 320 + text.len())
+        }
+        Kind::Embedding => {
+            let data = (0..inputs.max(1))
+                .map(|index| Embedding {
+                    object: "embedding",
+                    index,
+                    embedding: VECTOR,
+                })
+                .collect();
+            let a: Answer<'_, ()> = Answer {
+                id: None,
+                object: "list",
+                created: None,
+                model,
+                choices: None,
+                data: Some(data),
+                usage: Some(WireUsage {
+                    prompt_tokens: usage.prompt,
+                    completion_tokens: None,
+                    total_tokens: usage.prompt,
+                }),
+            };
+            to_vec(&a, 128 + 96 * inputs.max(1))
+        }
+    }
+}
+
+fn event(v: &impl Serialize) -> Bytes {
+    let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"data: ");
-    // A `Value` always serialises.
+    // Plain structs of strings and numbers always serialise.
     serde_json::to_writer(&mut out, v).unwrap_or_default();
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)
@@ -104,33 +251,33 @@ fn chunk(
         Kind::Chat => (format!("chatcmpl-mock-{n}"), "chat.completion.chunk"),
         _ => (format!("cmpl-mock-{n}"), "text_completion"),
     };
-    let choice = |delta: Option<&str>, finish: Option<&str>| match kind {
+    let choice = |delta: Option<&'static str>, finish: Option<&'static str>| match kind {
         Kind::Chat => {
             let delta = match (i, delta) {
-                (0, _) => json!({"role": "assistant", "content": ""}),
-                (_, Some(d)) => json!({"content": d}),
-                (_, None) => json!({}),
+                (0, _) => Delta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                },
+                (_, d) => Delta {
+                    role: None,
+                    content: d,
+                },
             };
-            json!({"index": 0, "delta": delta, "finish_reason": finish})
+            Choice::chat(None, Some(delta), finish)
         }
-        _ => {
-            json!({"index": 0, "text": delta.unwrap_or(""), "finish_reason": finish, "logprobs": null})
-        }
+        _ => Choice::text(delta.unwrap_or(""), finish),
     };
-    let frame = |choices: serde_json::Value, usage: Option<Usage>| {
-        let mut v =
-            json!({"id": id, "object": object, "created": 0, "model": model, "choices": choices});
-        if let Some(u) = usage {
-            v["usage"] = u.json();
-        }
-        event(&v)
+    let frame = |choices: Option<Choice<'static>>, usage: Option<Usage>| {
+        let mut a = Answer::new(object, &id, model, choices.as_slice());
+        a.usage = usage.map(Usage::wire);
+        event(&a)
     };
     let finish = output + 1;
     match i {
-        0 => Some(frame(json!([choice(None, None)]), None)),
-        i if i < finish => Some(frame(json!([choice(Some(word(i - 1)), None)]), None)),
-        i if i == finish => Some(frame(json!([choice(None, Some("stop"))]), None)),
-        i if i == finish + 1 && usage.is_some() => Some(frame(json!([]), usage)),
+        0 => Some(frame(Some(choice(None, None)), None)),
+        i if i < finish => Some(frame(Some(choice(Some(word(i - 1)), None)), None)),
+        i if i == finish => Some(frame(Some(choice(None, Some("stop"))), None)),
+        i if i == finish + 1 && usage.is_some() => Some(frame(None, usage)),
         i if i == finish + 1 || (i == finish + 2 && usage.is_some()) => {
             Some(Bytes::from_static(b"data: [DONE]\n\n"))
         }
@@ -199,6 +346,45 @@ pub fn stream(
 mod tests {
     use super::*;
 
+    fn parsed(kind: Kind, inputs: usize) -> serde_json::Value {
+        let usage = Usage {
+            prompt: 3,
+            completion: 2,
+        };
+        serde_json::from_slice(&json_bytes(kind, 7, "m", 2, usage, inputs)).unwrap()
+    }
+
+    #[test]
+    fn whole_answers_have_openai_shapes() {
+        let chat = parsed(Kind::Chat, 0);
+        assert_eq!(chat["id"], "chatcmpl-mock-7");
+        assert_eq!(chat["object"], "chat.completion");
+        assert_eq!(chat["model"], "m");
+        assert_eq!(chat["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(chat["choices"][0]["message"]["content"], " Laneway keeps");
+        assert_eq!(chat["choices"][0]["finish_reason"], "stop");
+        assert!(chat["choices"][0].get("logprobs").is_none());
+        assert_eq!(chat["usage"]["total_tokens"], 5);
+
+        let text = parsed(Kind::Text, 0);
+        assert_eq!(text["object"], "text_completion");
+        assert_eq!(text["choices"][0]["text"], " Laneway keeps");
+        assert!(text["choices"][0]["logprobs"].is_null());
+        assert!(text["choices"][0].get("message").is_none());
+        assert_eq!(text["usage"]["completion_tokens"], 2);
+
+        let emb = parsed(Kind::Embedding, 3);
+        assert_eq!(emb["object"], "list");
+        assert_eq!(emb["data"].as_array().unwrap().len(), 3);
+        assert_eq!(emb["data"][2]["index"], 2);
+        assert_eq!(emb["data"][0]["embedding"][0], 0.125);
+        assert_eq!(
+            emb["usage"],
+            serde_json::json!({"prompt_tokens": 3, "total_tokens": 3})
+        );
+        assert!(emb.get("choices").is_none() && emb.get("id").is_none());
+    }
+
     #[test]
     fn stream_ends_with_usage_then_done() {
         let u = Some(Usage {
@@ -210,7 +396,9 @@ mod tests {
             .map(|b| String::from_utf8(b.to_vec()).unwrap())
             .collect();
         assert_eq!(all.len(), 6, "{all:?}");
-        assert!(all[0].contains("\"role\":\"assistant\""));
+        assert!(all[0].contains("\"delta\":{\"role\":\"assistant\",\"content\":\"\"}"));
+        assert!(all[1].contains("\"delta\":{\"content\":\" Laneway\"}"));
+        assert!(all[3].contains("\"delta\":{}"));
         assert!(all[3].contains("\"finish_reason\":\"stop\""));
         assert!(all[4].contains("\"total_tokens\":5") && all[4].contains("\"choices\":[]"));
         assert_eq!(all[5], "data: [DONE]\n\n");
