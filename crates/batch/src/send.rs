@@ -16,6 +16,10 @@ use tokio::time::Instant;
 
 use crate::item::{Error, Request, Response, Usage};
 
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static X_LANEWAY_REQUEST_ID: http::HeaderName =
+    http::HeaderName::from_static("x-laneway-request-id");
+
 /// Largest answer read for one item.
 const MAX_BODY: usize = 64 << 20;
 /// The longest an upstream's hint may delay a retry.
@@ -160,13 +164,15 @@ impl Sender {
             }
         };
         let hints = Hints::from_headers(&headers);
-        let request_id = ["x-request-id", "x-laneway-request-id"]
-            .iter()
-            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        let request_id = [&X_REQUEST_ID, &X_LANEWAY_REQUEST_ID]
+            .into_iter()
+            .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
             .unwrap_or(id)
             .to_owned();
         let exhausted = hints.exhausted_for();
-        match classify(status, is_quota_error(&bytes)) {
+        // Only a 429 can mean spent quota; a success is not searched.
+        let quota = status == http::StatusCode::TOO_MANY_REQUESTS && is_quota_error(&bytes);
+        match classify(status, quota) {
             Outcome::Success if stream => read_stream(&bytes, request_id)
                 .map(|r| (r, exhausted))
                 .map_err(Failure::Final),

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::header::{HeaderName, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use laneway_core::duration;
 
@@ -22,21 +23,31 @@ pub struct Hints {
     pub reset_tokens: Option<Duration>,
 }
 
+// Names built once: looking a header up by a string parses and lowercases that string first,
+// and every answer is read for all of these.
+static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+static REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
 impl Hints {
     pub fn from_headers(h: &HeaderMap) -> Self {
-        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let retry_after = text("retry-after-ms")
+        let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let retry_after = text(&RETRY_AFTER_MS)
             .and_then(|v| v.parse::<f64>().ok())
             .and_then(|ms| duration::from_secs_f64(ms / 1000.0))
-            .or_else(|| text("retry-after").and_then(parse_retry_after));
+            .or_else(|| text(&RETRY_AFTER).and_then(parse_retry_after));
         Self {
             retry_after,
-            limit_requests: text("x-ratelimit-limit-requests").and_then(|v| v.parse().ok()),
-            limit_tokens: text("x-ratelimit-limit-tokens").and_then(|v| v.parse().ok()),
-            remaining_requests: text("x-ratelimit-remaining-requests").and_then(|v| v.parse().ok()),
-            remaining_tokens: text("x-ratelimit-remaining-tokens").and_then(|v| v.parse().ok()),
-            reset_requests: text("x-ratelimit-reset-requests").and_then(parse_reset),
-            reset_tokens: text("x-ratelimit-reset-tokens").and_then(parse_reset),
+            limit_requests: text(&LIMIT_REQUESTS).and_then(|v| v.parse().ok()),
+            limit_tokens: text(&LIMIT_TOKENS).and_then(|v| v.parse().ok()),
+            remaining_requests: text(&REMAINING_REQUESTS).and_then(|v| v.parse().ok()),
+            remaining_tokens: text(&REMAINING_TOKENS).and_then(|v| v.parse().ok()),
+            reset_requests: text(&RESET_REQUESTS).and_then(parse_reset),
+            reset_tokens: text(&RESET_TOKENS).and_then(parse_reset),
         }
     }
 
