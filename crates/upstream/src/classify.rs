@@ -133,8 +133,7 @@ pub fn classify(status: StatusCode, quota_exhausted: bool) -> Outcome {
 
 /// Whether an error body says the account is out of quota (never fixed by waiting).
 pub fn is_quota_error(body: &[u8]) -> bool {
-    let needle = b"insufficient_quota";
-    body.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(body, b"insufficient_quota").is_some()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! upstream fault, not something to buffer without bound.
 
 use bytes::{Bytes, BytesMut};
+use memchr::memmem;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -205,38 +206,35 @@ impl UsageTap {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memmem::find(hay, needle).is_some()
 }
 
 /// The end of the last complete event (just past its blank line).
 fn find_last_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).rposition(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buf
-        .windows(4)
-        .rposition(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4);
+    let lf = memmem::rfind(buf, b"\n\n").map(|p| p + 2);
+    let crlf = memmem::rfind(buf, b"\r\n\r\n").map(|p| p + 4);
     lf.max(crlf)
 }
 
 /// The end of the first complete event (just past its blank line).
 fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = memmem::find(buf, b"\n\n").map(|p| p + 2);
+    let crlf = memmem::find(buf, b"\r\n\r\n").map(|p| p + 4);
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
 }
 
-/// The last `"usage": {...}` object in a JSON document's tail.
 /// The end of a JSON body chunk, where its usage is looked for.
 fn json_tail(chunk: &[u8]) -> &[u8] {
     &chunk[chunk.len().saturating_sub(2 * JSON_TAIL)..]
 }
 
+/// The last `"usage": {...}` object in a JSON document's tail.
 fn find_json_usage(tail: &[u8]) -> Option<Usage> {
     let key = b"\"usage\"";
-    let at = tail.windows(key.len()).rposition(|w| w == key)?;
+    let at = memmem::rfind(tail, key)?;
     let rest = tail[at + key.len()..].trim_ascii_start();
     let rest = rest.strip_prefix(b":")?;
     let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<Usage>();
