@@ -6,7 +6,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderName, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use laneway_core::duration;
 
@@ -23,32 +22,40 @@ pub struct Hints {
     pub reset_tokens: Option<Duration>,
 }
 
-// Names built once: looking a header up by a string parses and lowercases that string first,
-// and every answer is read for all of these.
-static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-static LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-static LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
-static REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
-static REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
-static RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-static RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
-
 impl Hints {
     pub fn from_headers(h: &HeaderMap) -> Self {
-        let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-        let retry_after = text(&RETRY_AFTER_MS)
-            .and_then(|v| v.parse::<f64>().ok())
-            .and_then(|ms| duration::from_secs_f64(ms / 1000.0))
-            .or_else(|| text(&RETRY_AFTER).and_then(parse_retry_after));
-        Self {
-            retry_after,
-            limit_requests: text(&LIMIT_REQUESTS).and_then(|v| v.parse().ok()),
-            limit_tokens: text(&LIMIT_TOKENS).and_then(|v| v.parse().ok()),
-            remaining_requests: text(&REMAINING_REQUESTS).and_then(|v| v.parse().ok()),
-            remaining_tokens: text(&REMAINING_TOKENS).and_then(|v| v.parse().ok()),
-            reset_requests: text(&RESET_REQUESTS).and_then(parse_reset),
-            reset_tokens: text(&RESET_TOKENS).and_then(parse_reset),
+        // One pass over the names an answer has (a handful), instead of a hashed lookup for each
+        // of the eight names below, which most answers do not carry.
+        let mut hints = Self::default();
+        let mut retry_after_ms = None;
+        for name in h.keys() {
+            let key = name.as_str();
+            if !key.starts_with("x-ratelimit-") && !key.starts_with("retry-after") {
+                continue;
+            }
+            let Some(v) = h.get(name).and_then(|v| v.to_str().ok()).map(str::trim) else {
+                continue;
+            };
+            match key {
+                "retry-after-ms" => {
+                    retry_after_ms = v
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(|ms| duration::from_secs_f64(ms / 1000.0));
+                }
+                "retry-after" => hints.retry_after = parse_retry_after(v),
+                "x-ratelimit-limit-requests" => hints.limit_requests = v.parse().ok(),
+                "x-ratelimit-limit-tokens" => hints.limit_tokens = v.parse().ok(),
+                "x-ratelimit-remaining-requests" => hints.remaining_requests = v.parse().ok(),
+                "x-ratelimit-remaining-tokens" => hints.remaining_tokens = v.parse().ok(),
+                "x-ratelimit-reset-requests" => hints.reset_requests = parse_reset(v),
+                "x-ratelimit-reset-tokens" => hints.reset_tokens = parse_reset(v),
+                _ => {}
+            }
         }
+        // `retry-after-ms` is the more precise of the two when it parses.
+        hints.retry_after = retry_after_ms.or(hints.retry_after);
+        hints
     }
 
     /// When the upstream's budget is spent, how long until it can take the next request.
@@ -183,6 +190,37 @@ mod tests {
         );
         h.insert("x-ratelimit-remaining-requests", "3".parse().unwrap());
         assert_eq!(Hints::from_headers(&h).exhausted_for(), None);
+    }
+
+    #[test]
+    fn every_hint_is_read_and_others_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("x-ratelimit-limit-requests", " 60 ".parse().unwrap());
+        h.append("x-ratelimit-limit-requests", "7".parse().unwrap());
+        h.insert("x-ratelimit-limit-tokens", "1000".parse().unwrap());
+        h.insert("x-ratelimit-remaining-requests", "59".parse().unwrap());
+        h.insert("x-ratelimit-remaining-tokens", "990".parse().unwrap());
+        h.insert("x-ratelimit-reset-requests", "1s".parse().unwrap());
+        h.insert("x-ratelimit-reset-tokens", "6m0s".parse().unwrap());
+        h.insert("x-ratelimit-other", "5".parse().unwrap());
+        h.insert("retry-after-ms", "soon".parse().unwrap());
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(
+            Hints::from_headers(&h),
+            Hints {
+                // An unreadable `retry-after-ms` leaves `Retry-After` in force.
+                retry_after: Some(Duration::from_secs(2)),
+                // The first of repeated values counts.
+                limit_requests: Some(60),
+                limit_tokens: Some(1000),
+                remaining_requests: Some(59),
+                remaining_tokens: Some(990),
+                reset_requests: Some(Duration::from_secs(1)),
+                reset_tokens: Some(Duration::from_secs(360)),
+            }
+        );
+        assert_eq!(Hints::from_headers(&HeaderMap::new()), Hints::default());
     }
 
     #[test]
