@@ -177,10 +177,10 @@ impl Sender {
                 .map(|r| (r, exhausted))
                 .map_err(Failure::Final),
             Outcome::Success => {
-                let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                let body = parse_json(&bytes).map_err(|why| {
                     Failure::Final(Error::new(
                         "invalid_response",
-                        format!("the answer is not JSON: {e}"),
+                        format!("the answer is not JSON: {why}"),
                     ))
                 })?;
                 let usage = Usage::from_body(&body);
@@ -207,6 +207,13 @@ impl Sender {
             }
         }
     }
+}
+
+/// A JSON answer as a tree. The UTF-8 check is done once over the whole body, which is much
+/// cheaper than serde_json's check of every string in it when given bytes.
+fn parse_json(bytes: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 ({e})"))?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// The whole answer, within [`MAX_BODY`].
@@ -295,4 +302,19 @@ fn read_stream(bytes: &[u8], request_id: String) -> Result<Response, Error> {
         usage,
         request_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse_only_as_utf8_json() {
+        let v = parse_json("{\"a\":\"é\",\"b\":[1]}".as_bytes()).unwrap();
+        assert_eq!(v["a"], "é");
+        let bad_utf8 = parse_json(b"{\"a\":\"\xff\"}").unwrap_err();
+        assert!(bad_utf8.starts_with("not UTF-8"), "{bad_utf8}");
+        let not_json = parse_json(b"<html>").unwrap_err();
+        assert!(not_json.contains("line 1"), "{not_json}");
+    }
 }
