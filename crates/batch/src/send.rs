@@ -69,7 +69,9 @@ impl Sender {
         deadline: Instant,
         signal: &mut (dyn FnMut(Signal) + Send),
     ) -> Result<Response, Error> {
-        let mut body = Bytes::from(req.body.to_string());
+        // Straight into bytes (`to_string` goes through the formatter, a call per token); a
+        // `Value` always serialises.
+        let mut body = Bytes::from(serde_json::to_vec(&req.body).unwrap_or_default());
         if req.streams() {
             // Every streamed item reports its usage, so the run's total is complete.
             body = RequestMeta::with_stream_usage(&body);

@@ -15,12 +15,15 @@ pub fn new_id(prefix: &str) -> String {
     // 96 random bits as 24 hex digits, written by hand: one is made for every request, and
     // `format!` of a u128 costs several times as much.
     let bits = fastrand::u128(..) >> 32;
+    let mut digits = [0u8; 24];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((bits >> ((23 - i) * 4)) & 0xf) as usize];
+    }
     let mut id = String::with_capacity(prefix.len() + 25);
     id.push_str(prefix);
     id.push('_');
-    for i in (0..24).rev() {
-        id.push(char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]));
-    }
+    // Always ASCII hex digits.
+    id.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     id
 }
 
