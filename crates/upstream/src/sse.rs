@@ -234,11 +234,25 @@ fn json_tail(chunk: &[u8]) -> &[u8] {
 /// The last `"usage": {...}` object in a JSON document's tail.
 fn find_json_usage(tail: &[u8]) -> Option<Usage> {
     let key = b"\"usage\"";
-    let at = memmem::rfind(tail, key)?;
+    // Forward searches are the vectorised ones; a body holds the key once or a few times.
+    let finder = memmem::Finder::new(key);
+    let mut at = finder.find(tail)?;
+    while let Some(next) = finder.find(&tail[at + key.len()..]) {
+        at += key.len() + next;
+    }
     let rest = tail[at + key.len()..].trim_ascii_start();
     let rest = rest.strip_prefix(b":")?;
-    let mut de = serde_json::Deserializer::from_slice(rest).into_iter::<Usage>();
-    de.next()?.ok()
+    // From text, serde_json skips its check of every key; the tail of a UTF-8 body after an
+    // ASCII key is UTF-8 too.
+    let usage = match std::str::from_utf8(rest) {
+        Ok(text) => serde_json::Deserializer::from_str(text)
+            .into_iter::<Usage>()
+            .next(),
+        Err(_) => serde_json::Deserializer::from_slice(rest)
+            .into_iter::<Usage>()
+            .next(),
+    };
+    usage?.ok()
 }
 
 #[cfg(test)]
@@ -305,6 +319,19 @@ data: [DONE]\n\n";
         tap.feed(Bytes::from_static(b"{\"choices\":[]}")).unwrap();
         tap.finish();
         assert_eq!(tap.usage(), None);
+    }
+
+    #[test]
+    fn the_last_usage_key_counts() {
+        let body = br#"{"meta":{"usage":{"total_tokens":99}},"usage":{"prompt_tokens":2,"prompt_tokens_details":{"cached_tokens":1},"completion_tokens":3,"total_tokens":5}}"#;
+        let u = find_json_usage(body).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total()), (2, 3, 5));
+        // Bytes that are not UTF-8 after the key are read as bytes.
+        let odd = b"{\"usage\":{\"total_tokens\":4},\"x\":\"\xff\"}";
+        assert_eq!(find_json_usage(odd).map(|u| u.total()), Some(4));
+        assert_eq!(find_json_usage(b"{\"usage\":"), None);
+        assert_eq!(find_json_usage(b"{\"usage\" 3}"), None);
+        assert_eq!(find_json_usage(b"\"usage\""), None);
     }
 
     #[test]
