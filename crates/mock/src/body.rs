@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::stats::InFlight;
+use crate::wire::{Answer, Choice, Delta, Embedding, Message, WireUsage, VECTOR};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -33,114 +34,6 @@ impl Usage {
         }
     }
 }
-
-// The answers are written straight from these borrowed shapes: a zero-latency mock should cost
-// its callers as little CPU as it can, since benchmarks run it beside what they measure.
-
-#[derive(Serialize)]
-struct WireUsage {
-    prompt_tokens: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completion_tokens: Option<u64>,
-    total_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct Answer<'a, C> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    object: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created: Option<u64>,
-    model: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    choices: Option<C>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Vec<Embedding>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<WireUsage>,
-}
-
-impl<'a, C> Answer<'a, C> {
-    fn new(object: &'static str, id: &'a str, model: &'a str, choices: C) -> Self {
-        Self {
-            id: Some(id),
-            object,
-            created: Some(0),
-            model,
-            choices: Some(choices),
-            data: None,
-            usage: None,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Serialize)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-}
-
-/// One choice; a chat choice has `message` or `delta`, a text one `text` and `logprobs`.
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<Message<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delta: Option<Delta<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
-    finish_reason: Option<&'static str>,
-    /// Always `null` on a text choice; absent on a chat one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    logprobs: Option<Option<()>>,
-}
-
-impl<'a> Choice<'a> {
-    fn chat(
-        message: Option<Message<'a>>,
-        delta: Option<Delta<'a>>,
-        finish: Option<&'static str>,
-    ) -> Self {
-        Self {
-            index: 0,
-            message,
-            delta,
-            text: None,
-            finish_reason: finish,
-            logprobs: None,
-        }
-    }
-
-    fn text(text: &'a str, finish: Option<&'static str>) -> Self {
-        Self {
-            index: 0,
-            message: None,
-            delta: None,
-            text: Some(text),
-            finish_reason: finish,
-            logprobs: Some(None),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Embedding {
-    object: &'static str,
-    index: usize,
-    embedding: [f32; 8],
-}
-
-const VECTOR: [f32; 8] = [0.125, -0.25, 0.5, 0.0, 1.0, -1.0, 0.75, 0.0625];
 
 const WORDS: [&str; 8] = [
     " Laneway", " keeps", " every", " lane", " moving", " at", " its", " pace.",

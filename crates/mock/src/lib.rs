@@ -15,6 +15,7 @@ mod body;
 mod bucket;
 mod handlers;
 mod stats;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
