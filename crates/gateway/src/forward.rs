@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::attempt::{self, Plan, Verdict};
 use crate::ledger::Ledger;
-use crate::metrics::{LaneLabel, LaneReason};
+use crate::metrics::LaneReason;
 use crate::respond::GatewayError;
 use crate::retry;
 use crate::topology::{LaneLive, RouteLive};
@@ -225,14 +225,12 @@ fn started(plan: &Plan<'_>, lane: &LaneLive, permit: &Permit, attempt: u32, ledg
     let entry = plan.entry;
     entry.set_running(lane.label.clone());
     entry.attempt.store(attempt, Ordering::Relaxed);
-    plan.app
-        .metrics
+    let record = lane.record(&plan.app.metrics);
+    record
+        .series
         .queue_wait
-        .get_or_create(&LaneLabel {
-            lane: lane.label.clone(),
-        })
         .observe(permit.queued_for.as_secs_f64());
-    ledger.lane = Some(lane.label.clone());
+    ledger.lane = Some(record);
     ledger.queue_wait = Some(ledger.queue_wait.unwrap_or_default() + permit.queued_for);
     ledger.upstream_start = Some(Instant::now());
     ledger.attempts = attempt;

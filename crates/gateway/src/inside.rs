@@ -74,7 +74,7 @@ pub(crate) async fn send(
         }
         Err(e) => Err(e),
     };
-    let lane = ledger.lane.clone();
+    let lane = ledger.lane.as_ref().map(|l| l.label.clone());
     match relayed {
         Ok(r) => Inside::Answer {
             response: r.respond(ledger),

@@ -6,14 +6,33 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::Usage;
 use tokio::time::Instant;
 
 use crate::auth::RequestCtx;
-use crate::metrics::{Code, Label, LaneKind, LaneLabel, Reason, RequestLabels};
+use crate::metrics::{Code, Label, LaneSeries, Metrics, Reason, RequestLabels};
 use crate::respond::GatewayError;
 use crate::App;
+
+/// What requests record against the lane that served them, made once per lane: its name, the
+/// same name as a response header value, and its metric series.
+pub struct LaneRecord {
+    pub label: Label,
+    pub header: Option<HeaderValue>,
+    pub series: LaneSeries,
+}
+
+impl LaneRecord {
+    pub fn new(label: &Label, metrics: &Metrics) -> Self {
+        Self {
+            label: label.clone(),
+            header: HeaderValue::from_str(label).ok(),
+            series: metrics.lane_series(label),
+        }
+    }
+}
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +84,8 @@ pub struct Ledger {
     pub client_id: Option<Arc<str>>,
     pub key: Label,
     pub model: Label,
-    pub lane: Option<Label>,
+    /// The lane that served it, once one did.
+    pub lane: Option<Arc<LaneRecord>>,
     created: Instant,
     pub queue_wait: Option<Duration>,
     pub upstream_start: Option<Instant>,
@@ -108,7 +128,7 @@ impl Ledger {
             return;
         }
         let m = &self.app.metrics;
-        let lane = self.lane.clone().unwrap_or_else(dash);
+        let lane = self.lane.as_ref().map_or_else(dash, |l| l.label.clone());
         let code: Code = match end {
             End::Answered => self.code.clone(),
             End::ClientGone => Cow::Borrowed("client_disconnect"),
@@ -145,22 +165,11 @@ impl Ledger {
         }
         let upstream = self.upstream_start.map(|s| s.elapsed());
         if let (Some(d), Some(l)) = (upstream, &self.lane) {
-            m.upstream_duration
-                .get_or_create(&LaneLabel { lane: l.clone() })
-                .observe(d.as_secs_f64());
+            l.series.upstream_duration.observe(d.as_secs_f64());
         }
         if let (Some(u), Some(l)) = (usage, &self.lane) {
-            for (kind, n) in [
-                ("prompt", u.prompt_tokens),
-                ("completion", u.completion_tokens),
-            ] {
-                m.tokens
-                    .get_or_create(&LaneKind {
-                        lane: l.clone(),
-                        kind: Cow::Borrowed(kind),
-                    })
-                    .inc_by(n);
-            }
+            l.series.prompt_tokens.inc_by(u.prompt_tokens);
+            l.series.completion_tokens.inc_by(u.completion_tokens);
         }
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
         tracing::info!(

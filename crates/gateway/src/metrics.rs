@@ -56,6 +56,15 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// The series a request records against its lane, looked up once per lane (a family lookup
+/// hashes the labels under the family's lock) and shared by every request on the lane.
+pub struct LaneSeries {
+    pub queue_wait: Histogram,
+    pub upstream_duration: Histogram,
+    pub prompt_tokens: Counter,
+    pub completion_tokens: Counter,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -208,6 +217,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The lane-labelled series of `lane`; the handles share their values with the families.
+    pub fn lane_series(&self, lane: &Label) -> LaneSeries {
+        let one = LaneLabel { lane: lane.clone() };
+        let tokens = |kind: &'static str| {
+            self.tokens
+                .get_or_create(&LaneKind {
+                    lane: lane.clone(),
+                    kind: Code::Borrowed(kind),
+                })
+                .clone()
+        };
+        LaneSeries {
+            queue_wait: self.queue_wait.get_or_create(&one).clone(),
+            upstream_duration: self.upstream_duration.get_or_create(&one).clone(),
+            prompt_tokens: tokens("prompt"),
+            completion_tokens: tokens("completion"),
+        }
+    }
+
     /// Refreshes the lane gauges from the live lanes and encodes everything.
     pub fn render(
         &self,

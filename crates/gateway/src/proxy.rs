@@ -400,11 +400,7 @@ impl Relay {
             UsageTap::json()
         };
         // Which lane served it and how long it waited for a slot, for clients tuning themselves.
-        if let Some(v) = ledger
-            .lane
-            .as_deref()
-            .and_then(|l| HeaderValue::from_str(l).ok())
-        {
+        if let Some(v) = ledger.lane.as_ref().and_then(|l| l.header.clone()) {
             h.insert(names::X_LANEWAY_LANE.clone(), v);
         }
         let queued_ms = ledger.queue_wait.unwrap_or_default().as_millis();

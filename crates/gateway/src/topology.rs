@@ -4,7 +4,7 @@
 //! requests survive), only their limits change.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use laneway_admission::{Key, KeySpec, Lane, LaneSpec, Mode, RateSpec};
@@ -15,6 +15,8 @@ use laneway_mock::{MockConfig, MockServer};
 use laneway_upstream::{Endpoints, Target, UpstreamError};
 
 use crate::label::Label;
+use crate::ledger::LaneRecord;
+use crate::metrics::Metrics;
 use crate::retry::Budget;
 
 pub struct LaneLive {
@@ -29,9 +31,17 @@ pub struct LaneLive {
     pub budget: Arc<Budget>,
     /// The lane's name as a metrics label.
     pub label: Label,
+    /// What requests record against the lane, made by the first one.
+    record: OnceLock<Arc<LaneRecord>>,
 }
 
 impl LaneLive {
+    pub fn record(&self, metrics: &Metrics) -> Arc<LaneRecord> {
+        self.record
+            .get_or_init(|| Arc::new(LaneRecord::new(&self.label, metrics)))
+            .clone()
+    }
+
     pub fn target(&self, e: Endpoint) -> Result<&Target, UpstreamError> {
         match &self.targets {
             Ok(t) => Ok(t.get(e)),
@@ -177,6 +187,7 @@ fn build_lanes(
             lane,
             budget,
             label: Arc::new(c.name.clone()),
+            record: OnceLock::new(),
             has_tpm: c.limits.tpm.is_some(),
             targets,
             config: c.clone(),

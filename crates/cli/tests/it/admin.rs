@@ -277,6 +277,12 @@ async fn metrics_count_what_was_sent() {
         80.0
     );
     assert_eq!(value(r#"laneway_in_flight{lane="m"}"#), 0.0);
+    // One upstream duration per answered request; one queue wait per attempt, retries included.
+    assert_eq!(
+        value(r#"laneway_upstream_duration_seconds_count{lane="m"}"#),
+        5.0
+    );
+    assert_eq!(value(r#"laneway_queue_wait_seconds_count{lane="m"}"#), 7.0);
     assert!(text.contains("# TYPE laneway_queue_wait_seconds histogram"));
     assert!(text.contains("# HELP laneway_cancelled"));
     assert!(
