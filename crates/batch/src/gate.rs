@@ -90,24 +90,32 @@ impl Gate {
 
     /// Waits for room under the adaptive limit (a fixed bound is kept by the caller's buffer).
     pub async fn enter(&self) -> Pass<'_> {
+        // Most entries find room at once: no waiter is registered for them.
+        if self.try_enter().is_ok() {
+            return Pass(self);
+        }
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
+            // Registered before looking again, so a pass given back in between is not missed.
             freed.as_mut().enable();
-            let paused = {
-                let mut st = self.lock();
-                let paused = st.paused_until.filter(|&p| p > Instant::now());
-                if paused.is_none() && st.in_flight < st.limit() {
-                    st.in_flight += 1;
-                    return Pass(self);
-                }
-                paused
-            };
-            match paused {
-                Some(until) => tokio::time::sleep_until(until).await,
-                None => freed.await,
+            match self.try_enter() {
+                Ok(()) => return Pass(self),
+                Err(Some(until)) => tokio::time::sleep_until(until).await,
+                Err(None) => freed.await,
             }
         }
+    }
+
+    /// Takes room if there is some; else says until when new items are held back, if they are.
+    fn try_enter(&self) -> Result<(), Option<Instant>> {
+        let mut st = self.lock();
+        let paused = st.paused_until.filter(|&p| p > Instant::now());
+        if paused.is_none() && st.in_flight < st.limit() {
+            st.in_flight += 1;
+            return Ok(());
+        }
+        Err(paused)
     }
 
     /// Learns from one attempt of an item that holds a pass (so `in_flight` counts it).
