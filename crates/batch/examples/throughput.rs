@@ -42,7 +42,7 @@ fn cpu_ms(path: &str) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    // utime and stime are fields 14 and 15 of the line: indices 11 and 12 after the name.
     (ticks(11) + ticks(12)) * 10.0
 }
 

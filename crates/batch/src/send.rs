@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 
 use laneway_core::wire::{Endpoint, RequestMeta};
+use laneway_gateway::names::{X_LANEWAY_REQUEST_ID, X_REQUEST_ID};
 use laneway_gateway::App;
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::{Endpoints, Hints, UpstreamClient, UpstreamError, UpstreamRequest};
@@ -15,10 +16,6 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::item::{Error, Request, Response, Usage};
-
-static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-static X_LANEWAY_REQUEST_ID: http::HeaderName =
-    http::HeaderName::from_static("x-laneway-request-id");
 
 /// Largest answer read for one item.
 const MAX_BODY: usize = 64 << 20;

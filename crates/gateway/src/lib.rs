@@ -40,7 +40,7 @@ mod inside;
 pub mod label;
 pub mod ledger;
 pub mod metrics;
-mod names;
+pub mod names;
 pub mod ops;
 pub mod proxy;
 pub mod reload;

@@ -3,7 +3,7 @@
 
 use axum::http::HeaderName;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub use laneway_upstream::X_REQUEST_ID;
 pub static X_LANEWAY_REQUEST_ID: HeaderName = HeaderName::from_static("x-laneway-request-id");
 pub static X_LANEWAY_LANE: HeaderName = HeaderName::from_static("x-laneway-lane");
 pub static X_LANEWAY_QUEUE_MS: HeaderName = HeaderName::from_static("x-laneway-queue-ms");

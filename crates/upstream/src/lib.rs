@@ -25,4 +25,4 @@ pub use classify::{Hints, Outcome};
 pub use client::{UpstreamClient, UpstreamRequest};
 pub use error::UpstreamError;
 pub use pool::UpstreamBody;
-pub use target::{Endpoints, Target};
+pub use target::{Endpoints, Target, X_REQUEST_ID};

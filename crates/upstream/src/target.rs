@@ -15,7 +15,7 @@ use crate::pool::Origin;
 const UA: &str = concat!("laneway/", env!("CARGO_PKG_VERSION"));
 
 /// `x-request-id`, named once so that sending a request does not allocate the name.
-pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A full upstream URL and the key sent with it, checked and split for sending.
 #[derive(Clone)]
