@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod names;
 pub mod ops;
 pub mod proxy;
+pub mod relay;
 pub mod reload;
 pub mod respond;
 pub mod retry;

@@ -1,5 +1,5 @@
-//! The OpenAI endpoints: authenticate, read, route, then hand over to [`crate::forward`] and
-//! relay its answer.
+//! The OpenAI endpoints: authenticate, read, route, then hand over to [`crate::relay`] for
+//! admission, attempts and the answer.
 //!
 //! ```text
 //! key ─► body ─► peek(model, stream, max_tokens) ─► route ─► forward (admission, attempts) ─► relay
@@ -19,18 +19,13 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use laneway_core::wire::{self, Endpoint};
 use laneway_core::{ApiError, ErrorCode};
-use laneway_upstream::sse::UsageTap;
 use tokio::time::Instant;
 
-use crate::attempt::Plan;
 use crate::auth::RequestCtx;
-use crate::body::{Held, ProxyBody, Shape, Watch};
-use crate::forward::{forward, Forwarded};
 use crate::ledger::{End, Ledger};
 use crate::metrics::Reason;
-use crate::names;
+use crate::relay::{relay, Relay};
 use crate::respond::GatewayError;
-use crate::table::Entry;
 use crate::topology::{KeyLive, Topology};
 use crate::App;
 
@@ -228,15 +223,15 @@ fn parse_client_timeout(v: &str) -> Option<Duration> {
 
 /// A request read, routed and registered, ready for admission.
 pub(crate) struct Prepared {
-    meta: wire::RequestMeta,
-    body: Bytes,
-    endpoint: Endpoint,
+    pub(crate) meta: wire::RequestMeta,
+    pub(crate) body: Bytes,
+    pub(crate) endpoint: Endpoint,
     /// Index into [`Topology::routes`].
-    route: usize,
+    pub(crate) route: usize,
     pub(crate) registration: crate::table::Registration,
-    priority: i32,
-    tokens: u64,
-    deadline: Instant,
+    pub(crate) priority: i32,
+    pub(crate) tokens: u64,
+    pub(crate) deadline: Instant,
 }
 
 /// Reads, checks and routes the request, and registers it where operators see it.
@@ -322,117 +317,5 @@ pub(crate) fn routed(
         priority,
         tokens,
         deadline,
-    })
-}
-
-/// Admission, attempts and fallbacks; an answer ready to relay.
-pub(crate) async fn relay(
-    app: &Arc<App>,
-    topo: &Topology,
-    key: &KeyLive,
-    p: Prepared,
-    ledger: &mut Ledger,
-) -> Result<Relay, GatewayError> {
-    let entry = p.registration.entry.clone();
-    let plan = Plan {
-        app,
-        topo,
-        entry: &entry,
-        key,
-        meta: &p.meta,
-        body: &p.body,
-        endpoint: p.endpoint,
-        priority: p.priority,
-        tokens: p.tokens,
-        deadline: p.deadline,
-    };
-    let Forwarded {
-        response,
-        permit,
-        strip_usage,
-    } = forward(&plan, &topo.routes[p.route], ledger).await?;
-    Ok(Relay {
-        response,
-        permit,
-        strip_usage,
-        registration: p.registration,
-        watch: watch(entry, p.deadline),
-    })
-}
-
-/// An upstream answer ready to relay, with everything the request holds until its body ends.
-pub(crate) struct Relay {
-    response: http::Response<laneway_upstream::UpstreamBody>,
-    permit: laneway_admission::Permit,
-    strip_usage: bool,
-    registration: crate::table::Registration,
-    watch: Watch,
-}
-
-impl Relay {
-    /// The client's response: the upstream's status, content type and body; the body owns the
-    /// permit, the table entry and the ledger until it ends.
-    pub(crate) fn respond(self, mut ledger: Ledger) -> Response {
-        let (parts, incoming) = self.response.into_parts();
-        let mut upstream = parts.headers;
-        let kept = [header::CONTENT_TYPE, header::CACHE_CONTROL].map(|n| {
-            let v = upstream.remove(&n);
-            (n, v)
-        });
-        // The upstream's header map, emptied, holds the client's headers: its room is reused.
-        upstream.clear();
-        let mut out = Response::new(Body::empty());
-        *out.status_mut() = parts.status;
-        let h = out.headers_mut();
-        *h = upstream;
-        for (name, v) in kept {
-            if let Some(v) = v {
-                h.insert(name, v);
-            }
-        }
-        let sse = h
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let tap = if sse {
-            UsageTap::sse(self.strip_usage)
-        } else {
-            UsageTap::json()
-        };
-        // Which lane served it and how long it waited for a slot, for clients tuning themselves.
-        if let Some(v) = ledger.lane.as_ref().and_then(|l| l.header.clone()) {
-            h.insert(names::X_LANEWAY_LANE.clone(), v);
-        }
-        let queued_ms = ledger.queue_wait.unwrap_or_default().as_millis();
-        // Most requests do not wait: their zero needs no formatting.
-        let queued = match u64::try_from(queued_ms).unwrap_or(u64::MAX) {
-            0 => HeaderValue::from_static("0"),
-            ms => HeaderValue::from(ms),
-        };
-        h.insert(names::X_LANEWAY_QUEUE_MS.clone(), queued);
-        ledger.status = parts.status.as_u16();
-        ledger.code = std::borrow::Cow::Borrowed("ok");
-        let held = Held {
-            permit: self.permit,
-            registration: self.registration,
-            ledger,
-            watch: self.watch,
-        };
-        let shape = Shape {
-            sse,
-            keep_length: !self.strip_usage,
-        };
-        *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, shape));
-        out
-    }
-}
-
-/// Ends the body early on an operator stop or at the deadline.
-fn watch(entry: Arc<Entry>, deadline: Instant) -> Watch {
-    Box::pin(async move {
-        tokio::select! {
-            () = entry.cancel.cancelled() => End::Operator,
-            () = tokio::time::sleep_until(deadline) => End::Deadline,
-        }
     })
 }
