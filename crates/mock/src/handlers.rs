@@ -1,7 +1,7 @@
 //! The mock's endpoints. Each completion request is admitted like a provider would: concurrency,
 //! then requests per minute, then tokens per minute, then injected errors, then the latency.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,99 +12,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
 use crate::body::{self, Kind};
-use crate::bucket::{openai_duration, Bucket, Taken};
-use crate::stats::{InFlight, Stats};
+use crate::bucket::{openai_duration, Taken};
+use crate::state::MockState;
+use crate::stats::InFlight;
 use crate::MockConfig;
-
-pub struct MockState {
-    pub cfg: MockConfig,
-    pub stats: Arc<Stats>,
-    rpm: Option<Bucket>,
-    tpm: Option<Bucket>,
-    /// Numbers requests, for response ids and for per-request random streams.
-    seq: AtomicU64,
-    /// In-flight limit in force (`u64::MAX`: none); tests may change it while the mock runs.
-    max_concurrent: AtomicU64,
-    /// While on, admitted requests wait at the gate until a test releases them.
-    hold: AtomicBool,
-    gate: Semaphore,
-}
-
-impl MockState {
-    pub fn new(cfg: MockConfig) -> Self {
-        Self {
-            rpm: cfg.rpm.map(|r| Bucket::per_minute(r.into())),
-            tpm: cfg.tpm.map(Bucket::per_minute),
-            max_concurrent: AtomicU64::new(cfg.max_concurrent.map_or(u64::MAX, u64::from)),
-            hold: AtomicBool::new(cfg.hold),
-            gate: Semaphore::new(0),
-            cfg,
-            stats: Arc::default(),
-            seq: AtomicU64::new(0),
-        }
-    }
-
-    /// Lets up to `n` held requests (all when `None`) go on.
-    pub fn release(&self, n: Option<u64>) -> u64 {
-        let held = self.stats.held.load(Relaxed);
-        let n = n.map_or(held, |n| n.min(held));
-        self.gate.add_permits(
-            usize::try_from(n)
-                .unwrap_or(0)
-                .min(Semaphore::MAX_PERMITS / 2),
-        );
-        n
-    }
-
-    /// Turns the gate on or off; turning it off releases everyone held.
-    pub fn set_hold(&self, on: bool) {
-        if on {
-            // Permits left over from a release nobody took would let requests skip the gate.
-            while let Ok(p) = self.gate.try_acquire() {
-                p.forget();
-            }
-            self.hold.store(true, Relaxed);
-        } else {
-            self.hold.store(false, Relaxed);
-            self.release(None);
-        }
-    }
-
-    pub fn set_max_concurrent(&self, max: Option<u32>) {
-        self.max_concurrent
-            .store(max.map_or(u64::MAX, u64::from), Relaxed);
-    }
-
-    /// Waits at the gate while it is on.
-    async fn pass_gate(&self) {
-        if !self.hold.load(Relaxed) {
-            return;
-        }
-        let _held = Held::enter(&self.stats);
-        if let Ok(p) = self.gate.acquire().await {
-            p.forget();
-        }
-    }
-}
-
-/// Counts a request as held at the gate until dropped (released, or its client went away).
-struct Held<'a>(&'a Stats);
-
-impl<'a> Held<'a> {
-    fn enter(stats: &'a Stats) -> Self {
-        stats.held.fetch_add(1, Relaxed);
-        Self(stats)
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.held.fetch_sub(1, Relaxed);
-    }
-}
 
 pub fn router(state: Arc<MockState>) -> Router {
     Router::new()

@@ -14,6 +14,7 @@
 mod body;
 mod bucket;
 mod handlers;
+mod state;
 mod stats;
 mod wire;
 
@@ -72,7 +73,7 @@ impl MockConfig {
 /// A running mock: its address and counters; it stops when dropped.
 pub struct MockServer {
     pub addr: SocketAddr,
-    state: Arc<handlers::MockState>,
+    state: Arc<state::MockState>,
     stop: CancellationToken,
 }
 
@@ -81,7 +82,7 @@ impl MockServer {
     pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(handlers::MockState::new(config));
+        let state = Arc::new(state::MockState::new(config));
         let stop = CancellationToken::new();
         let app = handlers::router(state.clone());
         let token = stop.clone();
