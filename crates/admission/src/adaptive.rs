@@ -7,7 +7,9 @@
 //!   `n`. Above every level that succeeded lately, that is the edge being found: the limit
 //!   becomes `n - 1`, no guessing. At or below a level that succeeded, the capacity fell: the
 //!   limit is cut to 70%, once per round trip — refusals of requests sent before the cut
-//!   carry no news and are not counted again.
+//!   carry no news and are not counted again. Finding the edge starts a new epoch too: the
+//!   requests granted under the higher limit are still out, and their successes above the
+//!   edge are no proof of room.
 //! - The count `n` is taken when the request is sent upstream ([`crate::Permit::begin`]), not
 //!   when its slot was granted: between the two, others may have finished.
 //! - **A success** at `n` in flight says the capacity is at least `n`.
@@ -233,7 +235,13 @@ impl Adaptive {
                 self.probe_every = self.probe_every.saturating_mul(2).min(PROBE_MAX);
             }
             self.passes = 0;
-            self.ceiling = Some(self.ceiling.map_or(n, |c| c.min(n)));
+            if self.ceiling.is_none_or(|c| n < c) {
+                self.ceiling = Some(n);
+                // Requests granted under the higher limit are still out, and on a loaded
+                // machine their count at sending overstates what the upstream held: their
+                // successes above the new edge would look like room that is not there.
+                self.epoch += 1;
+            }
             self.limit = self.limit.min(f64::from(n - 1)).max(1.0);
             self.at_ceiling = 0;
         } else if sent.epoch == self.epoch {

@@ -115,6 +115,32 @@ fn a_capacity_that_grew_is_found_by_a_probe() {
 }
 
 #[test]
+fn late_answers_from_past_the_edge_do_not_prove_room() {
+    // Slow start ran to 20 before the first refusal came back: on a loaded machine the
+    // requests granted meanwhile are sent late, counted high, and some of them succeed.
+    let mut a = Adaptive::new(20, 1000);
+    let before: Vec<Sent> = (1..=20).map(|n| at(&a, n)).collect();
+    for s in &before[..6] {
+        a.success(*s, MS50, None, true);
+    }
+    a.overload(before[6]);
+    assert_eq!((a.limit(), a.ceiling()), (6, Some(7)), "the edge");
+    for s in &before[10..16] {
+        a.success(*s, MS50, None, true);
+    }
+    assert_eq!(
+        (a.limit(), a.ceiling()),
+        (6, Some(7)),
+        "successes of requests granted before the edge was found are old news"
+    );
+    // Requests granted since count: a probe at the edge that keeps passing finds more room.
+    for _ in 0..PASSES {
+        a.success(at(&a, 7), MS50, None, true);
+    }
+    assert_eq!(a.ceiling(), None, "the capacity grew");
+}
+
+#[test]
 fn a_capacity_that_fell_is_followed_in_two_cuts_not_one_per_answer() {
     let mut a = Adaptive::new(START, 1000);
     let mut up = Sim::new(64);

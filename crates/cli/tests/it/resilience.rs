@@ -240,7 +240,7 @@ lanes = ["backup"]
 async fn an_adaptive_lane_learns_a_hidden_capacity() {
     let mut cfg = mock_cfg();
     cfg.max_concurrent = Some(6);
-    cfg.latency_ms = 20;
+    cfg.latency_ms = 50;
     cfg.fail_retry_after_ms = 0;
     let m = mock(cfg).await;
     let g = simple(
@@ -254,7 +254,10 @@ async fn an_adaptive_lane_learns_a_hidden_capacity() {
     // 600 requests from 150 clients at once: what a busy caller sends. (A stampede of hundreds
     // of new connections on this 2-core machine delays the upstream's refusals enough for slow
     // start to run past the edge before the first one is back; the paused-time matrix in
-    // admission covers the algorithm itself.)
+    // admission covers the algorithm itself.) The upstream takes 50 ms, as a fast model does:
+    // slow start is paced by the round trip, and with a shorter one the moments a loaded
+    // machine leaves this process unscheduled count as rounds in which no refusal is heard.
+    // With 20 ms, a machine kept busy by other work saw up to 41 refusals; with 50 ms, 12.
     let rs: Vec<_> = futures_util::stream::iter((0..600).map(|_| chat(&c, g.addr, &body)))
         .buffer_unordered(150)
         .collect()
