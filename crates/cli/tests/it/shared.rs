@@ -211,7 +211,18 @@ async fn a_killed_replica_frees_its_slots_within_the_lease() {
     })
     .await;
     assert!(up, "the replica's store never came up");
-    let doomed: Vec<_> = (0..4).map(|_| chat_in_background(&c, addr)).collect();
+    // Their replica dies under them: each ends with a broken connection, not an answer.
+    let doomed: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.post(format!("http://{addr}/v1/chat/completions"))
+                    .json(&chat_body("mock-1"))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
     stats_until(&m, |s| s.held == 4).await;
     let b = gateway(&toml, &m.url()).await;
     assert!(ready(&b).await);
@@ -237,7 +248,7 @@ async fn a_killed_replica_frees_its_slots_within_the_lease() {
         "capacity came back after {took:?}"
     );
     for d in doomed {
-        let _ = d.await;
+        assert!(d.await.unwrap().is_err(), "a killed replica answered");
     }
     let _ = std::fs::remove_dir_all(dir);
 }
