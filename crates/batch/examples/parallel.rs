@@ -43,7 +43,9 @@ async fn main() -> std::io::Result<()> {
         match item.result {
             Ok(r) => println!(
                 "{:>2} {}: {}",
-                item.index, scenes[item.index], r.body["choices"][0]["message"]["content"]
+                item.index,
+                scenes[item.index],
+                r.body()["choices"][0]["message"]["content"]
             ),
             Err(e) => println!("{:>2} {}: failed: {e}", item.index, scenes[item.index]),
         }

@@ -1,6 +1,9 @@
 //! What goes in and what comes out: requests, responses, errors and token usage.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use laneway_core::wire::Endpoint;
 use serde_json::Value;
@@ -55,7 +58,7 @@ impl Usage {
     }
 
     pub(crate) fn from_body(v: &Value) -> Option<Self> {
-        let u = v.get("usage")?;
+        let u = v.get("usage").filter(|u| u.is_object())?;
         Some(Self {
             prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
             completion_tokens: u
@@ -74,15 +77,60 @@ impl Usage {
 }
 
 /// A successful answer.
+///
+/// The body is kept as the JSON text that came and parsed into a [`Value`] only when asked:
+/// a program that reads one field of each of ten thousand answers, or writes them out again,
+/// does not pay for ten thousand trees it never walks.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// The response body; for a streamed item, the last chunk that carried content or usage.
-    pub body: Value,
+    /// Valid UTF-8 JSON, checked when the answer arrived.
+    raw: Bytes,
+    parsed: OnceLock<Value>,
     /// A streamed item's chunks (`data:` events), in order; empty for a plain answer.
     pub chunks: Vec<Value>,
     pub usage: Option<Usage>,
     /// The id the answer carried (`x-request-id`), or the one the runner sent.
     pub request_id: String,
+}
+
+impl Response {
+    /// `raw` must be JSON text; `parsed`, its tree when the caller already built one.
+    pub(crate) fn new(
+        raw: Bytes,
+        parsed: Option<Value>,
+        chunks: Vec<Value>,
+        usage: Option<Usage>,
+        request_id: String,
+    ) -> Self {
+        debug_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&raw).is_ok());
+        Self {
+            raw,
+            parsed: parsed.map(OnceLock::from).unwrap_or_default(),
+            chunks,
+            usage,
+            request_id,
+        }
+    }
+
+    /// The response body; for a streamed item, the last chunk that carried content or usage.
+    /// Parsed on first use.
+    pub fn body(&self) -> &Value {
+        self.parsed
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or(Value::Null))
+    }
+
+    /// The body as owned JSON.
+    pub fn into_body(self) -> Value {
+        match self.parsed.into_inner() {
+            Some(v) => v,
+            None => serde_json::from_slice(&self.raw).unwrap_or(Value::Null),
+        }
+    }
+
+    /// The body's JSON text as the upstream sent it: to store or pass it on without a parse.
+    pub fn raw_body(&self) -> &str {
+        std::str::from_utf8(&self.raw).unwrap_or("null")
+    }
 }
 
 /// Why an item failed: the OpenAI error code and HTTP status when the upstream (or the gateway)

@@ -25,7 +25,7 @@
 //! let report = runner.run(requests).await;
 //! for item in &report.items {
 //!     match &item.result {
-//!         Ok(r) => println!("{}: {}", item.index, r.body["choices"][0]["message"]["content"]),
+//!         Ok(r) => println!("{}: {}", item.index, r.body()["choices"][0]["message"]["content"]),
 //!         Err(e) => println!("{}: failed: {e}", item.index),
 //!     }
 //! }
@@ -84,6 +84,7 @@
 //! - `send`: one request with retries that obey the upstream's hints.
 
 mod aimd;
+mod answer;
 mod gate;
 pub mod item;
 pub mod runner;

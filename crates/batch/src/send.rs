@@ -12,10 +12,10 @@ use laneway_gateway::names::{X_LANEWAY_REQUEST_ID, X_REQUEST_ID};
 use laneway_gateway::App;
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::{Endpoints, Hints, UpstreamClient, UpstreamError, UpstreamRequest};
-use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::item::{Error, Request, Response, Usage};
+use crate::answer::{read_plain, read_stream, upstream_error};
+use crate::item::{Error, Request, Response};
 
 /// Largest answer read for one item.
 const MAX_BODY: usize = 64 << 20;
@@ -175,22 +175,9 @@ impl Sender {
             Outcome::Success if stream => read_stream(&bytes, request_id)
                 .map(|r| (r, exhausted))
                 .map_err(Failure::Final),
-            Outcome::Success => {
-                let body = parse_json(&bytes).map_err(|why| {
-                    Failure::Final(Error::new(
-                        "invalid_response",
-                        format!("the answer is not JSON: {why}"),
-                    ))
-                })?;
-                let usage = Usage::from_body(&body);
-                let response = Response {
-                    body,
-                    chunks: Vec::new(),
-                    usage,
-                    request_id,
-                };
-                Ok((response, exhausted))
-            }
+            Outcome::Success => read_plain(bytes, request_id)
+                .map(|r| (r, exhausted))
+                .map_err(Failure::Final),
             outcome => {
                 let mut error = upstream_error(status.as_u16(), &bytes);
                 error.retry_after = hints.retry_after;
@@ -206,13 +193,6 @@ impl Sender {
             }
         }
     }
-}
-
-/// A JSON answer as a tree. The UTF-8 check is done once over the whole body, which is much
-/// cheaper than serde_json's check of every string in it when given bytes.
-fn parse_json(bytes: &[u8]) -> Result<Value, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 ({e})"))?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// The whole answer, within [`MAX_BODY`].
@@ -243,77 +223,4 @@ enum Failure {
         hint: Option<Duration>,
         overloaded: bool,
     },
-}
-
-/// The error an answer carries: OpenAI's envelope when there is one.
-fn upstream_error(status: u16, bytes: &[u8]) -> Error {
-    let v: Option<Value> = serde_json::from_slice(bytes).ok();
-    let err = v.as_ref().and_then(|v| v.get("error"));
-    let text = |k: &str| {
-        err.and_then(|e| e.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    Error {
-        status: Some(status),
-        code: text("code")
-            .or_else(|| text("type"))
-            .unwrap_or_else(|| format!("http_{status}")),
-        message: text("message").unwrap_or_else(|| {
-            String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
-        }),
-        retry_after: None,
-        body: v.clone().map(Box::new),
-        request_id: None,
-    }
-}
-
-/// A whole event stream: its `data:` events as JSON, until `[DONE]`; an error event fails it.
-fn read_stream(bytes: &[u8], request_id: String) -> Result<Response, Error> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut chunks = Vec::new();
-    let mut usage = None;
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
-            continue;
-        };
-        if data == "[DONE]" {
-            break;
-        }
-        let v: Value = serde_json::from_str(data).map_err(|e| {
-            Error::new(
-                "invalid_response",
-                format!("a stream event is not JSON: {e}"),
-            )
-        })?;
-        if v.get("error").is_some() {
-            return Err(upstream_error(200, data.as_bytes()));
-        }
-        if let Some(u) = Usage::from_body(&v) {
-            usage = Some(u);
-        }
-        chunks.push(v);
-    }
-    let body = chunks.last().cloned().unwrap_or(Value::Null);
-    Ok(Response {
-        body,
-        chunks,
-        usage,
-        request_id,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_parse_only_as_utf8_json() {
-        let v = parse_json("{\"a\":\"é\",\"b\":[1]}".as_bytes()).unwrap();
-        assert_eq!(v["a"], "é");
-        let bad_utf8 = parse_json(b"{\"a\":\"\xff\"}").unwrap_err();
-        assert!(bad_utf8.starts_with("not UTF-8"), "{bad_utf8}");
-        let not_json = parse_json(b"<html>").unwrap_err();
-        assert!(not_json.contains("line 1"), "{not_json}");
-    }
 }

@@ -204,8 +204,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 fn record(custom_id: &str, result: Result<Response, laneway_batch::Error>) -> (Value, bool) {
     let id = laneway_core::id::new_id("batch_req");
     let e = match result {
-        Ok(r) => {
-            let response = json!({"status_code": 200, "request_id": r.request_id, "body": r.body});
+        Ok(mut r) => {
+            let request_id = std::mem::take(&mut r.request_id);
+            let response =
+                json!({"status_code": 200, "request_id": request_id, "body": r.into_body()});
             return (
                 json!({"id": id, "custom_id": custom_id, "response": response, "error": null}),
                 true,

@@ -26,16 +26,22 @@ pub fn parse_requests(text: &str) -> Result<Vec<Request>, String> {
         .collect()
 }
 
-/// One item as the Python side reads it.
+/// One item as the Python side reads it. An answer's body goes across as the text that came,
+/// never parsed on this side: Python's `json.loads` builds the dict once.
 pub fn item_json(item: &Item) -> String {
-    let v = match &item.result {
-        Ok(r) => json!({
-            "index": item.index,
-            "response": r.body,
-            "chunks": r.chunks,
-            "usage": r.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens})),
-            "error": null,
-        }),
+    match &item.result {
+        Ok(r) => {
+            let usage = r.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}));
+            // Each part is a whole JSON value (the body was checked when it came), so joining
+            // them gives a valid object.
+            format!(
+                "{{\"index\":{},\"response\":{},\"chunks\":{},\"usage\":{},\"error\":null}}",
+                item.index,
+                r.raw_body(),
+                serde_json::to_string(&r.chunks).unwrap_or_else(|_| "[]".into()),
+                usage.unwrap_or(Value::Null),
+            )
+        }
         Err(e) => json!({
             "index": item.index,
             "response": null,
@@ -45,7 +51,7 @@ pub fn item_json(item: &Item) -> String {
                 "message": e.message,
                 "retry_after": e.retry_after.map(|d| d.as_secs_f64()),
             },
-        }),
-    };
-    v.to_string()
+        })
+        .to_string(),
+    }
 }
