@@ -216,7 +216,7 @@ async fn a_killed_replica_frees_its_slots_within_the_lease() {
         .map(|_| {
             let c = c.clone();
             tokio::spawn(async move {
-                c.post(format!("http://{addr}/v1/chat/completions"))
+                c.post(url(addr, "/v1/chat/completions"))
                     .json(&chat_body("mock-1"))
                     .send()
                     .await
