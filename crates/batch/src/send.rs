@@ -133,7 +133,8 @@ impl Sender {
         id: &str,
         stream: bool,
     ) -> Result<(Response, Option<Duration>), Failure> {
-        let (status, headers, bytes) = match &self.target {
+        // The lanes name the request themselves; a base URL's answer may, in a header.
+        let (status, headers, bytes, named) = match &self.target {
             Target::Url { client, endpoints } => {
                 let endpoints = endpoints
                     .as_ref()
@@ -156,18 +157,33 @@ impl Sender {
                         Failure::Final(error)
                     }
                 })?;
-                read(resp).await?
+                let (status, headers, bytes) = read(resp).await?;
+                (status, headers, bytes, None)
             }
             Target::Lanes(app) => {
-                read(app.call(endpoint, self.api_key.as_deref(), body).await).await?
+                let whole = app
+                    .call_whole(endpoint, self.api_key.as_deref(), body, MAX_BODY)
+                    .await
+                    .map_err(|e| Failure::Retry {
+                        error: Error::new(
+                            "connection_error",
+                            format!("the answer broke off: {}", e.message),
+                        ),
+                        hint: None,
+                        overloaded: false,
+                    })?;
+                (whole.status, whole.headers, whole.body, whole.id)
             }
         };
         let hints = Hints::from_headers(&headers);
-        let request_id = [&X_REQUEST_ID, &X_LANEWAY_REQUEST_ID]
-            .into_iter()
-            .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
-            .unwrap_or(id)
-            .to_owned();
+        let request_id = match named {
+            Some(named) => named.to_string(),
+            None => [&X_REQUEST_ID, &X_LANEWAY_REQUEST_ID]
+                .into_iter()
+                .find_map(|h| headers.get(h).and_then(|v| v.to_str().ok()))
+                .unwrap_or(id)
+                .to_owned(),
+        };
         let exhausted = hints.exhausted_for();
         // Only a 429 can mean spent quota; a success is not searched.
         let quota = status == http::StatusCode::TOO_MANY_REQUESTS && is_quota_error(&bytes);

@@ -175,3 +175,57 @@ async fn through_in_process_lanes_the_same_answers_give_the_same_kinds_of_error(
     assert_eq!((e.status, e.code.as_str()), (Some(503), "http_503"));
     assert_eq!(e.message.len(), 512);
 }
+
+/// An upstream whose first answer stops after `part`, its connection held open, and whose later
+/// answers are `whole`.
+async fn stalls_once(part: Vec<u8>, whole: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (part, whole) = (Arc::new(part), Arc::new(whole));
+    let served = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (part, whole, served) = (part.clone(), whole.clone(), served.clone());
+            tokio::spawn(async move {
+                while read_request(&mut sock).await {
+                    if served.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let _ = sock.write_all(&part).await;
+                        // Held open until the client goes: the answer never ends.
+                        let _ = sock.read(&mut [0u8; 1]).await;
+                        return;
+                    }
+                    let _ = sock.write_all(&whole).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn through_lanes_an_answer_that_stalls_ends_at_the_deadline_and_frees_its_slot() {
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\"";
+    let body = br#"{"id": "ok", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}"#;
+    let url = stalls_once(head.to_vec(), response("200 OK", "application/json", body)).await;
+    // One request in flight at most: a slot the stalled answer kept would hold the second item
+    // in the lane's queue until its own deadline.
+    let config = laneway_config::Config::parse(&format!(
+        "[server]\nrequest_timeout = \"1s\"\n\
+         [[lane]]\nname = \"l\"\nurl = \"{url}\"\n\
+         concurrency_limit = {{ max_concurrent_requests = 1 }}\n\
+         [[route]]\nmodel = \"*\"\nlanes = [\"l\"]\n"
+    ))
+    .unwrap();
+    let runner = Runner::with_lanes(config, None).await.unwrap().attempts(1);
+    let req = || Request::chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+
+    let report = runner.run(vec![req()]).await;
+    let e = report.items[0].result.clone().unwrap_err();
+    assert_eq!((e.status, e.code.as_str()), (Some(504), "deadline_exceeded"), "{e}");
+    assert!(e.message.contains("mid-response"), "{e}");
+    assert!(e.request_id.is_some_and(|id| id.starts_with("req")), "the lanes' id");
+
+    let report = runner.run(vec![req()]).await;
+    let r = report.items[0].result.clone().unwrap();
+    assert_eq!(r.usage.map(|u| u.completion_tokens), Some(4));
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
@@ -16,17 +17,22 @@ use crate::auth::RequestCtx;
 use crate::label::Label;
 use crate::ledger::{End, Ledger};
 use crate::proxy::{record_refusal, routed, BATCH_PRIORITY};
-use crate::relay::relay;
+use crate::relay::{relay, Relay};
 use crate::respond::{error_response, GatewayError};
 use crate::table::Entry;
 use crate::topology::{KeyLive, Topology};
 use crate::App;
 
 /// How a request from inside ended.
+// Returned once per request and taken apart at once: boxing the answer would cost an allocation
+// per request to save a move of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Inside {
-    /// An answer (its body still to be read; the request ends with it).
+    /// An answer, its body still to be read: relayed as a client's response, or read whole. The
+    /// request ends with it.
     Answer {
-        response: Response,
+        relay: Relay,
+        ledger: Ledger,
         lane: Option<Label>,
         id: Arc<str>,
     },
@@ -77,8 +83,9 @@ pub(crate) async fn send(
     };
     let lane = ledger.lane.as_ref().map(|l| l.label.clone());
     match relayed {
-        Ok(r) => Inside::Answer {
-            response: r.respond(ledger),
+        Ok(relay) => Inside::Answer {
+            relay,
+            ledger,
             lane,
             id: ctx.id,
         },
@@ -101,6 +108,50 @@ async fn withdrawn(entry: &Entry, withdraw: Option<&CancellationToken>) {
     }
 }
 
+/// A whole answer from the lanes in this process ([`App::call_whole`]).
+#[derive(Debug)]
+pub struct Whole {
+    pub status: http::StatusCode,
+    /// A refusal's or a passed-through upstream error's headers (`retry-after` among them);
+    /// empty on a success, whose upstream headers the lanes have acted on already.
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// The request's id in the request table and the log; none when the key was refused.
+    pub id: Option<Arc<str>>,
+}
+
+impl Whole {
+    /// The gateway's own error, as a client would get it.
+    fn error(e: &ApiError, id: Option<Arc<str>>) -> Self {
+        let (parts, _) = error_response(e).into_parts();
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body: Bytes::from(e.to_body()),
+            id,
+        }
+    }
+
+    /// A refusal, or an upstream error the gateway passes on, read whole.
+    async fn refusal(response: Response, id: Arc<str>, limit: usize) -> Result<Self, ApiError> {
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                let message = format!("the upstream's error answer broke off: {e}");
+                ApiError::new(ErrorCode::UpstreamUnreachable, message)
+            })?
+            .to_bytes();
+        Ok(Self {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            id: Some(id),
+        })
+    }
+}
+
 impl App {
     /// Sends one request through the lanes in this process, as the key whose secret is
     /// `api_key` (none on a gateway without keys), and returns the response a client would
@@ -112,33 +163,18 @@ impl App {
         api_key: Option<&str>,
         body: Bytes,
     ) -> Response {
-        let topo = self.topo.load_full();
-        let Some(key) = topo.key(api_key).cloned() else {
-            return error_response(&ApiError::new(
-                ErrorCode::InvalidApiKey,
-                "the API key is not one of the config's [[key]]s",
-            ));
+        let (topo, key) = match self.caller(api_key) {
+            Ok(k) => k,
+            Err(e) => return error_response(&e),
         };
-        let who = Caller {
-            key: &key,
-            timeout: topo.request_timeout(),
-            priority: key
-                .key
-                .spec()
-                .priority
-                .max(BATCH_PRIORITY.saturating_add(1)),
-            batch: false,
-            withdraw: None,
-        };
-        let (mut response, id) = match send(self, &topo, endpoint, body, who).await {
-            Inside::Answer { response, id, .. } => (response, id),
-            Inside::Refused { error, id } => (error.into_response(), id),
-            // Nothing withdraws a call.
-            Inside::Withdrawn => {
-                let e = ApiError::new(ErrorCode::RequestCancelled, "withdrawn");
-                return error_response(&e);
-            }
-        };
+        let (mut response, id) =
+            match send(self, &topo, endpoint, body, as_caller(&topo, &key)).await {
+                Inside::Answer {
+                    relay, ledger, id, ..
+                } => (relay.respond(ledger), id),
+                Inside::Refused { error, id } => (error.into_response(), id),
+                Inside::Withdrawn => return error_response(&withdrawn_call()),
+            };
         if let Ok(v) = http::HeaderValue::from_str(&id) {
             response
                 .headers_mut()
@@ -146,4 +182,70 @@ impl App {
         }
         response
     }
+
+    /// [`App::call`] for a caller that wants the whole answer at once: the body is read within
+    /// the request, up to `limit` bytes, without building a client's response around it. A
+    /// refusal or an upstream error is a `Whole` with its status, and so are the request's
+    /// deadline and an operator's stop when they come mid-answer, as they would before it. `Err`
+    /// means the upstream's answer broke off or outgrew `limit`.
+    pub async fn call_whole(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        api_key: Option<&str>,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Whole, ApiError> {
+        let (topo, key) = match self.caller(api_key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Whole::error(&e, None)),
+        };
+        match send(self, &topo, endpoint, body, as_caller(&topo, &key)).await {
+            Inside::Answer {
+                relay, ledger, id, ..
+            } => match relay.whole(ledger, limit).await {
+                Ok((status, body)) => Ok(Whole {
+                    status,
+                    headers: http::HeaderMap::new(),
+                    body,
+                    id: Some(id),
+                }),
+                Err(e) if e.code == ErrorCode::UpstreamUnreachable => Err(e),
+                Err(e) => Ok(Whole::error(&e, Some(id))),
+            },
+            Inside::Refused { error, id } => Whole::refusal(error.into_response(), id, limit).await,
+            Inside::Withdrawn => Ok(Whole::error(&withdrawn_call(), None)),
+        }
+    }
+
+    /// The config and the key a call is made as: the key whose secret is `api_key`.
+    fn caller(&self, api_key: Option<&str>) -> Result<(Arc<Topology>, Arc<KeyLive>), ApiError> {
+        let topo = self.topo.load_full();
+        let key = topo.key(api_key).cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "the API key is not one of the config's [[key]]s",
+            )
+        })?;
+        Ok((topo, key))
+    }
+}
+
+/// A call as `key`: above the Batch API's items, with the config's request timeout.
+fn as_caller<'a>(topo: &Topology, key: &'a Arc<KeyLive>) -> Caller<'a> {
+    Caller {
+        key,
+        timeout: topo.request_timeout(),
+        priority: key
+            .key
+            .spec()
+            .priority
+            .max(BATCH_PRIORITY.saturating_add(1)),
+        batch: false,
+        withdraw: None,
+    }
+}
+
+/// Nothing withdraws a call; should it come to that, it is told so.
+fn withdrawn_call() -> ApiError {
+    ApiError::new(ErrorCode::RequestCancelled, "withdrawn")
 }

@@ -37,6 +37,7 @@ pub mod conn;
 pub mod control;
 pub mod forward;
 mod inside;
+pub use inside::Whole;
 pub mod label;
 pub mod ledger;
 pub mod metrics;

@@ -1,12 +1,16 @@
 //! From a routed request to the client's response: admission, attempts and fallbacks (in
 //! [`crate::forward`]), then the upstream's answer relayed with the lane, the queue wait and
 //! the usage tap, its body owning the permit, the table entry and the ledger until it ends.
+//! Callers in this process that want the answer whole take it with [`Relay::whole`] instead.
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use laneway_core::ApiError;
 use laneway_upstream::sse::UsageTap;
 use tokio::time::Instant;
 
@@ -52,7 +56,7 @@ pub(crate) async fn relay(
         permit,
         strip_usage,
         registration: p.registration,
-        watch: watch(entry, p.deadline),
+        deadline: p.deadline,
     })
 }
 
@@ -62,7 +66,7 @@ pub(crate) struct Relay {
     permit: laneway_admission::Permit,
     strip_usage: bool,
     registration: crate::table::Registration,
-    watch: Watch,
+    deadline: Instant,
 }
 
 impl Relay {
@@ -86,15 +90,7 @@ impl Relay {
                 h.insert(name, v);
             }
         }
-        let sse = h
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let tap = if sse {
-            UsageTap::sse(self.strip_usage)
-        } else {
-            UsageTap::json()
-        };
+        let (sse, tap) = tap(h, self.strip_usage);
         // Which lane served it and how long it waited for a slot, for clients tuning themselves.
         if let Some(v) = ledger.lane.as_ref().and_then(|l| l.header.clone()) {
             h.insert(names::X_LANEWAY_LANE.clone(), v);
@@ -108,11 +104,12 @@ impl Relay {
         h.insert(names::X_LANEWAY_QUEUE_MS.clone(), queued);
         ledger.status = parts.status.as_u16();
         ledger.code = std::borrow::Cow::Borrowed("ok");
+        let watch = watch(self.registration.entry.clone(), self.deadline);
         let held = Held {
             permit: self.permit,
             registration: self.registration,
             ledger,
-            watch: self.watch,
+            watch,
         };
         let shape = Shape {
             sse,
@@ -121,6 +118,85 @@ impl Relay {
         *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, shape));
         out
     }
+
+    /// The upstream's status and whole body, read here rather than relayed: for callers in this
+    /// process that want the answer at once (the library's runner, Batch API items). The
+    /// accounting is a relayed body's (usage settled, the ledger closed, the slot and the table
+    /// entry freed on return), without a client response to build or a watch to box: the
+    /// deadline and an operator's stop are watched while the body is read. An answer that
+    /// breaks off, outgrows `limit`, or is cut short by the deadline or an operator is an error
+    /// saying so, and the ledger records how it ended.
+    pub(crate) async fn whole(
+        self,
+        mut ledger: Ledger,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let Relay {
+            response,
+            mut permit,
+            strip_usage,
+            registration,
+            deadline,
+        } = self;
+        let (parts, incoming) = response.into_parts();
+        let (_, mut tap) = tap(&parts.headers, strip_usage);
+        ledger.status = parts.status.as_u16();
+        ledger.code = std::borrow::Cow::Borrowed("ok");
+        let entry = &registration.entry;
+        let read = tokio::select! {
+            r = http_body_util::Limited::new(incoming, limit).collect() => r.map_err(|e| {
+                let message = if e.is::<http_body_util::LengthLimitError>() {
+                    format!("the upstream's answer is larger than {limit} bytes")
+                } else {
+                    format!("the upstream's answer broke off: {e}")
+                };
+                (End::UpstreamBroke, Some(message))
+            }),
+            () = entry.cancel.cancelled() => Err((End::Operator, None)),
+            () = tokio::time::sleep_until(deadline) => Err((End::Deadline, None)),
+        };
+        let body = read.and_then(|c| {
+            let out = tap
+                .feed(c.to_bytes())
+                .map_err(|e| (End::UpstreamBroke, Some(e.to_string())))?;
+            Ok(match (out, tap.finish()) {
+                (Some(a), Some(b)) => Bytes::from([a, b].concat()),
+                (a, b) => a.or(b).unwrap_or_default(),
+            })
+        });
+        let usage = tap.usage();
+        if let Some(u) = usage {
+            permit.settle_tokens(u.total());
+        }
+        match body {
+            Ok(body) => {
+                ledger.close(End::Answered, usage);
+                Ok((parts.status, body))
+            }
+            Err((end, detail)) => {
+                ledger.close(end, usage);
+                let mut e = end.error();
+                if let Some(d) = detail {
+                    e.message = d;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether an answer is a stream of events, and the tap that learns its usage.
+fn tap(headers: &HeaderMap, strip_usage: bool) -> (bool, UsageTap) {
+    let sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let tap = if sse {
+        UsageTap::sse(strip_usage)
+    } else {
+        UsageTap::json()
+    };
+    (sse, tap)
 }
 
 /// Ends the body early on an operator stop or at the deadline.

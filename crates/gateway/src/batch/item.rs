@@ -76,7 +76,20 @@ pub(crate) async fn run(
         withdraw: Some(withdraw),
     };
     match inside::send(app, &topo, endpoint, body, who).await {
-        Inside::Answer { response, lane, id } => collect(response, id, lane).await,
+        Inside::Answer {
+            relay,
+            ledger,
+            lane,
+            id,
+        } => match relay.whole(ledger, MAX_ANSWER).await {
+            Ok((status, body)) => Outcome::Done {
+                status: status.as_u16(),
+                body,
+                request_id: id,
+                lane,
+            },
+            Err(e) => Outcome::error(&e, id),
+        },
         Inside::Refused {
             error: GatewayError::Api(a),
             id,
