@@ -204,8 +204,10 @@ async fn stalls_once(part: Vec<u8>, whole: Vec<u8>) -> String {
 
 #[tokio::test]
 async fn through_lanes_an_answer_that_stalls_ends_at_the_deadline_and_frees_its_slot() {
-    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\"";
-    let body = br#"{"id": "ok", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}"#;
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\"";
+    let body =
+        br#"{"id": "ok", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}"#;
     let url = stalls_once(head.to_vec(), response("200 OK", "application/json", body)).await;
     // One request in flight at most: a slot the stalled answer kept would hold the second item
     // in the lane's queue until its own deadline.
@@ -217,13 +219,21 @@ async fn through_lanes_an_answer_that_stalls_ends_at_the_deadline_and_frees_its_
     ))
     .unwrap();
     let runner = Runner::with_lanes(config, None).await.unwrap().attempts(1);
-    let req = || Request::chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+    let req =
+        || Request::chat(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
 
     let report = runner.run(vec![req()]).await;
     let e = report.items[0].result.clone().unwrap_err();
-    assert_eq!((e.status, e.code.as_str()), (Some(504), "deadline_exceeded"), "{e}");
+    assert_eq!(
+        (e.status, e.code.as_str()),
+        (Some(504), "deadline_exceeded"),
+        "{e}"
+    );
     assert!(e.message.contains("mid-response"), "{e}");
-    assert!(e.request_id.is_some_and(|id| id.starts_with("req")), "the lanes' id");
+    assert!(
+        e.request_id.is_some_and(|id| id.starts_with("req")),
+        "the lanes' id"
+    );
 
     let report = runner.run(vec![req()]).await;
     let r = report.items[0].result.clone().unwrap();

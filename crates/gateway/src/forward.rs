@@ -209,7 +209,9 @@ async fn admit(
             let position = candidates.pool_position(&permit);
             if let Some(store) = &plan.app.store {
                 let lane = &plan.topo.lanes[route.lanes[position]];
-                crate::shared::hold(plan, store, lane, &mut permit)
+                // Boxed: the shared store's round trip is a large future that only replicas
+                // sharing their limits need; inline, every request would carry its space.
+                Box::pin(crate::shared::hold(plan, store, lane, &mut permit))
                     .await
                     .map_err(Failure::last)?;
             }

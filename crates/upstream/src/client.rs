@@ -83,14 +83,12 @@ impl UpstreamClient {
         origin: &Origin,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        // Boxed: this future is a few KiB (connecting, the TLS handshake, the exchange), and a
-        // request waiting in a lane's queue would otherwise carry that space the whole time.
-        Box::pin(
-            self.pool
-                .send(&self.connector, self.connect_timeout, origin, request),
-        )
-        .await
-        .map_err(|f| self.describe(f))
+        // Not boxed: the pool boxes the large part (connecting) itself, on the rare path that
+        // needs it.
+        self.pool
+            .send(&self.connector, self.connect_timeout, origin, request)
+            .await
+            .map_err(|f| self.describe(f))
     }
 
     pub async fn send(

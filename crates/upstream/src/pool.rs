@@ -126,6 +126,20 @@ impl Pool {
                 Sent::Failed(e) => return Err(Failure::Http(e)),
             }
         }
+        // Boxed: connecting (the name lookup, the TCP and TLS handshakes) is most of this
+        // future's size, and it is needed only when no parked connection takes the request. Kept
+        // inline, every request would carry that space, allocated whole.
+        Box::pin(self.send_new(connector, connect_timeout, origin, req)).await
+    }
+
+    /// Sends `req` on a new connection to `origin`.
+    async fn send_new(
+        self: &Arc<Self>,
+        connector: &HttpsConnector<HttpConnector>,
+        connect_timeout: Duration,
+        origin: &Origin,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, Failure> {
         let link = connect(connector, connect_timeout, origin).await?;
         match link.send(req, self).await {
             Sent::Answered(resp) => Ok(resp),
