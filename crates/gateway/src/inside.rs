@@ -1,5 +1,5 @@
 //! Requests that start inside the process rather than on a socket: Batch API items and the
-//! library's in-process lanes ([`App::call`]). From routing on they take the path a client's
+//! library's in-process lanes ([`App::call_whole`]). From routing on they take the path a client's
 //! request takes (key checks, admission, attempts, relay, the request table and log), without
 //! HTTP in between.
 
@@ -154,37 +154,9 @@ impl Whole {
 
 impl App {
     /// Sends one request through the lanes in this process, as the key whose secret is
-    /// `api_key` (none on a gateway without keys), and returns the response a client would
-    /// get, body still streaming. Dropping the future or the body ends the request, as a client
-    /// going away does.
-    pub async fn call(
-        self: &Arc<Self>,
-        endpoint: Endpoint,
-        api_key: Option<&str>,
-        body: Bytes,
-    ) -> Response {
-        let (topo, key) = match self.caller(api_key) {
-            Ok(k) => k,
-            Err(e) => return error_response(&e),
-        };
-        let (mut response, id) =
-            match send(self, &topo, endpoint, body, as_caller(&topo, &key)).await {
-                Inside::Answer {
-                    relay, ledger, id, ..
-                } => (relay.respond(ledger), id),
-                Inside::Refused { error, id } => (error.into_response(), id),
-                Inside::Withdrawn => return error_response(&withdrawn_call()),
-            };
-        if let Ok(v) = http::HeaderValue::from_str(&id) {
-            response
-                .headers_mut()
-                .insert(crate::names::X_LANEWAY_REQUEST_ID.clone(), v);
-        }
-        response
-    }
-
-    /// [`App::call`] for a caller that wants the whole answer at once: the body is read within
-    /// the request, up to `limit` bytes, without building a client's response around it. A
+    /// `api_key` (none on a gateway without keys), and returns the whole answer: the body is
+    /// read within the request, up to `limit` bytes, without building a client's response
+    /// around it. Dropping the future ends the request, as a client going away does. A
     /// refusal or an upstream error is a `Whole` with its status, and so are the request's
     /// deadline and an operator's stop when they come mid-answer, as they would before it. `Err`
     /// means the upstream's answer broke off or outgrew `limit`.

@@ -20,7 +20,7 @@
 //! - [`reload`]: what a reload changes, and the changes that would weaken access it refuses.
 //! - [`catalog`]: the model ids `/v1/models` lists, with upstream discovery for patterns.
 //! - [`control`]: lane controls at run time (pause, resume, drain, concurrency by hand).
-//! - `inside`: requests that start in the process (batch items, [`App::call`]) on the request
+//! - `inside`: requests that start in the process (batch items, [`App::call_whole`]) on the request
 //!   path without HTTP.
 //! - [`batch`]: the OpenAI Batch API (`/v1/files`, `/v1/batches`), durable in SQLite, its items
 //!   below every interactive request in the lanes' queues.
