@@ -265,3 +265,24 @@ async fn a_spent_rate_budget_holds_new_items_instead_of_collecting_429s() {
     assert_eq!(report.failed, 0, "every item waited for its turn");
     assert_eq!(m.stats().rejected_429, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_item_through_in_process_lanes_keeps_its_chunks_and_usage() {
+    // A token-limited lane reads every answer's usage as it passes; the item gets it too.
+    let m = mock(MockConfig::new()).await;
+    let config = laneway_config::Config::parse(&format!(
+        "[[lane]]\nname = \"m\"\nurl = \"{}\"\ntpm = 1000000\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n",
+        m.url()
+    ))
+    .unwrap();
+    let runner = Runner::with_lanes(config, None).await.unwrap();
+    let req = Request::chat(
+        json!({"model": "mock-1", "stream": true, "messages": [{"role": "user", "content": "stream me"}]}),
+    );
+    let report = runner.run(vec![req]).await;
+    let r = report.items[0].result.as_ref().unwrap();
+    assert!(r.chunks.len() > 1, "the stream's chunks are kept");
+    let usage = r.usage.expect("a streamed item reports usage");
+    assert!(usage.completion_tokens > 0);
+    assert_eq!(report.usage, usage);
+}
