@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +16,7 @@ use crate::auth::RequestCtx;
 use crate::label::Label;
 use crate::ledger::{End, Ledger};
 use crate::proxy::{record_refusal, routed, BATCH_PRIORITY};
-use crate::relay::{relay, Relay};
+use crate::relay::{read_whole, relay, Relay};
 use crate::respond::{error_response, GatewayError};
 use crate::table::Entry;
 use crate::topology::{KeyLive, Topology};
@@ -135,14 +134,7 @@ impl Whole {
     /// A refusal, or an upstream error the gateway passes on, read whole.
     async fn refusal(response: Response, id: Arc<str>, limit: usize) -> Result<Self, ApiError> {
         let (parts, body) = response.into_parts();
-        let body = http_body_util::Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| {
-                let message = format!("the upstream's error answer broke off: {e}");
-                ApiError::new(ErrorCode::UpstreamUnreachable, message)
-            })?
-            .to_bytes();
+        let body = read_whole(body, limit).await?;
         Ok(Self {
             status: parts.status,
             headers: parts.headers,

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use laneway_core::ApiError;
+use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::UsageTap;
 use tokio::time::Instant;
 
@@ -144,20 +144,13 @@ impl Relay {
         ledger.code = std::borrow::Cow::Borrowed("ok");
         let entry = &registration.entry;
         let read = tokio::select! {
-            r = http_body_util::Limited::new(incoming, limit).collect() => r.map_err(|e| {
-                let message = if e.is::<http_body_util::LengthLimitError>() {
-                    format!("the upstream's answer is larger than {limit} bytes")
-                } else {
-                    format!("the upstream's answer broke off: {e}")
-                };
-                (End::UpstreamBroke, Some(message))
-            }),
+            r = read_whole(incoming, limit) => r.map_err(|e| (End::UpstreamBroke, Some(e.message))),
             () = entry.cancel.cancelled() => Err((End::Operator, None)),
             () = tokio::time::sleep_until(deadline) => Err((End::Deadline, None)),
         };
-        let body = read.and_then(|c| {
+        let body = read.and_then(|bytes| {
             let out = tap
-                .feed(c.to_bytes())
+                .feed(bytes)
                 .map_err(|e| (End::UpstreamBroke, Some(e.to_string())))?;
             Ok(match (out, tap.finish()) {
                 (Some(a), Some(b)) => Bytes::from([a, b].concat()),
@@ -183,6 +176,24 @@ impl Relay {
             }
         }
     }
+}
+
+/// A body read to its end, within `limit` bytes; an `upstream_unreachable` error saying which
+/// way it failed otherwise.
+pub(crate) async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let collected = http_body_util::Limited::new(body, limit).collect().await;
+    collected.map(|c| c.to_bytes()).map_err(|e| {
+        let message = if e.is::<http_body_util::LengthLimitError>() {
+            format!("the upstream's answer is larger than {limit} bytes")
+        } else {
+            format!("the upstream's answer broke off: {e}")
+        };
+        ApiError::new(ErrorCode::UpstreamUnreachable, message)
+    })
 }
 
 /// Whether an answer is a stream of events, and the tap that learns its usage.

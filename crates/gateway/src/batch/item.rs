@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 use serde::Serialize;
@@ -17,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::RequestCtx;
 use crate::inside::{self, Caller, Inside};
 use crate::proxy::BATCH_PRIORITY;
+use crate::relay::read_whole;
 use crate::respond::GatewayError;
 use crate::App;
 
@@ -130,27 +130,14 @@ async fn collect(
     lane: Option<crate::label::Label>,
 ) -> Outcome {
     let status = response.status().as_u16();
-    match http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-    {
-        Ok(c) => Outcome::Done {
+    match read_whole(response.into_body(), MAX_ANSWER).await {
+        Ok(body) => Outcome::Done {
             status,
-            body: c.to_bytes(),
+            body,
             request_id,
             lane,
         },
-        Err(e) => {
-            let msg = if e.is::<http_body_util::LengthLimitError>() {
-                format!("the upstream's answer is larger than {MAX_ANSWER} bytes")
-            } else {
-                format!("the upstream's answer broke off: {e}")
-            };
-            Outcome::error(
-                &ApiError::new(ErrorCode::UpstreamUnreachable, msg),
-                request_id,
-            )
-        }
+        Err(e) => Outcome::error(&e, request_id),
     }
 }
 
