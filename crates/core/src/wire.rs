@@ -78,6 +78,9 @@ pub enum PeekError {
     NotJson(String),
     #[error("the request body must be a JSON object")]
     NotObject,
+    /// Valid JSON that cannot be a request, such as a field given twice.
+    #[error("the request body is not a valid request: {0}")]
+    NotRequest(String),
     #[error("missing required parameter `{0}`")]
     Missing(&'static str),
     #[error("`{field}` must be {expected}")]
@@ -100,12 +103,18 @@ impl PeekError {
 
 #[derive(Deserialize)]
 struct Peek<'a> {
+    // Scalars are read raw and typed one by one below, so that a wrong type gets an error that
+    // names its field; serde's own message names only the expected type and the position.
     #[serde(borrow)]
     model: Option<&'a RawValue>,
-    stream: Option<bool>,
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    stream_options: Option<StreamOptions>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
     #[serde(borrow)]
     messages: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -115,8 +124,20 @@ struct Peek<'a> {
 }
 
 #[derive(Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
+struct StreamOptions<'a> {
+    #[serde(borrow)]
+    include_usage: Option<&'a RawValue>,
+}
+
+/// A field read raw, as type `T`, or the error naming it and what it must be.
+fn typed<'de, T: Deserialize<'de>>(
+    raw: Option<&'de RawValue>,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<Option<T>, PeekError> {
+    raw.map(|r| serde_json::from_str(r.get()))
+        .transpose()
+        .map_err(|_| PeekError::WrongType { field, expected })
 }
 
 /// Reads the routing and admission fields of a request body.
@@ -131,10 +152,15 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
             },
         );
     }
-    // A data error here is valid JSON with a field of the wrong type (`stream: "yes"`,
-    // `max_tokens: -1`); serde's message names the field and the position.
-    let p: Peek<'_> =
-        serde_json::from_slice(body).map_err(|e| PeekError::NotJson(e.to_string()))?;
+    // Every field is read raw, so a data error here is valid JSON that no request can be: a
+    // field given twice.
+    let p: Peek<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            PeekError::NotRequest(e.to_string())
+        } else {
+            PeekError::NotJson(e.to_string())
+        }
+    })?;
     let raw_model = p.model.ok_or(PeekError::Missing("model"))?;
     let model: String =
         serde_json::from_str(raw_model.get()).map_err(|_| PeekError::WrongType {
@@ -156,16 +182,25 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
             expected: "an array of messages",
         });
     }
+    const FLAG: &str = "true or false";
+    const COUNT: &str = "a non-negative integer";
+    let stream = typed(p.stream, "stream", FLAG)?;
+    let max_tokens = typed(p.max_tokens, "max_tokens", COUNT)?;
+    let max_completion = typed(p.max_completion_tokens, "max_completion_tokens", COUNT)?;
+    let options: Option<StreamOptions<'_>> =
+        typed(p.stream_options, "stream_options", "an object")?;
+    let include_usage = typed(
+        options.and_then(|o| o.include_usage),
+        "stream_options.include_usage",
+        FLAG,
+    )?;
     let start = offset_in(body, raw_model.get().as_bytes());
     Ok(RequestMeta {
         model,
         model_span: start..start + raw_model.get().len(),
-        stream: p.stream.unwrap_or(false),
-        max_tokens: p.max_completion_tokens.or(p.max_tokens),
-        include_usage: p
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
+        stream: stream.unwrap_or(false),
+        max_tokens: max_completion.or(max_tokens),
+        include_usage: include_usage.unwrap_or(false),
         prompt_bytes: prompt.get().len(),
     })
 }
@@ -265,6 +300,63 @@ mod tests {
             Err(PeekError::WrongType { field: "model", .. })
         ));
         assert!(peek(Endpoint::Embeddings, br#"{"model":"e","input":"x"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_is_named() {
+        let wrong = |body: &str| match peek(CHAT, body.as_bytes()) {
+            Err(e @ PeekError::WrongType { .. }) => (e.param(), e.to_string()),
+            other => panic!("{body}: {other:?}"),
+        };
+        let base = r#""model":"m","messages":[]"#;
+        for (extra, field, says) in [
+            (
+                r#""stream":"yes""#,
+                "stream",
+                "`stream` must be true or false",
+            ),
+            (
+                r#""max_tokens":-5"#,
+                "max_tokens",
+                "`max_tokens` must be a non-negative integer",
+            ),
+            (r#""max_tokens":1.5"#, "max_tokens", "non-negative integer"),
+            (
+                r#""max_completion_tokens":"9""#,
+                "max_completion_tokens",
+                "non-negative integer",
+            ),
+            (
+                r#""max_tokens":99999999999999999999999"#,
+                "max_tokens",
+                "non-negative integer",
+            ),
+            (
+                r#""stream_options":true"#,
+                "stream_options",
+                "`stream_options` must be an object",
+            ),
+            (
+                r#""stream_options":{"include_usage":1}"#,
+                "stream_options.include_usage",
+                "true or false",
+            ),
+        ] {
+            let (param, message) = wrong(&format!("{{{base},{extra}}}"));
+            assert_eq!(param, Some(field), "{extra}");
+            assert!(message.contains(says), "{extra}: {message}");
+        }
+        // `null` is the same as leaving a field out, as OpenAI's API takes it.
+        let m = peek(
+            CHAT,
+            br#"{"model":"m","messages":[],"stream":null,"max_tokens":null,"stream_options":null}"#,
+        )
+        .unwrap();
+        assert!(!m.stream && !m.include_usage && m.max_tokens.is_none());
+        assert!(matches!(
+            peek(CHAT, br#"{"model":"m","model":"n","messages":[]}"#),
+            Err(PeekError::NotRequest(_))
+        ));
     }
 
     #[test]

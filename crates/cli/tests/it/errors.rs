@@ -35,8 +35,13 @@ async fn malformed_requests_get_400_naming_the_problem() {
         ),
         (
             r#"{"model":"mock-1","messages":[],"stream":"yes"}"#,
-            "invalid type",
-            Value::Null,
+            "`stream` must be true or false",
+            json!("stream"),
+        ),
+        (
+            r#"{"model":"mock-1","messages":[],"max_tokens":-5}"#,
+            "`max_tokens` must be a non-negative integer",
+            json!("max_tokens"),
         ),
     ] {
         let r = post(body).await.unwrap();
