@@ -118,8 +118,9 @@ struct Req {
     model: Option<String>,
     #[serde(default)]
     stream: bool,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
+    // Any count the API's form allows; the answer is never longer than the mock's own length.
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
     stream_options: Option<StreamOptions>,
     input: Option<serde_json::Value>,
 }
@@ -224,12 +225,15 @@ fn answer_latency(cfg: &MockConfig, rng: &mut fastrand::Rng, in_flight: u64) -> 
 
 async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     s.stats.requests.fetch_add(1, Relaxed);
-    let Ok(req) = serde_json::from_slice::<Req>(&raw) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "the body is not a JSON object with a `model` string",
-        );
+    let req = match serde_json::from_slice::<Req>(&raw) {
+        Ok(req) => req,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("the body is not a valid request: {e}"),
+            )
+        }
     };
     let n = s.seq.fetch_add(1, Relaxed);
     let mut rng = fastrand::Rng::with_seed(
@@ -251,7 +255,9 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     let output = req
         .max_completion_tokens
         .or(req.max_tokens)
-        .map_or(cfg.output_tokens, |m| m.min(cfg.output_tokens));
+        .map_or(cfg.output_tokens, |m| {
+            u32::try_from(m).map_or(cfg.output_tokens, |m| m.min(cfg.output_tokens))
+        });
     let prompt = (raw.len() as u64).div_ceil(4);
     let mut limit_headers = HeaderMap::new();
     for (bucket, which, cost) in [

@@ -74,6 +74,29 @@ async fn a_huge_max_tokens_never_fits_like_any_too_large_one() {
     assert!(lanes_idle(&g).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_max_tokens_without_a_token_limit_is_passed_on_and_answered() {
+    // No token limit anywhere: the gateway has nothing to weigh it against and passes it on;
+    // the mock, like a provider, answers no longer than it would anyway.
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    for max in [json!(u64::from(u32::MAX) + 1), json!(u64::MAX)] {
+        let mut body = chat_body("mock-1");
+        body["max_tokens"] = max.clone();
+        let r = c
+            .post(url(g.addr, "/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "max_tokens {max}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+    }
+    assert!(lanes_idle(&g).await);
+}
+
 /// A gateway with one lane in front of `upstream`, one attempt per request, and a short bound
 /// on how long an upstream's hint may pause the lane.
 async fn in_front_of(upstream: std::net::SocketAddr) -> laneway_gateway::Gateway {
