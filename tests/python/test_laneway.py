@@ -176,3 +176,9 @@ def test_bad_arguments_are_value_errors():
         asyncio.run(laneway.parallel_completions([{"url": "/v1/images", "model": "x"}]))
     with pytest.raises(ValueError):
         laneway.Lanes(config="/nonexistent/laneway.toml")
+    # A base URL that cannot be one is refused before anything runs, naming it.
+    for bad in ["localhost:8400/v1", "ftp://127.0.0.1/v1", ""]:
+        with pytest.raises(ValueError, match="base_url") as e:
+            asyncio.run(laneway.parallel_completions(
+                [{"model": "mock-1", "messages": []}], base_url=bad))
+        assert bad in str(e.value)

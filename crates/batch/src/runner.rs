@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use laneway_upstream::{Endpoints, UpstreamClient};
+use laneway_upstream::{Endpoints, UpstreamClient, UpstreamError};
 use tokio::time::Instant;
 
 use crate::gate::{Concurrency, Gate};
@@ -74,6 +74,25 @@ impl Runner {
             fail_fast: false,
             on_progress: None,
         }
+    }
+
+    /// Like [`Runner::new`], but a base URL that does not parse is refused here, with the
+    /// reason, instead of failing every item of a run.
+    ///
+    /// ```
+    /// let err = laneway_batch::Runner::try_new("localhost:8400", None).err().unwrap();
+    /// assert!(err.to_string().contains("localhost:8400"), "{err}");
+    /// assert!(laneway_batch::Runner::try_new("http://127.0.0.1:8400/v1", None).is_ok());
+    /// ```
+    pub fn try_new(base_url: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
+        let runner = Self::new(base_url, api_key);
+        if let Target::Url {
+            endpoints: Err(e), ..
+        } = &runner.sender.target
+        {
+            return Err(e.clone());
+        }
+        Ok(runner)
     }
 
     /// A runner whose requests go through the lanes of `config` in this process, without a

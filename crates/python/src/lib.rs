@@ -138,7 +138,9 @@ fn prepare(
         ),
         None => {
             let base = base_url.unwrap_or_else(|| "http://127.0.0.1:8400/v1".into());
-            Target::Url(Runner::new(&base, api_key.as_deref()))
+            let runner = Runner::try_new(&base, api_key.as_deref())
+                .map_err(|e| PyValueError::new_err(format!("base_url: {e}")))?;
+            Target::Url(runner)
         }
     };
     let options = Options {

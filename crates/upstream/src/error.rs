@@ -16,7 +16,7 @@ pub enum UpstreamError {
     /// The connection broke before the response headers.
     #[error("the upstream dropped the connection before answering: {0}")]
     Dropped(String),
-    #[error("the lane's URL is invalid: {0}")]
+    #[error("the upstream URL is invalid: {0}")]
     BadUrl(String),
 }
 
