@@ -119,7 +119,8 @@ fn resume(path: &PathBuf) -> anyhow::Result<HashSet<String>> {
 async fn runner(a: &Args) -> anyhow::Result<Runner> {
     let key = a.api_key.as_deref();
     let runner = match &a.config {
-        None => Runner::new(&format!("{}/v1", a.url.trim_end_matches('/')), key),
+        None => Runner::try_new(&format!("{}/v1", a.url.trim_end_matches('/')), key)
+            .map_err(|e| anyhow::anyhow!("--url {}: {e}", a.url))?,
         Some(path) => {
             let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
             Runner::with_lanes(config, key).await?
@@ -145,6 +146,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     crate::logging::init(false);
     if a.concurrency == 0 {
         bail!("--concurrency must be at least 1");
+    }
+    if a.timeout.is_zero() {
+        bail!("--timeout must be longer than 0");
     }
     let lines = read_input(&a.input)?;
     let done = resume(&a.output)?;

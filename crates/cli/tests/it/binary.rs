@@ -364,6 +364,42 @@ fn batch_runs_every_line_once_and_resumes_after_a_crash() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn batch_refuses_flags_that_cannot_work_before_writing_anything() {
+    let dir = std::env::temp_dir().join(format!("laneway-batch-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = batch_input(&dir, 3, None);
+    let output = dir.join("out.jsonl");
+    for (flags, says) in [
+        (&["--url", "localhost:8400"][..], "--url localhost:8400"),
+        (
+            &["--url", "ftp://127.0.0.1:1"][..],
+            "--url ftp://127.0.0.1:1",
+        ),
+        (&["--timeout", "0s"][..], "--timeout must be longer than 0"),
+        (
+            &["--concurrency", "0"][..],
+            "--concurrency must be at least 1",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "batch",
+                input.to_str().unwrap(),
+                "-o",
+                output.to_str().unwrap(),
+            ])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {stderr}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+        assert!(!output.exists(), "{flags:?}: nothing was written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_log_can_be_json() {
     let dir = std::env::temp_dir().join(format!("laneway-log-{}", std::process::id()));
