@@ -206,7 +206,11 @@ fn request_options(
         let p: i32 = v.parse().map_err(|_| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("x-laneway-priority `{v}` is not an integer"),
+                format!(
+                    "x-laneway-priority `{v}` is not an integer from {} to {}",
+                    i32::MIN,
+                    i32::MAX
+                ),
             )
             .with_param("x-laneway-priority")
         })?;

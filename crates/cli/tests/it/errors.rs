@@ -203,6 +203,7 @@ async fn bad_request_headers_are_named() {
     for (h, v) in [
         ("x-laneway-timeout", "soon"),
         ("x-laneway-priority", "high"),
+        ("x-laneway-priority", "99999999999999999999"),
     ] {
         let r = c
             .post(url(g.addr, "/v1/chat/completions"))
@@ -214,6 +215,8 @@ async fn bad_request_headers_are_named() {
         assert_eq!(r.status(), 400);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["param"], h);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(v), "{h}: {v}: {message}");
     }
     let r = c
         .get(url(g.addr, "/v1/chat/completions"))
