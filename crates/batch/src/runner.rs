@@ -57,7 +57,8 @@ struct Counters {
 
 impl Runner {
     /// A runner for an OpenAI-compatible base URL (a Laneway gateway, a provider, a local
-    /// server), like `http://127.0.0.1:8400/v1`, with an optional Bearer key.
+    /// server), like `http://127.0.0.1:8400/v1`, with an optional Bearer key. A base URL that
+    /// does not parse fails each item with the reason; [`Runner::try_new`] refuses it instead.
     pub fn new(base_url: &str, api_key: Option<&str>) -> Self {
         Self {
             sender: Sender {
