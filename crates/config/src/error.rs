@@ -56,6 +56,20 @@ impl fmt::Display for ConfigError {
 }
 
 /// 1-based line of a byte offset.
+/// The key of a `key = value` line holding `offset`, when it is a plain one.
+pub fn key_at(text: &str, offset: usize) -> Option<String> {
+    let end = offset.min(text.len());
+    let start = text.get(..end)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    plain.then(|| key.to_owned())
+}
+
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]

@@ -72,11 +72,20 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(".");
             let inner = e.into_inner();
+            let span = inner.span().map(|s| s.start);
+            let path = match path.as_str() {
+                // The TOML itself failed (a number too large, say) before serde saw a key: the
+                // key written on that line names it.
+                "" | "." => span
+                    .and_then(|s| error::key_at(text, s))
+                    .unwrap_or_default(),
+                _ => path,
+            };
             ConfigError {
                 file: None,
                 problems: vec![Problem {
-                    line: inner.span().map(|s| error::line_of(text, s.start)),
-                    path: if path == "." { String::new() } else { path },
+                    line: span.map(|s| error::line_of(text, s)),
+                    path,
                     message: inner.message().trim().to_string(),
                 }],
             }

@@ -122,6 +122,21 @@ fn unknown_keys_name_their_path_and_line() {
 }
 
 #[test]
+fn a_number_too_large_for_toml_names_its_key_and_line() {
+    let err = Config::parse(
+        "[[lane]]\nname = \"a\"\nurl = \"http://x.example\"\nrpm = 99999999999999999999\n",
+    )
+    .unwrap_err();
+    let p = &err.problems[0];
+    assert_eq!(p.line, Some(4), "{err}");
+    assert_eq!(p.path, "rpm", "{err}");
+    assert!(p.message.contains("too large"), "{err}");
+    // A line that is not `key = value` leaves the key out rather than guess.
+    let err = Config::parse("[[lane]\n").unwrap_err();
+    assert_eq!(err.problems[0].path, "", "{err}");
+}
+
+#[test]
 fn unset_variables_are_named() {
     let err = Config::parse("[server]\nadmin_key = \"${LW_TEST_SURELY_UNSET}\"\n").unwrap_err();
     let text = err.to_string();
