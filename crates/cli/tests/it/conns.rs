@@ -251,3 +251,40 @@ async fn sigterm_does_not_wait_for_idle_or_half_sent_connections() {
     drop(held);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_cannot_be_read_gets_an_openai_shaped_error_and_a_close() {
+    let (g, m) = gateway_with("").await;
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let long_uri = format!("/v1/models?{}", "a".repeat(70_000));
+    for (head, status) in [
+        (
+            format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{many}\r\n"),
+            "431",
+        ),
+        (format!("GET {long_uri} HTTP/1.1\r\nhost: x\r\n\r\n"), "414"),
+        (
+            "GET /v1/models HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".to_owned(),
+            "400",
+        ),
+    ] {
+        let mut s = TcpStream::connect(g.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let text = response(&mut s).await;
+        assert!(text.starts_with(&format!("HTTP/1.1 {status}")), "{text}");
+        assert!(text.contains("content-type: application/json"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).expect(&text);
+        assert_eq!(v["error"]["code"], "invalid_request", "{text}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{text}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("request's"),
+            "{text}"
+        );
+    }
+    assert_eq!(m.stats().requests, 0, "nothing reached the upstream");
+    assert!(lanes_idle(&g).await);
+}

@@ -838,11 +838,24 @@ where
             if self.has_h2_prefix() {
                 return Err(crate::Error::new_version_h2());
             }
-            if let Some(msg) = T::on_error(&err) {
+            if let Some(mut msg) = T::on_error(&err) {
                 // Drop the cached headers so as to not trigger a debug
                 // assert in `write_head`...
                 self.state.cached_headers.take();
-                self.write_head(msg, None);
+                match T::on_error_body(&err) {
+                    // Laneway: the body goes out right behind the head, in the same buffer,
+                    // and the connection closes after it as it does after any parse error.
+                    Some(body) => {
+                        msg.headers.insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        self.write_head(msg, Some(BodyLength::Known(body.len() as u64)));
+                        self.io.headers_buf().extend_from_slice(body.as_bytes());
+                        self.state.writing = Writing::Closed;
+                    }
+                    None => self.write_head(msg, None),
+                }
                 self.state.error = Some(err);
                 return Ok(());
             }

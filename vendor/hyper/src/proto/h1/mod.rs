@@ -37,6 +37,12 @@ pub(crate) trait Http1Transaction {
 
     fn on_error(err: &crate::Error) -> Option<MessageHead<Self::Outgoing>>;
 
+    /// Laneway: a JSON body for the automatic answer to a request that could not be parsed, so
+    /// it says what was wrong in the same OpenAI error shape as every other refusal.
+    fn on_error_body(_err: &crate::Error) -> Option<&'static str> {
+        None
+    }
+
     fn is_client() -> bool {
         !Self::is_server()
     }

@@ -510,6 +510,27 @@ impl Http1Transaction for Server {
         Some(msg)
     }
 
+    fn on_error_body(err: &crate::Error) -> Option<&'static str> {
+        use crate::error::Kind;
+        Some(match *err.kind() {
+            Kind::Parse(Parse::TooLarge) => concat!(
+                r#"{"error":{"message":"the request's headers are too large or too many; "#,
+                r#"send fewer and shorter ones","type":"invalid_request_error","#,
+                r#""code":"invalid_request","param":null}}"#
+            ),
+            Kind::Parse(Parse::UriTooLong) => concat!(
+                r#"{"error":{"message":"the request's URI is too long","#,
+                r#""type":"invalid_request_error","code":"invalid_request","param":null}}"#
+            ),
+            Kind::Parse(_) => concat!(
+                r#"{"error":{"message":"the request's head is not valid HTTP/1.1 "#,
+                r#"(its method, URI, version or a header)","type":"invalid_request_error","#,
+                r#""code":"invalid_request","param":null}}"#
+            ),
+            _ => return None,
+        })
+    }
+
     fn is_server() -> bool {
         true
     }
