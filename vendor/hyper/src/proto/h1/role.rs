@@ -510,6 +510,7 @@ impl Http1Transaction for Server {
         Some(msg)
     }
 
+    // Laneway: the body of the automatic answer above, in OpenAI's error shape.
     fn on_error_body(err: &crate::Error) -> Option<&'static str> {
         use crate::error::Kind;
         Some(match *err.kind() {
