@@ -105,6 +105,8 @@ pub struct Endpoints([Target; 3]);
 impl Endpoints {
     /// Targets for `base` (like `https://api.example.com/v1`) plus each endpoint's path.
     pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
+        // The base alone first, so that a bad one is named as it was given.
+        Target::new(base, api_key)?;
         let [a, b, c] =
             Endpoint::ALL.map(|e| Target::new(&format!("{base}{}", e.upstream_suffix()), api_key));
         Ok(Self([a?, b?, c?]))
