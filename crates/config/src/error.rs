@@ -56,6 +56,25 @@ impl fmt::Display for ConfigError {
 }
 
 /// 1-based line of a byte offset.
+/// serde's message with Rust's type names said the way a config's reader knows them.
+pub fn plain_types(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, plain) in [
+        ("expected u8", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        if let Some(rest) = out.strip_suffix(rust) {
+            out = format!("{rest}{plain}");
+        }
+    }
+    out
+}
+
 /// The key of a `key = value` line holding `offset`, when it is a plain one.
 pub fn key_at(text: &str, offset: usize) -> Option<String> {
     let end = offset.min(text.len());

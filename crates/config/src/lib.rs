@@ -86,7 +86,7 @@ impl Config {
                 problems: vec![Problem {
                     line: span.map(|s| error::line_of(text, s)),
                     path,
-                    message: inner.message().trim().to_string(),
+                    message: error::plain_types(inner.message().trim()),
                 }],
             }
         })?;

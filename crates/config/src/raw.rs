@@ -22,7 +22,10 @@ impl<'de> Deserialize<'de> for EnvString {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of sections like [server], [[lane]], [[route]] and [[key]]"
+)]
 pub struct RawConfig {
     pub server: Option<toml::Spanned<RawServer>>,
     #[serde(default)]
@@ -37,7 +40,10 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table like [server] listen = "127.0.0.1:8400""#
+)]
 pub struct RawServer {
     pub listen: Option<EnvString>,
     pub admin_key: Option<EnvString>,
@@ -62,27 +68,39 @@ pub enum RawSize {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { max_concurrent_requests = 8 }"
+)]
 pub struct RawConcurrency {
     pub max_concurrent_requests: u32,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { requests_per_second = 5, burst_size = 10 }"
+)]
 pub struct RawRate {
     pub requests_per_second: f64,
     pub burst_size: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table like { max_len = 1000, timeout = "60s" }"#
+)]
 pub struct RawQueue {
     pub max_len: Option<u64>,
     pub timeout: Option<EnvString>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a lane, written [[lane]] with name and url"
+)]
 pub struct RawLane {
     pub name: EnvString,
     pub url: Option<EnvString>,
@@ -103,7 +121,10 @@ pub struct RawLane {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a route, written [[route]] with model and lanes"
+)]
 pub struct RawRoute {
     pub model: EnvString,
     pub lanes: Vec<EnvString>,
@@ -112,7 +133,10 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a key, written [[key]] with name and key"
+)]
 pub struct RawKey {
     pub name: EnvString,
     pub key: EnvString,
@@ -127,7 +151,10 @@ pub struct RawKey {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like [retry] max_attempts = 3"
+)]
 pub struct RawRetry {
     pub max_attempts: Option<u32>,
     pub budget: Option<RawBudget>,
@@ -136,21 +163,30 @@ pub struct RawRetry {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { ratio = 0.2, min_per_second = 10 }"
+)]
 pub struct RawBudget {
     pub ratio: Option<f64>,
     pub min_per_second: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table like { base = "200ms", max = "30s" }"#
+)]
 pub struct RawBackoff {
     pub base: Option<EnvString>,
     pub max: Option<EnvString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table like [limits] store = "redis://127.0.0.1:6379/0""#
+)]
 pub struct RawLimitsStore {
     pub store: Option<EnvString>,
     pub on_store_error: Option<EnvString>,
@@ -160,7 +196,10 @@ pub struct RawLimitsStore {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table like [storage] path = "laneway-data""#
+)]
 pub struct RawStorage {
     pub path: Option<EnvString>,
     pub max_file_size: Option<RawSize>,

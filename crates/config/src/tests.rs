@@ -137,6 +137,26 @@ fn a_number_too_large_for_toml_names_its_key_and_line() {
 }
 
 #[test]
+fn a_wrong_shape_is_said_in_the_config_s_words() {
+    for (toml, says) in [
+        (
+            "[[lane]]\nname = \"a\"\nurl = \"http://x.example\"\nconcurrency_limit = 4\n",
+            "expected a table like { max_concurrent_requests = 8 }",
+        ),
+        (
+            "[[lane]]\nname = \"a\"\nurl = \"http://x.example\"\nrpm = -1\n",
+            "expected a non-negative integer",
+        ),
+        ("server = 3\n", "expected a table like [server]"),
+    ] {
+        let err = Config::parse(toml).unwrap_err();
+        let message = &err.problems[0].message;
+        assert!(message.contains(says), "{toml}: {message}");
+        assert!(!message.contains("Raw"), "no type of ours leaks: {message}");
+    }
+}
+
+#[test]
 fn unset_variables_are_named() {
     let err = Config::parse("[server]\nadmin_key = \"${LW_TEST_SURELY_UNSET}\"\n").unwrap_err();
     let text = err.to_string();
