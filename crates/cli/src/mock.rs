@@ -59,13 +59,10 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     crate::logging::init(false);
-    if !(0.0..=1.0).contains(&a.error_rate) {
-        anyhow::bail!("--error-rate must be between 0 and 1, got {}", a.error_rate);
-    }
     let cfg = MockConfig {
         latency_ms: a.latency_ms,
         jitter_ms: a.jitter_ms,
-        tokens_per_second: a.tokens_per_second.max(0.0),
+        tokens_per_second: a.tokens_per_second,
         output_tokens: a.output_tokens,
         max_concurrent: a.max_concurrent,
         rpm: a.rpm,
@@ -79,6 +76,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         fail_retry_after_ms: a.fail_retry_after_ms,
         hold: a.hold,
     };
+    // Named as the flag that was typed, not as the config's field.
+    cfg.check()
+        .map_err(|e| anyhow::anyhow!("--{} {}", e.field.replace('_', "-"), e.problem))?;
     let server = MockServer::start(a.listen, cfg)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.listen))?;

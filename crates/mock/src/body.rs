@@ -198,7 +198,7 @@ pub fn stream(
     usage: Option<Usage>,
     guard: InFlight,
 ) -> Response {
-    let pace = (tokens_per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / tokens_per_second));
+    let pace = (tokens_per_second > 0.0).then(|| crate::secs(1.0 / tokens_per_second));
     let state = StreamState {
         kind,
         n,

@@ -40,7 +40,8 @@ impl Bucket {
         let ok = level >= cost.min(self.capacity);
         let after = if ok { level - cost } else { level };
         *s = (after, now);
-        let secs = |missing: f64| Duration::from_secs_f64((missing / self.per_sec).max(0.0));
+        // `check` refuses a limit of 0; were one here, 0/0 and x/0 would read as 0 and a day.
+        let secs = |missing: f64| crate::secs(missing / self.per_sec);
         Taken {
             ok,
             limit: self.capacity as u64,

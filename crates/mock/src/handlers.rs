@@ -217,7 +217,7 @@ fn answer_latency(cfg: &MockConfig, rng: &mut fastrand::Rng, in_flight: u64) -> 
         latency += cfg.latency_ms as f64 * 0.1 * extra as f64;
     }
     if latency >= 1.0 {
-        Duration::from_secs_f64(latency / 1000.0)
+        crate::secs(latency / 1000.0)
     } else {
         Duration::ZERO
     }

@@ -20,6 +20,7 @@ mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,76 @@ impl MockConfig {
             ..Self::default()
         }
     }
+
+    /// Refuses values that cannot describe an upstream: a status that is not an error, a pace
+    /// or rate that is not a number, an answer too long to build. Numbers a config can carry but
+    /// arithmetic cannot (a limit of 0, a latency of years) are clamped where they are used.
+    pub fn check(&self) -> Result<(), BadConfig> {
+        let bad = |field, problem: String| Err(BadConfig { field, problem });
+        if !(400..=599).contains(&self.fail_status) {
+            let got = self.fail_status;
+            return bad(
+                "fail_status",
+                format!("must be an error status from 400 to 599, got {got}"),
+            );
+        }
+        let tps = self.tokens_per_second;
+        if !(tps.is_finite() && tps >= 0.0) {
+            return bad(
+                "tokens_per_second",
+                format!("must be 0 or a positive number, got {tps}"),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            let got = self.error_rate;
+            return bad("error_rate", format!("must be between 0 and 1, got {got}"));
+        }
+        if self.rpm == Some(0) || self.tpm == Some(0) {
+            let field = if self.rpm == Some(0) { "rpm" } else { "tpm" };
+            return bad(
+                field,
+                "must be at least 1; leave it out for no limit".into(),
+            );
+        }
+        if self.output_tokens > MAX_OUTPUT_TOKENS {
+            let got = self.output_tokens;
+            return bad(
+                "output_tokens",
+                format!("must be at most {MAX_OUTPUT_TOKENS}, got {got}"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A config value the mock refuses: which field, and why.
+#[derive(Debug)]
+pub struct BadConfig {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl std::fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for BadConfig {}
+
+/// The longest completion the mock writes: about 6 MB of text, enough for any test.
+pub const MAX_OUTPUT_TOKENS: u32 = 1_000_000;
+
+/// The longest wait the mock computes (latency, pace, Retry-After): a day. Beyond it a value is a
+/// mistake, and `Duration::from_secs_f64` would panic on infinity (a limit of 0 per minute).
+const LONGEST: Duration = Duration::from_secs(86_400);
+
+/// Seconds as a `Duration`, clamped to `[0, LONGEST]`; NaN reads as 0.
+pub(crate) fn secs(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(s).map_or(LONGEST, |d| d.min(LONGEST))
 }
 
 /// A running mock: its address and counters; it stops when dropped.
@@ -80,6 +151,9 @@ pub struct MockServer {
 impl MockServer {
     /// Binds `listen` (port 0 for a free one) and serves in the background.
     pub async fn start(listen: SocketAddr, config: MockConfig) -> std::io::Result<Self> {
+        config
+            .check()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(state::MockState::new(config));

@@ -502,3 +502,35 @@ async fn sighup_reloads_the_config_file() {
     assert_eq!(r.status(), 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_mock_refuses_flags_that_describe_no_upstream() {
+    for (flags, says) in [
+        (
+            &["--fail-status", "99"][..],
+            "--fail-status must be an error status",
+        ),
+        (
+            &["--tokens-per-second", "NaN"][..],
+            "--tokens-per-second must be",
+        ),
+        (
+            &["--output-tokens", "4294967295"][..],
+            "--output-tokens must be at most",
+        ),
+        (
+            &["--error-rate", "2"][..],
+            "--error-rate must be between 0 and 1",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["mock", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {stderr}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{flags:?}: {stderr}");
+    }
+}

@@ -187,3 +187,28 @@ async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert_eq!(m.stats().max_in_flight, 11);
 }
+
+/// A pace of one token an aeon is clamped to a wait the mock can compute, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_pace_is_answered_not_panicked_on() {
+    let mut cfg = mock_cfg();
+    cfg.tokens_per_second = 1e-300;
+    let m = mock(cfg).await;
+    let c = client();
+    let body = json!({"model": "mock-1", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let mut r = c
+        .post(format!("{}/chat/completions", m.url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(
+        first.starts_with(b"data: "),
+        "the role chunk goes out at once"
+    );
+    drop(r);
+    assert!(m.stats().requests >= 1);
+}
