@@ -182,3 +182,25 @@ def test_bad_arguments_are_value_errors():
             asyncio.run(laneway.parallel_completions(
                 [{"model": "mock-1", "messages": []}], base_url=bad))
         assert bad in str(e.value)
+
+
+def test_arguments_of_the_wrong_kind_are_named():
+    chat = [{"model": "mock-1", "messages": []}]
+    url = "http://127.0.0.1:9/v1"  # never reached: every case fails before anything runs
+    for kw, error, says in [
+        ({"concurrency": -1}, ValueError, "concurrency must be from 1"),
+        ({"concurrency": 2**70}, ValueError, "concurrency must be from 1"),
+        ({"concurrency": "8"}, TypeError, "concurrency must be a whole number"),
+        ({"concurrency": True}, TypeError, "concurrency must be a whole number"),
+        ({"on_progress": 5}, TypeError, "on_progress must be callable"),
+    ]:
+        with pytest.raises(error, match=says):
+            asyncio.run(laneway.parallel_completions(chat, base_url=url, **kw))
+        with pytest.raises(error, match=says):
+            asyncio.run(_drain(laneway.iter_completions(chat, base_url=url, **kw)))
+    with pytest.raises(ValueError, match="request 0: url must be a string"):
+        asyncio.run(laneway.parallel_completions([{"url": 5, **chat[0]}], base_url=url))
+
+
+async def _drain(it):
+    return [r async for r in it]

@@ -13,9 +13,12 @@ pub fn parse_requests(text: &str) -> Result<Vec<Request>, String> {
             let Some(obj) = body.as_object_mut() else {
                 return Err(format!("request {i} is not a dict"));
             };
-            let url = obj.remove("url");
-            let url = url.as_ref().and_then(Value::as_str).unwrap_or("/v1/chat/completions");
-            let build = match url {
+            let url = match obj.remove("url") {
+                None => "/v1/chat/completions".to_owned(),
+                Some(Value::String(u)) => u,
+                Some(other) => return Err(format!("request {i}: url must be a string, not {other}")),
+            };
+            let build = match url.as_str() {
                 "/v1/chat/completions" => Request::chat,
                 "/v1/completions" => Request::completion,
                 "/v1/embeddings" => Request::embedding,

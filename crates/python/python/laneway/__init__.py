@@ -86,11 +86,26 @@ class Lanes:
         self._native = _laneway.Lanes(str(config), api_key)
 
 
+# More in flight than this is a mistake, not a bound: no upstream takes it.
+_MOST = 1 << 20
+
+
+def _bound(concurrency):
+    if concurrency == "auto":
+        return 256, True
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError(f'concurrency must be a whole number or "auto", not {concurrency!r}')
+    if not 1 <= concurrency <= _MOST:
+        raise ValueError(f"concurrency must be from 1 to {_MOST}, not {concurrency}")
+    return concurrency, False
+
+
 def _args(requests, concurrency, timeout, fail_fast, on_progress, base_url, api_key, lanes):
-    adaptive = concurrency == "auto"
-    bound = 256 if adaptive else int(concurrency)
+    bound, adaptive = _bound(concurrency)
     callback = None
     if on_progress is not None:
+        if not callable(on_progress):
+            raise TypeError(f"on_progress must be callable, not {type(on_progress).__name__}")
         loop = asyncio.get_running_loop()
         # Called from a worker thread: hand the report to the event loop.
         callback = lambda *v: loop.call_soon_threadsafe(on_progress, Progress(*v))  # noqa: E731
