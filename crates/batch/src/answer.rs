@@ -95,7 +95,14 @@ pub(crate) fn upstream_error(status: u16, bytes: &[u8]) -> Error {
             .or_else(|| text("type"))
             .unwrap_or_else(|| format!("http_{status}")),
         message: text("message").unwrap_or_else(|| {
-            String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()
+            // Not OpenAI's envelope: the start of what came, or that nothing came.
+            let start = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
+            let start = start.trim();
+            if start.is_empty() {
+                format!("the upstream answered {status} with no error message")
+            } else {
+                start.to_owned()
+            }
         }),
         retry_after: None,
         body: v.clone().map(Box::new),
@@ -110,6 +117,23 @@ mod tests {
 
     fn plain(text: &[u8]) -> Result<Response, Error> {
         read_plain(Bytes::copy_from_slice(text), "req".into())
+    }
+
+    #[test]
+    fn an_error_without_openai_s_envelope_still_says_something() {
+        let e = upstream_error(404, b"");
+        assert_eq!(e.code, "http_404");
+        assert_eq!(e.message, "the upstream answered 404 with no error message");
+        let e = upstream_error(502, b"  <html>bad gateway</html>\n");
+        assert_eq!(e.message, "<html>bad gateway</html>");
+        let e = upstream_error(
+            400,
+            br#"{"error": {"message": "no", "type": "invalid_request_error"}}"#,
+        );
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("invalid_request_error", "no")
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct Args {
     /// Output file (OpenAI Batch output lines); an existing one is resumed
     #[arg(long, short)]
     output: PathBuf,
-    /// Gateway to send to
+    /// Gateway to send to: its root or its /v1 base URL
     #[arg(long, default_value = "http://127.0.0.1:8400")]
     url: String,
     /// API key sent as Bearer
@@ -115,11 +115,22 @@ fn resume(path: &PathBuf) -> anyhow::Result<HashSet<String>> {
         .collect())
 }
 
+/// The /v1 base URL of the gateway given: its root (`http://host:8400`) or, as OpenAI's clients
+/// take it, its base URL (`http://host:8400/v1`), which must not become `/v1/v1`.
+fn base_url(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.ends_with("/v1") {
+        url.to_owned()
+    } else {
+        format!("{url}/v1")
+    }
+}
+
 /// The runner for the gateway URL given, or for the config's lanes in this process.
 async fn runner(a: &Args) -> anyhow::Result<Runner> {
     let key = a.api_key.as_deref();
     let runner = match &a.config {
-        None => Runner::try_new(&format!("{}/v1", a.url.trim_end_matches('/')), key)
+        None => Runner::try_new(&base_url(&a.url), key)
             .map_err(|e| anyhow::anyhow!("--url {}: {e}", a.url))?,
         Some(path) => {
             let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;

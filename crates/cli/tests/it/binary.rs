@@ -534,3 +534,43 @@ fn the_mock_refuses_flags_that_describe_no_upstream() {
         assert!(!stderr.contains("panicked"), "{flags:?}: {stderr}");
     }
 }
+
+/// `--url` takes a gateway's root or its `/v1` base URL, the form OpenAI's clients take; both
+/// reach the same endpoint (here the mock, which speaks the same API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_takes_a_root_or_a_base_url() {
+    let m = crate::util::mock(crate::util::mock_cfg()).await;
+    let dir = std::env::temp_dir().join(format!("laneway-batch-url-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = batch_input(&dir, 2, None);
+    for url in [
+        format!("http://{}", m.addr),
+        format!("http://{}/v1/", m.addr),
+    ] {
+        let output = dir.join("out.jsonl");
+        let _ = std::fs::remove_file(&output);
+        let args = [
+            "batch",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--url",
+            &url,
+        ]
+        .map(str::to_owned);
+        let out =
+            tokio::task::spawn_blocking(move || Command::new(BIN).args(args).output().unwrap())
+                .await
+                .unwrap();
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in std::fs::read_to_string(&output).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["response"]["status_code"], 200, "{url}: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
