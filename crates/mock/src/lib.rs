@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 pub use stats::StatsSnapshot;
@@ -141,6 +141,21 @@ pub(crate) fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).map_or(LONGEST, |d| d.min(LONGEST))
 }
 
+/// The mock's listening socket, with the gateway's accept backlog of 1024. `TcpListener::bind`
+/// leaves 128: a client that opens 256 connections at once overflows it, the kernel drops the
+/// SYNs that do not fit, and the client waits a full second for its retransmit, a stall that is
+/// the listener's, not the mock's or the client's.
+fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// A running mock: its address and counters; it stops when dropped.
 pub struct MockServer {
     pub addr: SocketAddr,
@@ -154,7 +169,7 @@ impl MockServer {
         config
             .check()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let listener = TcpListener::bind(listen).await?;
+        let listener = listener(listen)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(state::MockState::new(config));
         let stop = CancellationToken::new();
