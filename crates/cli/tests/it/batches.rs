@@ -227,8 +227,13 @@ async fn a_batch_runs_end_to_end_and_keys_see_only_their_own() {
     assert_eq!(list["data"], json!([]));
     let (_, list) = get(&c, g.addr, "sk-alice", "/v1/batches?limit=1").await;
     assert_eq!(list["data"][0]["id"], id.as_str());
-    let (s, _) = get(&c, g.addr, "sk-alice", "/v1/batches?limit=0").await;
-    assert_eq!(s, 400);
+    for bad in ["0", "101", "-1", "x", "99999999999999999999999"] {
+        let (s, v) = get(&c, g.addr, "sk-alice", &format!("/v1/batches?limit={bad}")).await;
+        assert_eq!(s, 400, "{bad}");
+        assert_eq!(v["error"]["param"], "limit", "{bad}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("from 1 to 100") && msg.contains(bad), "{msg}");
+    }
     // The admin sees every key's batches, with progress.
     let (s, all) = admin_json(&c, g.addr, "/admin/batches").await;
     assert_eq!(s, 200);

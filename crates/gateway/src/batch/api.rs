@@ -211,7 +211,9 @@ pub async fn cancel(
 #[derive(Deserialize)]
 pub struct Page {
     after: Option<String>,
-    limit: Option<usize>,
+    /// Read as text and parsed here, so that `limit=-1` is told as the range it must be in
+    /// rather than as serde's "invalid digit".
+    limit: Option<String>,
 }
 
 /// `GET /v1/batches?after=&limit=`: newest first, 20 by default, at most 100.
@@ -240,10 +242,15 @@ pub async fn admin_list(
 }
 
 async fn listing(app: &Arc<App>, owner: Option<String>, page: Page, admin: bool) -> Response {
-    let limit = page.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return fail(bad("limit must be between 1 and 100".into(), "limit"));
-    }
+    let limit = match page.limit.as_deref().map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(n @ 1..=100)) => n,
+        Some(_) => {
+            let got = page.limit.as_deref().unwrap_or_default();
+            let msg = format!("limit must be a whole number from 1 to 100, got `{got}`");
+            return fail(bad(msg, "limit"));
+        }
+    };
     let listed = match app.batches.existing().await {
         Ok(Some(storage)) => {
             blocking(&storage, move |s| {
