@@ -55,7 +55,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// 1-based line of a byte offset.
 /// serde's message with Rust's type names said the way a config's reader knows them.
 pub fn plain_types(message: &str) -> String {
     let mut out = message.to_owned();
@@ -89,6 +88,7 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
     plain.then(|| key.to_owned())
 }
 
+/// 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]

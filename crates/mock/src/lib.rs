@@ -71,8 +71,9 @@ impl MockConfig {
     }
 
     /// Refuses values that cannot describe an upstream: a status that is not an error, a pace
-    /// or rate that is not a number, an answer too long to build. Numbers a config can carry but
-    /// arithmetic cannot (a limit of 0, a latency of years) are clamped where they are used.
+    /// or rate that is not a number, a limit of 0, an answer too long to build. Waits too long
+    /// for a `Duration` (a latency of years, a pace of a token an aeon) are clamped where they
+    /// are computed, by `secs`.
     pub fn check(&self) -> Result<(), BadConfig> {
         let bad = |field, problem: String| Err(BadConfig { field, problem });
         if !(400..=599).contains(&self.fail_status) {

@@ -209,6 +209,4 @@ async fn a_tiny_pace_is_answered_not_panicked_on() {
         first.starts_with(b"data: "),
         "the role chunk goes out at once"
     );
-    drop(r);
-    assert!(m.stats().requests >= 1);
 }
