@@ -198,17 +198,22 @@ pub struct Gateway {
     shutdown: CancellationToken,
 }
 
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds `addr` for this process alone. `SO_REUSEADDR` only lets a restart bind while old
+/// connections sit in TIME_WAIT; `SO_REUSEPORT` is never set, because the kernel lets any
+/// process of the same user join such a port and take a share of its connections, so a second
+/// gateway (an open demo, say) could answer half of a keyed gateway's clients. A port in use
+/// is an error at start.
+fn exclusive_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
     socket.set_nodelay(true)?;
-    socket.bind(addr)?;
+    socket
+        .bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     socket.listen(1024)
 }
 
@@ -223,7 +228,8 @@ impl Gateway {
     }
 
     /// Like [`Gateway::start`], with `workers` extra threads (thread per core) each running
-    /// its own single-threaded runtime and accepting on the same port (`SO_REUSEPORT`). Requests
+    /// its own single-threaded runtime and accepting from the one listening socket (each holds
+    /// a duplicate of its descriptor; the kernel hands every connection to one of them). Requests
     /// then live entirely on one thread, as in nginx's worker model; lanes, keys and the request
     /// table are still shared. `0` serves on the caller's runtime.
     pub async fn start_with(
@@ -232,7 +238,7 @@ impl Gateway {
         listen: Option<SocketAddr>,
         workers: usize,
     ) -> std::io::Result<Self> {
-        let listener = reuseport_listener(listen.unwrap_or(config.server.listen))?;
+        let listener = exclusive_listener(listen.unwrap_or(config.server.listen))?;
         let addr = listener.local_addr()?;
         let app = App::new(config, config_path).await?;
         batch::resume(&app).await?;
@@ -248,7 +254,7 @@ impl Gateway {
                 tasks,
             ));
         } else {
-            drop(listener);
+            let listener = listener.into_std()?;
             for i in 0..workers {
                 let (app, router, token) = (app.clone(), router.clone(), shutdown.clone());
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -256,7 +262,7 @@ impl Gateway {
                     .build()?;
                 let listener = {
                     let _enter = runtime.enter();
-                    reuseport_listener(addr)?
+                    TcpListener::from_std(listener.try_clone()?)?
                 };
                 std::thread::Builder::new()
                     .name(format!("laneway-worker-{i}"))

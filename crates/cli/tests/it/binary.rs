@@ -574,3 +574,39 @@ async fn batch_takes_a_root_or_a_base_url() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A port held by one gateway is refused to a second one, whatever its config: two gateways
+/// sharing a port would split its clients between them (a keyless demo answering half of a
+/// keyed gateway's requests).
+#[test]
+fn a_second_gateway_on_a_used_port_fails_at_start() {
+    let (_first, addr) = start(&["serve", "--listen", "127.0.0.1:0", "--workers", "2"]);
+    let mut second = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--workers", "2"])
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A gateway that did start would serve until killed: bound the wait for its exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second gateway started on {addr} and kept serving");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second gateway started: {err}");
+    assert!(
+        err.to_lowercase().contains("address already in use") && err.contains(&addr),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+        "the second gateway printed a listening line"
+    );
+}
