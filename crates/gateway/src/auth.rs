@@ -28,29 +28,40 @@ impl RequestCtx {
     }
 }
 
-/// The presented secret: `Authorization: Bearer …`, else `api-key` / `x-api-key` (Azure-style
-/// and Anthropic-style clients).
+/// The presented secret: `Authorization: Bearer …` (the scheme in any case, as RFC 9110 has
+/// it), else `api-key` / `x-api-key` (Azure-style and Anthropic-style clients). An
+/// `Authorization` header with another scheme, or with no scheme at all, presents nothing.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        return Some(
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or(v)
-                .trim(),
-        );
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().ok()?.trim();
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
     }
     headers
         .get("api-key")
         .or_else(|| headers.get("x-api-key"))
         .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+fn matches(presented: &str, secret: &Secret<String>) -> bool {
+    bool::from(presented.as_bytes().ct_eq(secret.expose().as_bytes()))
 }
 
 fn presents(headers: &HeaderMap, secret: &Secret<String>) -> bool {
-    bearer(headers).is_some_and(|p| bool::from(p.as_bytes().ct_eq(secret.expose().as_bytes())))
+    bearer(headers).is_some_and(|p| matches(p, secret))
+}
+
+/// Whether `presented` is still the admin key: long-lived admin sessions (the panel's event
+/// stream) ask again after every reload could have rotated it.
+pub fn is_admin_key(app: &App, presented: &str) -> bool {
+    app.topo
+        .load()
+        .admin_key()
+        .is_some_and(|key| matches(presented, key))
 }
 
 /// The client key a request presents (the anonymous one on a gateway without keys).
@@ -93,5 +104,33 @@ pub fn metrics(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "/metrics needs server.metrics_key: send `Authorization: Bearer <metrics key>`",
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_and_nothing_else_presents_a_key() {
+        for v in [
+            "Bearer sk-1",
+            "bearer sk-1",
+            "BEARER sk-1",
+            "  Bearer   sk-1 ",
+        ] {
+            assert_eq!(bearer(&with("authorization", v)), Some("sk-1"), "{v}");
+        }
+        for v in ["sk-1", "Basic sk-1", "Bearer ", "Bearer"] {
+            assert_eq!(bearer(&with("authorization", v)), None, "{v}");
+        }
+        assert_eq!(bearer(&with("x-api-key", "sk-2")), Some("sk-2"));
+        assert_eq!(bearer(&with("api-key", "sk-3")), Some("sk-3"));
     }
 }

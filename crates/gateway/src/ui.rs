@@ -65,15 +65,24 @@ fn snapshot(app: &App) -> Event {
     Event::default().data(body.to_string())
 }
 
-/// `/admin/events`: a snapshot at once, then one every [`TICK`] for as long as the panel stays.
+/// `/admin/events`: a snapshot at once, then one every [`TICK`] for as long as the panel stays
+/// and the key it opened with is still the admin key. A reload that changes or removes
+/// `admin_key` ends the stream at the next tick: a revoked key sees nothing more.
 pub async fn events(State(app): State<Arc<App>>, req: Request) -> Result<Response, GatewayError> {
     crate::auth::admin(&app, req.headers())?;
-    let stream = futures_util::stream::unfold((app, true), |(app, first)| async move {
-        if !first {
-            tokio::time::sleep(TICK).await;
+    let opened_with: Arc<str> = Arc::from(crate::auth::bearer(req.headers()).unwrap_or_default());
+    let stream = futures_util::stream::unfold((app, true), move |(app, first)| {
+        let opened_with = opened_with.clone();
+        async move {
+            if !first {
+                tokio::time::sleep(TICK).await;
+                if !crate::auth::is_admin_key(&app, &opened_with) {
+                    return None;
+                }
+            }
+            let event = snapshot(&app);
+            Some((Ok::<_, Infallible>(event), (app, false)))
         }
-        let event = snapshot(&app);
-        Some((Ok::<_, Infallible>(event), (app, false)))
     });
     let mut r = Sse::new(stream).into_response();
     r.headers_mut()
