@@ -31,7 +31,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .config
         .clone()
         .or_else(|| default.exists().then_some(default));
-    let config = match &path {
+    let mut config = match &path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -52,9 +52,24 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let gw = Gateway::start_with(config, path.clone(), a.listen, workers)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot start: {e}"))?;
+    // The demo keeps its Batch API files in a directory made for this run alone (random name,
+    // 0700), removed when it exits.
+    let demo_dir = match path {
+        Some(_) => None,
+        None => {
+            let dir = laneway_storage::private::fresh_temp_dir("laneway-demo")
+                .map_err(|e| anyhow::anyhow!("cannot make the demo's storage directory: {e}"))?;
+            config.storage.path = dir.clone();
+            Some(dir)
+        }
+    };
+    let gw = match Gateway::start_with(config, path.clone(), a.listen, workers).await {
+        Ok(gw) => gw,
+        Err(e) => {
+            remove_demo_dir(demo_dir.as_deref());
+            anyhow::bail!("cannot start: {e}");
+        }
+    };
     let addr = gw.addr;
     println!("listening on http://{addr}");
     if demo {
@@ -65,6 +80,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     println!("  API:     http://{addr}/v1  (try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}')");
     println!("  panel:   http://{addr}/ui");
     println!("  metrics: http://{addr}/metrics");
+    if let Some(dir) = &demo_dir {
+        println!(
+            "  storage: {} (private to this run, removed at exit)",
+            dir.display()
+        );
+    }
     reload_on_hangup(&gw);
     terminated().await;
     eprintln!("laneway: draining (up to server.shutdown_grace)");
@@ -72,7 +93,14 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if left > 0 {
         eprintln!("laneway: {left} requests were still running when the grace period ended");
     }
+    remove_demo_dir(demo_dir.as_deref());
     Ok(ExitCode::SUCCESS)
+}
+
+fn remove_demo_dir(dir: Option<&std::path::Path>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn reload_on_hangup(gw: &Gateway) {

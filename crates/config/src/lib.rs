@@ -96,10 +96,11 @@ impl Config {
         })
     }
 
-    /// The built-in demo: one in-process mock lane named `mock` serving `mock-*`, no auth; Batch
-    /// API files and batches in a directory of its own under the system's temporary directory.
+    /// The built-in demo: one in-process mock lane named `mock` serving `mock-*`, no auth.
+    /// Its `storage.path` is the default; `laneway serve` points it at a fresh private
+    /// directory of its own for the demo's Batch API files and batches.
     pub fn demo() -> Self {
-        let mut c = Self::parse(
+        Self::parse(
             r#"
             [[lane]]
             name = "mock"
@@ -110,9 +111,7 @@ impl Config {
             lanes = ["mock"]
             "#,
         )
-        .expect("the demo config is valid");
-        c.storage.path = std::env::temp_dir().join(format!("laneway-demo-{}", std::process::id()));
-        c
+        .expect("the demo config is valid")
     }
 
     /// The first route whose pattern matches the model: the one rule that routes a request.

@@ -1,4 +1,59 @@
-//! Request ids: `req_` and 24 random hex digits, unless the client sent its own `x-request-id`.
+//! Request ids: `req_` and 24 random hex digits, unless the client sent its own `x-request-id`;
+//! and the random bytes of every id that crosses a trust boundary (requests, files, batches,
+//! responses), which come from the operating system's random source.
+
+use std::cell::RefCell;
+
+/// Random bytes are drawn from the OS this many at a time, per thread: one `getrandom` call
+/// serves about a hundred request ids instead of one each.
+const POOL: usize = 1024;
+
+thread_local! {
+    static RANDOM: RefCell<([u8; POOL], usize)> = const { RefCell::new(([0; POOL], POOL)) };
+}
+
+/// Fills `out` with bytes from the operating system's random source (buffered per thread).
+/// Only when the OS has no random source to give does it fall back to a seeded generator, so
+/// that ids are still unique; that never happens on a supported system.
+pub fn random_bytes(out: &mut [u8]) {
+    RANDOM.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (pool, used) = &mut *guard;
+        for chunk in out.chunks_mut(POOL) {
+            if *used + chunk.len() > POOL {
+                if getrandom::getrandom(pool).is_err() {
+                    fallback(pool);
+                }
+                *used = 0;
+            }
+            chunk.copy_from_slice(&pool[*used..*used + chunk.len()]);
+            // Bytes handed out are never handed out again.
+            pool[*used..*used + chunk.len()].fill(0);
+            *used += chunk.len();
+        }
+    });
+}
+
+fn fallback(pool: &mut [u8]) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut x =
+        (seed as u64) ^ u64::from(std::process::id()).rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    for b in pool.iter_mut() {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        *b = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+    }
+}
+
+fn random_u128() -> u128 {
+    let mut b = [0u8; 16];
+    random_bytes(&mut b);
+    u128::from_le_bytes(b)
+}
 
 /// Longest client-supplied id Laneway keeps; longer ones are replaced so that a hostile header
 /// cannot bloat logs, the request table or the panel.
@@ -14,7 +69,7 @@ pub fn new_id(prefix: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // 96 random bits as 24 hex digits, written by hand: one is made for every request, and
     // `format!` of a u128 costs several times as much.
-    let bits = fastrand::u128(..) >> 32;
+    let bits = random_u128() >> 32;
     let mut digits = [0u8; 24];
     for (i, d) in digits.iter_mut().enumerate() {
         *d = HEX[((bits >> ((23 - i) * 4)) & 0xf) as usize];
@@ -66,12 +121,17 @@ mod tests {
     }
 
     #[test]
-    fn digits_are_the_random_bits_in_order() {
-        fastrand::seed(7);
-        let id = new_id("item");
-        fastrand::seed(7);
-        let expected = format!("item_{:024x}", fastrand::u128(..) >> 32);
-        assert_eq!(id, expected);
+    fn random_bytes_are_never_repeated_across_refills() {
+        let mut seen = std::collections::HashSet::new();
+        // Several refills of the pool, in pieces that straddle its end.
+        for _ in 0..(4 * POOL / 24) {
+            let mut b = [0u8; 24];
+            random_bytes(&mut b);
+            assert!(seen.insert(b), "a 24-byte draw repeated");
+        }
+        let mut big = vec![0u8; 3 * POOL + 7];
+        random_bytes(&mut big);
+        assert!(big.iter().filter(|&&b| b == 0).count() < big.len() / 16);
     }
 
     #[test]

@@ -86,7 +86,9 @@ impl Storage {
     /// Opens (creating if missing) the storage under `root`. Leftovers of a process that died
     /// mid-write (partial uploads, unrecorded output files) are removed.
     pub fn open(root: &Path, max_file_size: usize) -> Result<Self, Error> {
-        std::fs::create_dir_all(root.join("files"))?;
+        crate::private::ensure_dir(root)?;
+        crate::private::ensure_dir(&root.join("files"))?;
+        crate::private::prepare_db_file(&root.join("laneway.db"))?;
         let conn = Connection::open(root.join("laneway.db"))?;
         // WAL: readers never block the writer; NORMAL sync is durable across a killed process
         // (only a power loss may lose the last transactions).

@@ -154,7 +154,7 @@ impl Storage {
     pub fn begin_upload(&self) -> Result<Upload, Error> {
         let id = crate::new_id("file-");
         let part = self.file_path(&format!("{id}.part"));
-        let file = File::create(&part)?;
+        let file = crate::private::create_file(&part)?;
         Ok(Upload {
             id,
             part,

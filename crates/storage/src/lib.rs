@@ -15,6 +15,9 @@
 pub mod batches;
 mod db;
 pub mod files;
+pub mod private;
+#[cfg(all(test, unix))]
+mod private_tests;
 #[cfg(test)]
 mod tests;
 pub mod validate;
@@ -33,8 +36,17 @@ pub fn now() -> i64 {
 /// A fresh id with OpenAI's look: `file-…`, `batch_…`.
 pub fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let tail: String = (0..24)
-        .map(|_| char::from(ALPHABET[fastrand::usize(..ALPHABET.len())]))
-        .collect();
+    // From the OS's random source: ids are handed to clients. A byte below 248 (4 × 62) picks a
+    // letter by its remainder and the few above are dropped, so every letter is equally likely.
+    let mut tail = String::with_capacity(24);
+    let mut bytes = [0u8; 48];
+    while tail.len() < 24 {
+        laneway_core::id::random_bytes(&mut bytes);
+        for &b in &bytes {
+            if tail.len() < 24 && usize::from(b) < 4 * ALPHABET.len() {
+                tail.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+            }
+        }
+    }
     format!("{prefix}{tail}")
 }

@@ -70,7 +70,7 @@ fn start(args: &[&str]) -> (Proc, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_on_port_zero_and_exits_on_sigterm() {
-    let dir = std::env::temp_dir().join(format!("laneway-demo-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("laneway-demo-cwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (mut child, addr) = spawn(
         &["serve", "--listen", "127.0.0.1:0"],
@@ -578,27 +578,22 @@ async fn batch_takes_a_root_or_a_base_url() {
 /// A port held by one gateway is refused to a second one, whatever its config: two gateways
 /// sharing a port would split its clients between them (a keyless demo answering half of a
 /// keyed gateway's requests).
-#[test]
-fn a_second_gateway_on_a_used_port_fails_at_start() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_a_used_port_fails_at_start() {
     let (_first, addr) = start(&["serve", "--listen", "127.0.0.1:0", "--workers", "2"]);
-    let mut second = Command::new(BIN)
+    let second = tokio::process::Command::new(BIN)
         .args(["serve", "--listen", &addr, "--workers", "2"])
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .kill_on_drop(true)
+        .output();
+    // A gateway that did start would serve until killed: the bound keeps the test from hanging.
+    let out = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .unwrap_or_else(|_| panic!("the second gateway started on {addr} and kept serving"))
         .unwrap();
-    // A gateway that did start would serve until killed: bound the wait for its exit.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while second.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("the second gateway started on {addr} and kept serving");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = second.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the second gateway started: {err}");
     assert!(
@@ -609,4 +604,55 @@ fn a_second_gateway_on_a_used_port_fails_at_start() {
         !String::from_utf8_lossy(&out.stdout).contains("listening on"),
         "the second gateway printed a listening line"
     );
+}
+
+/// The demo's storage is a new private directory each start, under a name no other local user
+/// can predict, and it is gone after the demo exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_stores_in_a_fresh_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let start_demo = || {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines().map_while(Result::ok);
+        let dir = lines
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("storage: ")
+                    .and_then(|rest| rest.split(" (").next())
+                    .map(std::path::PathBuf::from)
+            })
+            .expect("a storage line");
+        std::thread::spawn(move || for _ in lines {});
+        (child, dir)
+    };
+    let (first, dir_a) = start_demo();
+    let (second, dir_b) = start_demo();
+    assert_ne!(dir_a, dir_b);
+    for (child, dir) in [(first, dir_a), (second, dir_b)] {
+        let meta = std::fs::symlink_metadata(&dir).unwrap();
+        assert!(meta.is_dir() && !meta.file_type().is_symlink());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            dir.display()
+        );
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.contains(&child.id().to_string()), "{name}");
+        sigterm(&child);
+        let mut child = child;
+        let code = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(code.success());
+        assert!(!dir.exists(), "{} outlived the demo", dir.display());
+    }
 }
