@@ -194,11 +194,18 @@ async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<waiter::Grante
     if queueing.is_empty() {
         return Err(first_refusal.unwrap_or(AdmissionError::Cancelled));
     }
-    let open: Vec<Arc<Lane>> = queueing
+    let mut open: Vec<Arc<Lane>> = queueing
         .iter()
         .filter(|l| l.queued() < l.queue_limits().0)
         .cloned()
         .collect();
+    if open.is_empty() {
+        // Every queue is full: a key with fewer waiting than another takes that key's newest
+        // place, so a full queue refuses whoever holds more than its share.
+        if let Some(lane) = queueing.iter().find(|l| l.displace_for(ask.key.id)) {
+            open.push(Arc::clone(lane));
+        }
+    }
     if open.is_empty() {
         let lane = &queueing[0];
         return Err(AdmissionError::QueueFull {
@@ -304,5 +311,7 @@ impl Drop for LeaveOnDrop<'_> {
     }
 }
 
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod tests;

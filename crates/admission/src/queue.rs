@@ -126,6 +126,34 @@ impl<T> FairQueue<T> {
         self.classes.retain(|_, c| c.len > 0 || !c.keys.is_empty());
     }
 
+    /// When the queue is full and `newcomer` arrives: the newest live item of the key holding
+    /// the most live items, if that key holds more than `newcomer` would with its new request
+    /// (its count + 1). Displacing it keeps every waiting key's share of the slots within one
+    /// of the others', so one key cannot fill the waiting room for everyone. O(items); called
+    /// only when the queue is full.
+    pub fn displaceable(&self, newcomer: KeyId, live: impl Fn(&T) -> bool) -> Option<&T> {
+        // Per key: live items, and the newest live one (highest sequence number).
+        let mut per_key: HashMap<KeyId, (usize, u64, &T)> = HashMap::new();
+        for class in self.classes.values() {
+            for (&key, q) in &class.keys {
+                for (seq, item) in q.items.iter().filter(|(_, t)| live(t)) {
+                    let e = per_key.entry(key).or_insert((0, *seq, item));
+                    e.0 += 1;
+                    if *seq >= e.1 {
+                        (e.1, e.2) = (*seq, item);
+                    }
+                }
+            }
+        }
+        let mine = per_key.get(&newcomer).map_or(0, |e| e.0);
+        per_key
+            .iter()
+            .filter(|(&key, _)| key != newcomer)
+            .max_by_key(|(_, e)| (e.0, e.1))
+            .filter(|(_, e)| e.0 > mine + 1)
+            .map(|(_, e)| e.2)
+    }
+
     /// Every item in the order [`FairQueue::pop`] would serve them if nothing else arrived:
     /// classes from the highest priority, keys by virtual time inside a class. Costs
     /// O(items × keys); meant for the views that show queue positions, not the hot path.
@@ -173,6 +201,35 @@ mod tests {
         assert_eq!(q.pop(), Some("low-2"));
         assert_eq!(q.pop(), None);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_gives_way_to_a_key_with_fewer_slots() {
+        let mut q = FairQueue::default();
+        for i in 0..6 {
+            q.push(0, 1, 1, i);
+        }
+        // Key 2 holds none: key 1's newest gives way.
+        assert_eq!(q.displaceable(2, |_| true), Some(&5));
+        // Key 1 itself never displaces its own.
+        assert_eq!(q.displaceable(1, |_| true), None);
+        // Dead items do not count: with 4 and 5 gone, key 1 holds 4 and its newest is 3.
+        assert_eq!(q.displaceable(2, |&i| i < 4), Some(&3));
+        // Shares within one of each other: nothing gives way.
+        let mut even = FairQueue::default();
+        for i in 0..3 {
+            even.push(0, 1, 1, i);
+            even.push(0, 2, 1, 10 + i);
+        }
+        assert_eq!(even.displaceable(2, |_| true), None);
+        even.push(0, 1, 1, 3);
+        assert_eq!(even.displaceable(2, |_| true), None, "4 against 3 + 1");
+        even.push(5, 1, 1, 4);
+        assert_eq!(
+            even.displaceable(2, |_| true),
+            Some(&4),
+            "newest across classes"
+        );
     }
 
     #[test]

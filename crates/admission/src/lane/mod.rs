@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::adaptive::{Adaptive, Sent};
+use crate::error::AdmissionError;
 use crate::health::Circuit;
 use crate::queue::FairQueue;
 use crate::rates::{RateSpec, Rates};
@@ -232,6 +233,28 @@ impl Lane {
             }
         }
         self.dispatch();
+    }
+
+    /// The queue is full and a request of `key` arrives: if another key holds more of the
+    /// waiting room than `key` would with this request, that key's newest waiter is refused
+    /// (429 `queue_full`, with when a slot is expected) to make room. Returns whether a place
+    /// was freed.
+    pub(crate) fn displace_for(&self, key: crate::queue::KeyId) -> bool {
+        let st = self.lock();
+        let Some(victim) = st.queue.displaceable(key, |w| w.is_pending()) else {
+            return false;
+        };
+        if !victim.claim() {
+            return false;
+        }
+        let refusal = AdmissionError::QueueFull {
+            lane: self.name.clone(),
+            max_len: st.spec.queue_max_len,
+            retry_after: estimate_wait(&st, self.queued()),
+        };
+        // A client already gone needs no answer; its place is free either way.
+        let _ = victim.send(Err(refusal));
+        true
     }
 
     /// One more request at the upstream; returns how many are there now, itself included.
