@@ -53,9 +53,9 @@ pub fn describe(c: &Config) -> String {
             l.name,
             l.kind.as_str(),
             if l.url.is_empty() {
-                "(in-process)"
+                "(in-process)".into()
             } else {
-                &l.url
+                laneway_core::redact_url(&l.url)
             },
             l.model
                 .as_ref()

@@ -437,3 +437,34 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn keys_that_would_blur_who_is_who_are_refused() {
+    let err = Config::parse(
+        "[server]\nadmin_key = \"same-secret\"\nmetrics_key = \"same-secret\"\n\
+         [[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/v1\"\n\
+         [[key]]\nname = \"-\"\nkey = \"sk-dash\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("server.metrics_key: equals server.admin_key"),
+        "{text}"
+    );
+    assert!(text.contains("key[0].name: `-` is the name"), "{text}");
+}
+
+#[test]
+fn a_password_in_a_lane_url_is_never_printed() {
+    let c = Config::parse(
+        "[[lane]]\nname = \"a\"\nurl = \"http://user:URLPASS@127.0.0.1:1/v1\"\n\
+         [[route]]\nmodel = \"*\"\nlanes = [\"a\"]\n",
+    )
+    .unwrap();
+    let shown = crate::describe::describe(&c);
+    assert!(shown.contains("http://user:****@127.0.0.1:1/v1"), "{shown}");
+    assert!(!shown.contains("URLPASS"), "{shown}");
+    let err =
+        Config::parse("[[lane]]\nname = \"a\"\nurl = \"ftp://user:URLPASS@h/v1\"\n").unwrap_err();
+    assert!(!err.to_string().contains("URLPASS"), "{err}");
+}

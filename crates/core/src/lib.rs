@@ -18,4 +18,4 @@ pub mod secret;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};
-pub use secret::Secret;
+pub use secret::{redact_url, Secret};

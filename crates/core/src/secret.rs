@@ -50,3 +50,45 @@ mod tests {
         assert_eq!(s.expose(), "sk-live-123");
     }
 }
+
+/// `url` as it may be shown (check, admin views, logs, errors): a password in its userinfo
+/// (`https://user:PASSWORD@host/v1`) becomes `****`, and so does a userinfo without one (a
+/// token passed as the user name). Borrowed when there is nothing to hide.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    // The last `@` ends the userinfo: a password may itself hold one.
+    let Some(at) = authority.rfind('@') else {
+        return url.into();
+    };
+    let host_and_rest = &rest[at + 1..];
+    match authority[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{host_and_rest}").into(),
+        None => format!("{scheme}://****@{host_and_rest}").into(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_url_password_is_never_shown() {
+        for (url, shown) in [
+            ("http://user:URLPASS@host/v1", "http://user:****@host/v1"),
+            (
+                "https://a:b@c:pw@h:8443/v1?x=@",
+                "https://a:****@h:8443/v1?x=@",
+            ),
+            ("https://token@host/v1", "https://****@host/v1"),
+            ("https://host/v1/a@b", "https://host/v1/a@b"),
+            ("https://api.example.com/v1", "https://api.example.com/v1"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+}

@@ -116,7 +116,7 @@ impl Catalog {
                         entry.stale_at = Instant::now() + FRESH;
                     }
                     Err(e) => {
-                        tracing::debug!(url = %url, error = %e, "model list unavailable");
+                        tracing::debug!(url = %laneway_core::redact_url(&url), error = %e, "model list unavailable");
                         entry.stale_at = Instant::now() + RETRY_FAILED;
                     }
                 }

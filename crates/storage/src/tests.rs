@@ -186,13 +186,16 @@ fn validation_names_the_line_of_every_problem() {
         r#"{"custom_id":"g","url":"/v1/chat/completions","body":{"messages":[]}}"#,
         r#"{"custom_id":"h","method":"GET","url":"/v1/chat/completions","body":{"model":"m-1"}}"#,
         r#"{"custom_id":"i","url":"/v1/chat/completions","body":{"model":"m-1","stream":true}}"#,
+        r#"{"custom_id":"j","url":"/v1/chat/completions","body":{"model":"secret"}}"#,
     ];
     std::fs::write(&p, lines.join("\n")).unwrap();
     let models = |m: &str| {
         if m.starts_with("m-") {
             Ok(())
+        } else if m == "secret" {
+            Err(("model_not_allowed", format!("the key may not use `{m}`")))
         } else {
-            Err(format!("no route serves `{m}`"))
+            Err(("model_not_found", format!("no route serves `{m}`")))
         }
     };
     let problems = validate::check(&p, "/v1/chat/completions", models)
@@ -210,6 +213,7 @@ fn validation_names_the_line_of_every_problem() {
             (8, "missing_model"),
             (9, "invalid_method"),
             (10, "invalid_stream"),
+            (11, "model_not_allowed"),
         ]
     );
     std::fs::write(&p, format!("{ok}\n\n")).unwrap();

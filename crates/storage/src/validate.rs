@@ -39,11 +39,13 @@ impl Problem {
 }
 
 /// Reads every line of `path` (a blank line is skipped) and returns the number of requests,
-/// or every problem found. `model_ok` says whether some route serves a model.
+/// or every problem found. `model_ok` says whether the batch's owner may send a model, or why
+/// not as an error code (`model_not_found`: no route serves it; `model_not_allowed`: the key
+/// may not use it) and a message.
 pub fn check(
     path: &Path,
     endpoint: &str,
-    model_ok: impl Fn(&str) -> Result<(), String>,
+    model_ok: impl Fn(&str) -> Result<(), (&'static str, String)>,
 ) -> Result<Result<u64, Vec<Problem>>, Error> {
     let reader = BufReader::new(std::fs::File::open(path)?);
     let mut seen = HashSet::new();
@@ -82,7 +84,7 @@ fn check_line(
     n: u64,
     endpoint: &str,
     seen: &mut HashSet<String>,
-    model_ok: &impl Fn(&str) -> Result<(), String>,
+    model_ok: &impl Fn(&str) -> Result<(), (&'static str, String)>,
 ) -> Result<(), Problem> {
     let bad = |code, message: String, param| Problem {
         line: n,
@@ -164,13 +166,8 @@ fn check_line(
             Some("body.model"),
         )
     })?;
-    model_ok(&model).map_err(|why| {
-        bad(
-            "model_not_found",
-            format!("line {n}: {why}"),
-            Some("body.model"),
-        )
-    })
+    model_ok(&model)
+        .map_err(|(code, why)| bad(code, format!("line {n}: {why}"), Some("body.model")))
 }
 
 /// The requests of a checked input file, in order: (line number, custom_id, body).

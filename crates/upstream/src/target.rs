@@ -30,14 +30,19 @@ pub struct Target {
 impl std::fmt::Debug for Target {
     // The key stays out of debug output.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").field("url", &self.url).finish()
+        f.debug_struct("Target")
+            .field("url", &laneway_core::redact_url(&self.url))
+            .finish()
     }
 }
 
 impl Target {
     /// Checks `url` (http:// or https://, with a host) and `api_key` (a valid header value).
+    /// Credentials in the URL (`https://user:pass@host/v1`) never go into `Host`: they are
+    /// sent as `Authorization: Basic` when the lane has no `api_key`, and never shown.
     pub fn new(url: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
-        let bad = |why: &str| UpstreamError::BadUrl(format!("{url}: {why}"));
+        let shown = laneway_core::redact_url(url);
+        let bad = |why: &str| UpstreamError::BadUrl(format!("{shown}: {why}"));
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         let parts = uri.into_parts();
         let https = match parts.scheme.as_ref().map(|s| s.as_str()) {
@@ -45,7 +50,15 @@ impl Target {
             Some("http") => false,
             _ => return Err(bad("only http:// and https:// are supported")),
         };
-        let authority = parts.authority.ok_or_else(|| bad("no host"))?;
+        let full = parts.authority.ok_or_else(|| bad("no host"))?;
+        let (userinfo, authority) = match full.as_str().rsplit_once('@') {
+            Some((info, host)) => (
+                Some(info),
+                host.parse::<http::uri::Authority>()
+                    .map_err(|_| bad("bad host"))?,
+            ),
+            None => (None, full.clone()),
+        };
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("bad host"))?;
         let path = parts
             .path_and_query
@@ -60,7 +73,16 @@ impl Target {
                 v.set_sensitive(true);
                 Some(v)
             }
-            None => None,
+            None => match userinfo {
+                Some(info) => {
+                    let mut v =
+                        HeaderValue::from_str(&format!("Basic {}", base64(info.as_bytes())))
+                            .map_err(|_| bad("bad credentials"))?;
+                    v.set_sensitive(true);
+                    Some(v)
+                }
+                None => None,
+            },
         };
         Ok(Self {
             url: url.to_owned(),
@@ -96,6 +118,28 @@ impl Target {
         *request.headers_mut() = headers;
         request
     }
+}
+
+/// Standard base64 with padding, for `Authorization: Basic` from a URL's userinfo.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A base URL's targets for each OpenAI endpoint, with one key.
@@ -147,6 +191,26 @@ mod tests {
                 format!("http://127.0.0.1:9/v1{}", e.upstream_suffix())
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_go_as_basic_auth_and_are_never_shown() {
+        let t = Target::new("http://user:URLPASS@127.0.0.1:9/v1", None).unwrap();
+        let r = t.request(Method::POST, Bytes::new(), 0);
+        assert_eq!(r.headers()[HOST], "127.0.0.1:9");
+        assert_eq!(t.origin.authority.as_str(), "127.0.0.1:9");
+        // base64("user:URLPASS")
+        assert_eq!(r.headers()[AUTHORIZATION], "Basic dXNlcjpVUkxQQVNT");
+        assert!(!format!("{t:?}").contains("URLPASS"));
+        // A lane's api_key wins over the URL's credentials.
+        let k = Target::new("http://user:URLPASS@127.0.0.1:9/v1", Some("sk-1")).unwrap();
+        let r = k.request(Method::POST, Bytes::new(), 0);
+        assert_eq!(r.headers()[AUTHORIZATION], "Bearer sk-1");
+        let e = Target::new("ftp://user:URLPASS@h/v1", None).unwrap_err();
+        assert!(!e.to_string().contains("URLPASS"), "{e}");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"abc"), "YWJj");
     }
 
     #[test]

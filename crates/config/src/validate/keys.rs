@@ -17,6 +17,12 @@ pub(super) fn keys(c: &mut Checker<'_>, raw: &[toml::Spanned<RawKey>]) -> Vec<Ke
         let p = format!("key[{i}]");
         if k.name.0.is_empty() {
             c.push(line, format!("{p}.name"), "must not be empty");
+        } else if k.name.0 == "-" {
+            c.push(
+                line,
+                format!("{p}.name"),
+                "`-` is the name logs and metrics give requests without a key; choose another",
+            );
         } else if !key_names.insert(k.name.0.clone()) {
             c.push(
                 line,

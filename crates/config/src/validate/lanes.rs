@@ -38,13 +38,19 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
                     c.push(
                         line,
                         format!("{p}.url"),
-                        format!("`{u}` is not an http:// or https:// URL"),
+                        format!(
+                            "`{}` is not an http:// or https:// URL",
+                            laneway_core::redact_url(&u)
+                        ),
                     );
                 } else if !has_host(&u) {
                     c.push(
                         line,
                         format!("{p}.url"),
-                        format!("`{u}` does not parse as a URL with a host"),
+                        format!(
+                            "`{}` does not parse as a URL with a host",
+                            laneway_core::redact_url(&u)
+                        ),
                     );
                 }
                 u

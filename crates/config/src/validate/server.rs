@@ -54,6 +54,15 @@ pub(super) fn server(c: &mut Checker<'_>, raw: Option<&toml::Spanned<RawServer>>
         .metrics_key
         .as_ref()
         .and_then(|k| c.secret(line, "server.metrics_key", k));
+    if let (Some(a), Some(m)) = (&admin_key, &metrics_key) {
+        if a == m {
+            c.push(
+                line,
+                "server.metrics_key",
+                "equals server.admin_key: the scraper would hold the admin API; give each its own secret",
+            );
+        }
+    }
     let max_connections = match s.max_connections {
         None => 10_000,
         Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,

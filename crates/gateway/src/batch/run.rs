@@ -84,11 +84,17 @@ async fn drive(
                     let key = topo.key_named(&owner).cloned();
                     validate::check(&s.content_path(&f), &b.endpoint, |model| {
                         if topo.config.route_for(model).is_none() {
-                            return Err(format!("no route serves the model `{model}`"));
+                            return Err((
+                                "model_not_found",
+                                format!("no route serves the model `{model}`"),
+                            ));
                         }
                         match &key {
                             Some(k) if k.allows(model) => Ok(()),
-                            _ => Err(format!("the key `{owner}` may not use the model `{model}`")),
+                            _ => Err((
+                                "model_not_allowed",
+                                format!("the key `{owner}` may not use the model `{model}`"),
+                            )),
                         }
                     })
                 })
