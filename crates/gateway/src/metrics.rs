@@ -242,6 +242,7 @@ impl Metrics {
         topo: &Topology,
         connections: usize,
         store: Option<&laneway_store::Store>,
+        format: Exposition,
     ) -> String {
         self.store_up
             .set(i64::from(store.is_none_or(laneway_store::Store::is_up)));
@@ -281,6 +282,65 @@ impl Metrics {
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        match format {
+            Exposition::OpenMetrics => out,
+            Exposition::Text => openmetrics_to_text(&out),
+        }
     }
+}
+
+/// The two forms `/metrics` answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// Prometheus' text format 0.0.4: what `curl`, `promtool` and most tools read.
+    Text,
+    /// OpenMetrics 1.0, for scrapers that ask for it in `Accept` (Prometheus itself does).
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// OpenMetrics only when the `Accept` header names it.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus text 0.0.4. The samples are the same; what differs is that a
+/// counter family's `# HELP` and `# TYPE` name the sample (`x_total`, not `x`), and that there is
+/// no `# UNIT` or `# EOF` line.
+fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + 16 * counters.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(l.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

@@ -66,13 +66,21 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
     if let Err(e) = crate::auth::metrics(&app, req.headers()) {
         return GatewayError::from(e).into_response();
     }
-    let text = app
-        .metrics
-        .render(&app.topo.load(), app.conns.len(), app.store.as_ref());
+    let format = crate::metrics::Exposition::negotiate(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let text = app.metrics.render(
+        &app.topo.load(),
+        app.conns.len(),
+        app.store.as_ref(),
+        format,
+    );
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
     r
 }

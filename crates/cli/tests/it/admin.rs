@@ -512,3 +512,65 @@ async fn a_rotated_admin_key_loses_its_live_feed() {
     assert_eq!(late.await.unwrap().unwrap(), 200);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `/metrics` answers Prometheus text 0.0.4 (which `promtool check metrics` passes) unless the
+/// scraper asks for OpenMetrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_speak_text_unless_openmetrics_is_asked_for() {
+    let m = mock(mock_cfg()).await;
+    let g = simple(&m.url(), "", "").await;
+    let c = client();
+    assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
+    let r = c.get(url(g.addr, "/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE laneway_requests_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP laneway_requests_total "), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's `prometheus` package; .ci/run installs it)");
+    let mut promtool = promtool;
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let om = c
+        .get(url(g.addr, "/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(om.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE laneway_requests counter"));
+}

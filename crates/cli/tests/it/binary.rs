@@ -656,3 +656,33 @@ async fn the_demo_stores_in_a_fresh_private_directory() {
         assert!(!dir.exists(), "{} outlived the demo", dir.display());
     }
 }
+
+/// A text log written to a file holds no colour escapes: colour is for terminals only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_holds_no_escape_bytes() {
+    let dir = std::env::temp_dir().join(format!("laneway-logfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("laneway.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let args = ["serve", "--listen", "127.0.0.1:0"];
+    let (mut child, addr) = spawn(&args, &dir, &[("RUST_LOG", "info")], Stdio::from(file));
+    let r = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("x-request-id", "logged-to-a-file")
+        .json(&chat_body("mock-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    sigterm(&child);
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read(&log).unwrap();
+    let shown = String::from_utf8_lossy(&text);
+    assert!(shown.contains("logged-to-a-file"), "{shown}");
+    assert!(!text.contains(&0x1b), "escape bytes in:\n{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
