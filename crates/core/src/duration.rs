@@ -20,6 +20,34 @@ pub fn from_secs_f64(secs: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
+/// `d` as OpenAI writes its `x-ratelimit-reset-*` headers (Go's duration format, to the
+/// millisecond): `20ms`, `6s`, `1.5s`, `1m0s`, `1h2m3s`.
+pub fn openai_format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m) = (ms / 3_600_000, (ms / 60_000) % 60);
+    let (s, frac) = ((ms / 1000) % 60, ms % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if frac == 0 {
+        out.push_str(&format!("{s}s"));
+    } else {
+        let frac = format!("{frac:03}");
+        out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+    }
+    out
+}
+
 /// `250ms`, `30s`, `6m0s`, `1h2m3.5s`, or a bare number of seconds (OpenAI's reset format and
 /// Laneway's own), saturating at [`CEILING`].
 pub fn parse(v: &str) -> Option<Duration> {
@@ -57,6 +85,23 @@ pub fn parse(v: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn openai_reset_format_reads_back() {
+        for (ms, text) in [
+            (0, "0s"),
+            (20, "20ms"),
+            (6_000, "6s"),
+            (1_500, "1.5s"),
+            (60_000, "1m0s"),
+            (11_895, "11.895s"),
+            (3_723_000, "1h2m3s"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(openai_format(d), text);
+            assert_eq!(parse(text), Some(d), "{text}");
+        }
+    }
 
     #[test]
     fn formats() {

@@ -124,7 +124,7 @@ fn put_key_headers(h: &mut HeaderMap, key: &KeyLive) {
         let values = [
             limit.to_string(),
             remaining.to_string(),
-            format!("{:.3}s", reset.as_secs_f64()),
+            laneway_core::duration::openai_format(reset),
         ];
         for (n, v) in names.iter().zip(values) {
             if let (Ok(n), Ok(v)) = (n.parse::<header::HeaderName>(), HeaderValue::from_str(&v)) {
