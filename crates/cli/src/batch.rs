@@ -28,8 +28,9 @@ pub struct Args {
     /// Gateway to send to: its root or its /v1 base URL
     #[arg(long, default_value = "http://127.0.0.1:8400")]
     url: String,
-    /// API key sent as Bearer
-    #[arg(long)]
+    /// API key sent as Bearer (default: the LANEWAY_API_KEY environment variable, which keeps
+    /// it out of the process list)
+    #[arg(long, env = "LANEWAY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Run in-process through the lanes of this config instead of a gateway URL
     #[arg(long)]

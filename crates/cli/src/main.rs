@@ -32,10 +32,25 @@ enum Command {
     Check(check::Args),
     /// Print the Laneway TOML equivalent of an Onwards JSON config
     Import(import::Args),
+    /// Print a shell completion script: `laneway completions bash > /etc/bash_completion.d/laneway`
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "laneway",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +68,7 @@ fn main() -> ExitCode {
             Command::Batch(a) => batch::run(a).await,
             Command::Check(a) => Ok(check::run(&a)),
             Command::Import(a) => Ok(import::run(&a)),
+            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

@@ -77,7 +77,18 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     } else if let Some(p) = &path {
         println!("Laneway serving {}", p.display());
     }
-    println!("  API:     http://{addr}/v1  (try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}')");
+    println!("  API:     http://{addr}/v1");
+    if let Some(model) = example_model(&gw.app.topo.load().config) {
+        let auth = if gw.app.topo.load().config.keys.is_empty() {
+            ""
+        } else {
+            " -H \"Authorization: Bearer $LANEWAY_KEY\""
+        };
+        println!("  try:     curl -s http://{addr}/v1/chat/completions{auth} -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'");
+        if !auth.is_empty() {
+            println!("           (with LANEWAY_KEY set to one of the config's [[key]] secrets)");
+        }
+    }
     println!("  panel:   http://{addr}/ui");
     println!("  metrics: http://{addr}/metrics");
     if let Some(dir) = &demo_dir {
@@ -95,6 +106,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     remove_demo_dir(demo_dir.as_deref());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A model id the startup hint can name that some route serves: a lane's declared model that a
+/// route matches, else a literal route, else a route's pattern with its `*` filled in.
+fn example_model(c: &Config) -> Option<String> {
+    let declared = c.lanes.iter().flat_map(|l| l.models.iter());
+    if let Some(m) = declared.into_iter().find(|m| c.route_for(m).is_some()) {
+        return Some(m.clone());
+    }
+    if let Some(r) = c.routes.iter().find(|r| !r.model.contains(['*', '?', '['])) {
+        return Some(r.model.clone());
+    }
+    c.routes
+        .iter()
+        .map(|r| r.model.replace('*', "1").replace(['?', '['], ""))
+        .find(|m| c.route_for(m).is_some())
 }
 
 fn remove_demo_dir(dir: Option<&std::path::Path>) {

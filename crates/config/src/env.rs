@@ -67,9 +67,87 @@ pub fn substitute_with(
     Ok(out)
 }
 
+/// Every `${NAME}` of the file that names an unset variable, as (line, key path, name), so
+/// that one run of `laneway check` lists them all instead of the first. The key path follows
+/// the table headers (`[server]`, `[[lane]]` → `lane[0]`); comments are skipped.
+pub fn unset_in(text: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut table = String::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = strip_comment(line).trim();
+        if let Some(name) = code.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let n = counts.entry(name.trim().to_owned()).or_default();
+            table = format!("{}[{n}]", name.trim());
+            *n += 1;
+            continue;
+        }
+        if let Some(name) = code.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            table = name.trim().to_owned();
+            continue;
+        }
+        let key = code.split('=').next().unwrap_or("").trim();
+        let mut rest = code;
+        while let Some(pos) = rest.find("${") {
+            let escaped = pos > 0 && rest.as_bytes()[pos - 1] == b'$';
+            let body = &rest[pos + 2..];
+            let Some(end) = body.find('}') else { break };
+            let name = &body[..end];
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !escaped && valid && lookup(name).is_none() {
+                let path = if table.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{table}.{key}")
+                };
+                out.push((i + 1, path, name.to_owned()));
+            }
+            rest = &body[end + 1..];
+        }
+    }
+    out
+}
+
+fn lookup(name: &str) -> Option<String> {
+    GIVEN.with_borrow(|given| match given {
+        Some(vars) => vars.get(name).cloned(),
+        None => std::env::var(name).ok(),
+    })
+}
+
+/// The part of a TOML line before a `#` that is not inside a string.
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '#') => return &line[..i],
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_unset_variable_is_found_with_its_key() {
+        let text = "[server]\nadmin_key = \"${LW_UNSET_A}\" # ${LW_IN_COMMENT}\n\
+                    [[lane]]\nname = \"a\"\n[[lane]]\napi_key = \"${LW_UNSET_B}\"\n\
+                    url = \"$${LW_ESCAPED}\"\n";
+        let found = with_vars(HashMap::new(), || unset_in(text));
+        assert_eq!(
+            found,
+            [
+                (2, "server.admin_key".to_owned(), "LW_UNSET_A".to_owned()),
+                (6, "lane[1].api_key".to_owned(), "LW_UNSET_B".to_owned()),
+            ]
+        );
+    }
 
     fn look(name: &str) -> Option<String> {
         (name == "A").then(|| "alpha".to_string())

@@ -61,6 +61,22 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        // Reading stops at the first problem serde meets; unset variables are all found first,
+        // so that one run names every one of them.
+        let unset = env::unset_in(text);
+        if unset.len() > 1 {
+            return Err(ConfigError {
+                file: None,
+                problems: unset
+                    .into_iter()
+                    .map(|(line, path, name)| Problem {
+                        line: Some(line),
+                        path,
+                        message: format!("environment variable `{name}` is not set"),
+                    })
+                    .collect(),
+            });
+        }
         let de = toml::Deserializer::new(text);
         let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             // Spanned tables show up in the path under serde's private name; users never wrote it.

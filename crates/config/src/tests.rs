@@ -165,6 +165,18 @@ fn unset_variables_are_named() {
         "{text}"
     );
     assert_eq!(err.problems[0].line, Some(2), "{text}");
+    // Several are all named in one run.
+    let err = Config::parse(
+        "[server]\nadmin_key = \"${LW_TEST_UNSET_1}\"\n[[lane]]\nname = \"a\"\n\
+         url = \"http://h/v1\"\napi_key = \"${LW_TEST_UNSET_2}\"\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("server.admin_key: environment variable `LW_TEST_UNSET_1` is not set")
+            && text.contains("lane[0].api_key: environment variable `LW_TEST_UNSET_2` is not set"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -686,3 +686,126 @@ async fn a_log_file_holds_no_escape_bytes() {
     assert!(!text.contains(&0x1b), "escape bytes in:\n{shown}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The lines `serve` prints up to and including the metrics URL; the process is then stopped.
+fn startup_lines(args: &[&str], dir: &std::path::Path) -> Vec<String> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(out).lines().map_while(Result::ok) {
+        let done = line.contains("metrics:");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+/// The startup hint runs as printed: it names a model a route serves and, with keys, sends one.
+#[test]
+fn the_startup_hint_names_a_served_model_and_the_key_it_needs() {
+    let demo =
+        startup_lines(&["serve", "--listen", "127.0.0.1:0"], &std::env::temp_dir()).join("\n");
+    assert!(demo.contains("\"model\":\"mock-1\""), "{demo}");
+    assert!(!demo.contains("Authorization"), "{demo}");
+
+    let dir = std::env::temp_dir().join(format!("laneway-hint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gw.toml");
+    std::fs::write(
+        &cfg,
+        "[[lane]]\nname = \"ds\"\nurl = \"http://127.0.0.1:9/v1\"\nmodels = [\"deepseek-chat\"]\n\
+         [[route]]\nmodel = \"deepseek-*\"\nlanes = [\"ds\"]\n\
+         [[key]]\nname = \"team\"\nkey = \"sk-team-secret\"\n",
+    )
+    .unwrap();
+    let keyed = startup_lines(
+        &[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &dir,
+    )
+    .join("\n");
+    assert!(keyed.contains("\"model\":\"deepseek-chat\""), "{keyed}");
+    assert!(
+        keyed.contains("Authorization: Bearer $LANEWAY_KEY"),
+        "{keyed}"
+    );
+    assert!(!keyed.contains("sk-team-secret"), "{keyed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `laneway batch` takes its key from LANEWAY_API_KEY, so it need not appear in the process
+/// list; a wrong key is per-line 401s, the right one succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_its_key_from_the_environment() {
+    let m = crate::util::mock(crate::util::mock_cfg()).await;
+    let g = simple(
+        &m.url(),
+        "",
+        "[[key]]\nname = \"team\"\nkey = \"sk-from-env\"\n",
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("laneway-batch-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = batch_input(&dir, 2, None);
+    for (key, status) in [("sk-wrong", 401), ("sk-from-env", 200)] {
+        let output = dir.join(format!("out-{status}.jsonl"));
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "batch",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ])
+        .args(["--url", &format!("http://{}", g.addr)])
+        .env("LANEWAY_API_KEY", key);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in std::fs::read_to_string(&output).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["response"]["status_code"], status, "{key}: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            text.contains("serve") && text.contains("listen"),
+            "{shell}: {text}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
