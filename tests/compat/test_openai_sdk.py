@@ -73,6 +73,63 @@ def test_the_node_sdk_reads_queued_streams(gateway):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
+def test_the_node_sdk_decodes_default_base64_embeddings(gateway):
+    """The Node SDK's default `encoding_format: "base64"` decodes to floats of the right length."""
+    import os
+    import pathlib
+    import subprocess
+
+    here = pathlib.Path(__file__).parent / "node"
+    env = dict(os.environ, LANEWAY_URL=gateway, KEY=KEY)
+    run = subprocess.run(["node", "embeddings.mjs"], cwd=here, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_answers_have_openai_s_exact_shapes(client):
+    msgs = [{"role": "user", "content": "hi"}]
+    a = client.chat.completions.create(model="mock-1", messages=msgs)
+    b = client.chat.completions.create(model="mock-1", messages=msgs)
+    assert a.id != b.id and a.id.startswith("chatcmpl-")
+    assert a.created > 1_700_000_000 and a.system_fingerprint
+    cut = client.chat.completions.create(model="mock-1", messages=msgs, max_tokens=3)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
+    assert a.choices[0].finish_reason == "stop"
+    two = client.chat.completions.create(model="mock-1", messages=msgs, n=2)
+    assert [c.index for c in two.choices] == [0, 1]
+    longer = client.chat.completions.create(model="mock-1", messages=[{"role": "user", "content": "hi " * 200}])
+    assert longer.usage.prompt_tokens > a.usage.prompt_tokens + 100
+
+
+def test_tools_and_json_mode_get_what_they_ask_for(client):
+    import json
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}]
+    r = client.chat.completions.create(
+        model="mock-1", messages=[{"role": "user", "content": "weather?"}], tools=tools, tool_choice="required"
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {}
+    assert r.choices[0].finish_reason == "tool_calls"
+    j = client.chat.completions.create(
+        model="mock-1", messages=[{"role": "user", "content": "json"}], response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(j.choices[0].message.content), dict)
+
+
+def test_embeddings_differ_by_input_and_decode_from_base64(client):
+    r = client.embeddings.create(model="mock-embed", input=["alpha", "beta", "alpha"])
+    v = [d.embedding for d in r.data]
+    assert v[0] == v[2] and v[0] != v[1]
+    b = client.embeddings.create(model="mock-embed", input="alpha", encoding_format="base64")
+    import base64
+    import struct
+
+    raw = b.data[0].embedding
+    assert isinstance(raw, str)
+    floats = list(struct.unpack(f"<{len(base64.b64decode(raw)) // 4}f", base64.b64decode(raw)))
+    assert [round(x, 5) for x in floats] == [round(x, 5) for x in v[0]]
+
+
 def test_completions(client):
     r = client.completions.create(model="mock-1", prompt="hi")
     assert r.choices[0].text

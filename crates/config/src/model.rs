@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Open client connections at most; when full, the oldest idle one is closed, else new ones
     /// are refused with 503. Also capped by the process's file-descriptor limit.
     pub max_connections: usize,
+    /// Distinct requested models each route adds to the `model` label of the metrics and the
+    /// request log; beyond them a route's models are counted as `other`.
+    pub max_model_labels: usize,
     /// Bearer token `/metrics` requires, when set.
     pub metrics_key: Option<Secret<String>>,
     pub auth: Auth,

@@ -55,6 +55,7 @@ pub struct RawServer {
     pub body_timeout: Option<EnvString>,
     pub idle_timeout: Option<EnvString>,
     pub max_connections: Option<u64>,
+    pub max_model_labels: Option<u64>,
     pub metrics_key: Option<EnvString>,
     pub auth: Option<Auth>,
 }

@@ -282,7 +282,7 @@ pub(crate) fn routed(
         .with_param("model")
     })?;
     let route = &topo.routes[route_index];
-    ledger.model = route.label.clone();
+    ledger.model = route.models.label(&meta.model);
     if !key.allows(&meta.model) {
         return Err(ApiError::new(
             ErrorCode::ModelNotAllowed,

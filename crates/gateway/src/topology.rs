@@ -58,8 +58,52 @@ pub struct RouteLive {
     pub lanes: Vec<usize>,
     /// Fallback patterns, and the index into [`Topology::routes`] each leads to.
     pub fallbacks: Vec<(String, usize)>,
-    /// The pattern as the `model` metrics label: the model id itself for a literal route.
-    pub label: Label,
+    /// The `model` label of the requests this route serves: the model each asked for, bounded.
+    pub models: ModelLabels,
+}
+
+/// The `model` label values of one route: the model a request asked for, shared by pointer,
+/// for at most `cap` distinct models; later ones are `other`, so a client inventing model ids
+/// cannot grow the metrics without bound. Read without a lock; a new model copies the map
+/// (at most `cap` times per route).
+pub struct ModelLabels {
+    known: arc_swap::ArcSwap<std::collections::HashMap<String, Label>>,
+    cap: usize,
+    other: Label,
+}
+
+impl ModelLabels {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            known: arc_swap::ArcSwap::from_pointee(std::collections::HashMap::new()),
+            cap,
+            other: Arc::new("other".to_owned()),
+        }
+    }
+
+    /// The label for `model`.
+    pub fn label(&self, model: &str) -> Label {
+        if let Some(l) = self.known.load().get(model) {
+            return l.clone();
+        }
+        let mut label = None;
+        self.known.rcu(|known| {
+            if let Some(l) = known.get(model) {
+                label = Some(l.clone());
+                return Arc::clone(known);
+            }
+            if known.len() >= self.cap {
+                label = Some(self.other.clone());
+                return Arc::clone(known);
+            }
+            let l: Label = Arc::new(model.to_owned());
+            label = Some(l.clone());
+            let mut next = std::collections::HashMap::clone(known);
+            next.insert(model.to_owned(), l);
+            Arc::new(next)
+        });
+        label.unwrap_or_else(|| self.other.clone())
+    }
 }
 
 pub struct KeyLive {
@@ -246,7 +290,7 @@ impl Topology {
                     .cloned()
                     .zip(r.fallback_routes.iter().copied())
                     .collect(),
-                label: Arc::new(r.model.clone()),
+                models: ModelLabels::new(config.server.max_model_labels),
             })
             .collect();
         let keys = build_keys(&config, previous);
@@ -311,5 +355,25 @@ impl Topology {
 
     pub fn request_timeout(&self) -> Duration {
         self.config.server.request_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelLabels;
+
+    #[test]
+    fn model_labels_are_the_requested_models_up_to_the_cap() {
+        let labels = ModelLabels::new(2);
+        let a = labels.label("mock-1");
+        assert_eq!(a.as_str(), "mock-1");
+        assert!(
+            std::sync::Arc::ptr_eq(&a, &labels.label("mock-1")),
+            "shared, not rebuilt"
+        );
+        assert_eq!(labels.label("mock-2").as_str(), "mock-2");
+        assert_eq!(labels.label("mock-3").as_str(), "other");
+        assert_eq!(labels.label("mock-1").as_str(), "mock-1");
+        assert_eq!(ModelLabels::new(0).label("x").as_str(), "other");
     }
 }

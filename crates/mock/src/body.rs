@@ -10,7 +10,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::stats::InFlight;
-use crate::wire::{Answer, Choice, Delta, Embedding, Message, WireUsage, VECTOR};
+use crate::wire::{
+    Answer, Choice, Delta, Embedding, FunctionCall, Message, ToolCall, Vector, WireUsage,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -54,9 +56,29 @@ fn to_vec(v: &impl Serialize, capacity: usize) -> Vec<u8> {
     out
 }
 
-/// A whole JSON answer; `inputs` is the number of embedding inputs (one vector each).
-pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage, inputs: usize) -> Response {
-    let body = json_bytes(kind, n, model, output, usage, inputs);
+/// What a whole answer says, decided from the request.
+pub struct Shape {
+    pub kind: Kind,
+    /// Unique per answer: the source of the answer's id.
+    pub id: u64,
+    pub model: String,
+    pub output: u32,
+    pub usage: Usage,
+    /// `finish_reason` of every choice: `stop`, `length` (max_tokens cut it) or `tool_calls`.
+    pub finish: &'static str,
+    /// Choices to return (`n`).
+    pub choices: u32,
+    /// The content is a JSON object (`response_format` asked for JSON).
+    pub json_mode: bool,
+    /// The answer calls this tool instead of speaking (`tool_choice` required or named).
+    pub tool: Option<String>,
+    /// Embeddings: one per input.
+    pub vectors: Vec<crate::wire::Vector>,
+}
+
+/// A whole JSON answer.
+pub fn json(shape: &Shape) -> Response {
+    let body = json_bytes(shape);
     (
         [(
             header::CONTENT_TYPE,
@@ -67,56 +89,86 @@ pub fn json(kind: Kind, n: u64, model: &str, output: u32, usage: Usage, inputs: 
         .into_response()
 }
 
-fn json_bytes(
-    kind: Kind,
-    n: u64,
-    model: &str,
-    output: u32,
-    usage: Usage,
-    inputs: usize,
-) -> Vec<u8> {
-    let text = content(output);
-    match kind {
+fn json_bytes(shape: &Shape) -> Vec<u8> {
+    let words = content(shape.output);
+    let text = if shape.json_mode {
+        serde_json::json!({ "answer": words.trim() }).to_string()
+    } else {
+        words
+    };
+    let model = shape.model.as_str();
+    match shape.kind {
         Kind::Chat => {
-            let id = format!("chatcmpl-mock-{n}");
-            let message = Message {
-                role: "assistant",
-                content: &text,
-            };
-            let choice = Choice::chat(Some(message), None, Some("stop"));
-            let mut a = Answer::new("chat.completion", &id, model, [choice]);
-            a.usage = Some(usage.wire());
-            to_vec(&a, 320 + text.len())
-        }
-        Kind::Text => {
-            let id = format!("cmpl-mock-{n}");
-            let choice = Choice::text(&text, Some("stop"));
-            let mut a = Answer::new("text_completion", &id, model, [choice]);
-            a.usage = Some(usage.wire());
-            to_vec(&a, 320 + text.len())
-        }
-        Kind::Embedding => {
-            let data = (0..inputs.max(1))
-                .map(|index| Embedding {
-                    object: "embedding",
-                    index,
-                    embedding: VECTOR,
+            let id = format!("chatcmpl-{:024x}", shape.id);
+            let call_id = format!("call_{:024x}", shape.id);
+            let choices: Vec<Choice<'_>> = (0..shape.choices.max(1))
+                .map(|index| {
+                    let message = Message {
+                        role: "assistant",
+                        content: shape.tool.is_none().then_some(text.as_str()),
+                        tool_calls: shape.tool.as_deref().map(|name| {
+                            [ToolCall {
+                                id: &call_id,
+                                kind: "function",
+                                function: FunctionCall {
+                                    name,
+                                    arguments: "{}",
+                                },
+                            }]
+                        }),
+                    };
+                    let mut c = Choice::chat(Some(message), None, Some(shape.finish));
+                    c.index = index;
+                    c
                 })
                 .collect();
+            let mut a = Answer::new("chat.completion", &id, model, choices);
+            a.usage = Some(shape.usage.wire());
+            to_vec(&a, 320 + text.len() * shape.choices.max(1) as usize)
+        }
+        Kind::Text => {
+            let id = format!("cmpl-{:024x}", shape.id);
+            let choices: Vec<Choice<'_>> = (0..shape.choices.max(1))
+                .map(|index| {
+                    let mut c = Choice::text(&text, Some(shape.finish));
+                    c.index = index;
+                    c
+                })
+                .collect();
+            let mut a = Answer::new("text_completion", &id, model, choices);
+            a.usage = Some(shape.usage.wire());
+            to_vec(&a, 320 + text.len() * shape.choices.max(1) as usize)
+        }
+        Kind::Embedding => {
+            let data: Vec<Embedding> = shape
+                .vectors
+                .iter()
+                .enumerate()
+                .map(|(index, v)| Embedding {
+                    object: "embedding",
+                    index,
+                    embedding: match v {
+                        Vector::Floats(f) => Vector::Floats(f.clone()),
+                        Vector::Base64(b) => Vector::Base64(b.clone()),
+                    },
+                })
+                .collect();
+            let n = data.len();
             let a: Answer<'_, ()> = Answer {
                 id: None,
                 object: "list",
                 created: None,
                 model,
+                system_fingerprint: None,
                 choices: None,
                 data: Some(data),
                 usage: Some(WireUsage {
-                    prompt_tokens: usage.prompt,
+                    prompt_tokens: shape.usage.prompt,
                     completion_tokens: None,
-                    total_tokens: usage.prompt,
+                    total_tokens: shape.usage.prompt,
                 }),
             };
-            to_vec(&a, 128 + 96 * inputs.max(1))
+            to_vec(&a, 128 + 160 * n.max(1))
         }
     }
 }
@@ -139,10 +191,11 @@ fn chunk(
     output: u32,
     usage: Option<Usage>,
     i: u32,
+    finish_reason: &'static str,
 ) -> Option<Bytes> {
     let (id, object) = match kind {
-        Kind::Chat => (format!("chatcmpl-mock-{n}"), "chat.completion.chunk"),
-        _ => (format!("cmpl-mock-{n}"), "text_completion"),
+        Kind::Chat => (format!("chatcmpl-{n:024x}"), "chat.completion.chunk"),
+        _ => (format!("cmpl-{n:024x}"), "text_completion"),
     };
     let choice = |delta: Option<&'static str>, finish: Option<&'static str>| match kind {
         Kind::Chat => {
@@ -169,7 +222,7 @@ fn chunk(
     match i {
         0 => Some(frame(Some(choice(None, None)), None)),
         i if i < finish => Some(frame(Some(choice(Some(word(i - 1)), None)), None)),
-        i if i == finish => Some(frame(Some(choice(None, Some("stop"))), None)),
+        i if i == finish => Some(frame(Some(choice(None, Some(finish_reason))), None)),
         i if i == finish + 1 && usage.is_some() => Some(frame(None, usage)),
         i if i == finish + 1 || (i == finish + 2 && usage.is_some()) => {
             Some(Bytes::from_static(b"data: [DONE]\n\n"))
@@ -179,6 +232,7 @@ fn chunk(
 }
 
 struct StreamState {
+    finish: &'static str,
     kind: Kind,
     n: u64,
     model: String,
@@ -190,16 +244,24 @@ struct StreamState {
 }
 
 pub fn stream(
-    kind: Kind,
-    n: u64,
-    model: String,
-    output: u32,
+    shape: Shape,
     tokens_per_second: f64,
-    usage: Option<Usage>,
+    include_usage: bool,
     guard: InFlight,
 ) -> Response {
     let pace = (tokens_per_second > 0.0).then(|| crate::secs(1.0 / tokens_per_second));
+    let Shape {
+        kind,
+        id: n,
+        model,
+        output,
+        usage,
+        finish,
+        ..
+    } = shape;
+    let usage = include_usage.then_some(usage);
     let state = StreamState {
+        finish,
         kind,
         n,
         model,
@@ -210,7 +272,9 @@ pub fn stream(
         guard: Some(guard),
     };
     let s = futures_util::stream::unfold(state, |mut st| async move {
-        let Some(bytes) = chunk(st.kind, st.n, &st.model, st.output, st.usage, st.i) else {
+        let Some(bytes) = chunk(
+            st.kind, st.n, &st.model, st.output, st.usage, st.i, st.finish,
+        ) else {
             if let Some(g) = st.guard.take() {
                 g.complete(true);
             }
@@ -239,43 +303,95 @@ pub fn stream(
 mod tests {
     use super::*;
 
-    fn parsed(kind: Kind, inputs: usize) -> serde_json::Value {
-        let usage = Usage {
-            prompt: 3,
-            completion: 2,
-        };
-        serde_json::from_slice(&json_bytes(kind, 7, "m", 2, usage, inputs)).unwrap()
+    fn shape(kind: Kind) -> Shape {
+        Shape {
+            kind,
+            id: 7,
+            model: "m".into(),
+            output: 2,
+            usage: Usage {
+                prompt: 3,
+                completion: 2,
+            },
+            finish: "stop",
+            choices: 1,
+            json_mode: false,
+            tool: None,
+            vectors: Vec::new(),
+        }
+    }
+
+    fn parsed(s: &Shape) -> serde_json::Value {
+        serde_json::from_slice(&json_bytes(s)).unwrap()
     }
 
     #[test]
     fn whole_answers_have_openai_shapes() {
-        let chat = parsed(Kind::Chat, 0);
-        assert_eq!(chat["id"], "chatcmpl-mock-7");
+        let chat = parsed(&shape(Kind::Chat));
+        assert_eq!(chat["id"], format!("chatcmpl-{:024x}", 7));
         assert_eq!(chat["object"], "chat.completion");
         assert_eq!(chat["model"], "m");
+        assert_eq!(chat["system_fingerprint"], "fp_laneway_mock");
+        assert!(chat["created"].as_u64().unwrap() > 1_700_000_000);
         assert_eq!(chat["choices"][0]["message"]["role"], "assistant");
         assert_eq!(chat["choices"][0]["message"]["content"], " Laneway keeps");
         assert_eq!(chat["choices"][0]["finish_reason"], "stop");
         assert!(chat["choices"][0].get("logprobs").is_none());
         assert_eq!(chat["usage"]["total_tokens"], 5);
 
-        let text = parsed(Kind::Text, 0);
+        let text = parsed(&shape(Kind::Text));
         assert_eq!(text["object"], "text_completion");
         assert_eq!(text["choices"][0]["text"], " Laneway keeps");
         assert!(text["choices"][0]["logprobs"].is_null());
         assert!(text["choices"][0].get("message").is_none());
         assert_eq!(text["usage"]["completion_tokens"], 2);
 
-        let emb = parsed(Kind::Embedding, 3);
+        let mut e = shape(Kind::Embedding);
+        e.vectors = vec![
+            Vector::Floats(crate::wire::vector_for(b"a", 8)),
+            Vector::Floats(crate::wire::vector_for(b"b", 8)),
+            Vector::Base64(crate::wire::base64_f32(&[1.0])),
+        ];
+        let emb = parsed(&e);
         assert_eq!(emb["object"], "list");
         assert_eq!(emb["data"].as_array().unwrap().len(), 3);
         assert_eq!(emb["data"][2]["index"], 2);
-        assert_eq!(emb["data"][0]["embedding"][0], 0.125);
+        assert_ne!(emb["data"][0]["embedding"], emb["data"][1]["embedding"]);
+        // 1.0f32 is 00 00 80 3f.
+        assert_eq!(emb["data"][2]["embedding"], "AACAPw==");
         assert_eq!(
             emb["usage"],
             serde_json::json!({"prompt_tokens": 3, "total_tokens": 3})
         );
         assert!(emb.get("choices").is_none() && emb.get("id").is_none());
+    }
+
+    #[test]
+    fn choices_tools_and_json_mode_follow_the_request() {
+        let mut s = shape(Kind::Chat);
+        s.choices = 2;
+        s.finish = "length";
+        let two = parsed(&s);
+        assert_eq!(two["choices"].as_array().unwrap().len(), 2);
+        assert_eq!(two["choices"][1]["index"], 1);
+        assert_eq!(two["choices"][1]["finish_reason"], "length");
+        s.choices = 1;
+        s.json_mode = true;
+        let content = parsed(&s)["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let v: serde_json::Value = serde_json::from_str(&content).unwrap();
+        assert_eq!(v["answer"], "Laneway keeps");
+        s.tool = Some("get_weather".into());
+        s.finish = "tool_calls";
+        let call = parsed(&s);
+        let m = &call["choices"][0]["message"];
+        assert!(m["content"].is_null());
+        assert_eq!(m["tool_calls"][0]["type"], "function");
+        assert_eq!(m["tool_calls"][0]["function"]["name"], "get_weather");
+        assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{}");
+        assert_eq!(call["choices"][0]["finish_reason"], "tool_calls");
     }
 
     #[test]
@@ -285,18 +401,18 @@ mod tests {
             completion: 2,
         });
         let all: Vec<String> = (0..10)
-            .map_while(|i| chunk(Kind::Chat, 1, "m", 2, u, i))
+            .map_while(|i| chunk(Kind::Chat, 1, "m", 2, u, i, "length"))
             .map(|b| String::from_utf8(b.to_vec()).unwrap())
             .collect();
         assert_eq!(all.len(), 6, "{all:?}");
         assert!(all[0].contains("\"delta\":{\"role\":\"assistant\",\"content\":\"\"}"));
         assert!(all[1].contains("\"delta\":{\"content\":\" Laneway\"}"));
         assert!(all[3].contains("\"delta\":{}"));
-        assert!(all[3].contains("\"finish_reason\":\"stop\""));
+        assert!(all[3].contains("\"finish_reason\":\"length\""));
         assert!(all[4].contains("\"total_tokens\":5") && all[4].contains("\"choices\":[]"));
         assert_eq!(all[5], "data: [DONE]\n\n");
         let without: Vec<_> = (0..10)
-            .map_while(|i| chunk(Kind::Chat, 1, "m", 2, None, i))
+            .map_while(|i| chunk(Kind::Chat, 1, "m", 2, None, i, "stop"))
             .collect();
         assert_eq!(without.len(), 5);
     }

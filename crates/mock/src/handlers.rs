@@ -13,10 +13,11 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::body::{self, Kind};
+use crate::body::{self, Kind, Shape};
 use crate::bucket::{openai_duration, Taken};
 use crate::state::MockState;
 use crate::stats::InFlight;
+use crate::wire::{base64_f32, vector_for, Vector, DEFAULT_DIMS, MAX_DIMS};
 use crate::MockConfig;
 
 pub fn router(state: Arc<MockState>) -> Router {
@@ -123,19 +124,119 @@ struct Req {
     max_completion_tokens: Option<u64>,
     stream_options: Option<StreamOptions>,
     input: Option<serde_json::Value>,
+    messages: Option<Vec<MessageIn>>,
+    prompt: Option<serde_json::Value>,
+    n: Option<u64>,
+    tools: Option<Vec<ToolIn>>,
+    tool_choice: Option<serde_json::Value>,
+    response_format: Option<FormatIn>,
+    encoding_format: Option<String>,
+    dimensions: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct MessageIn {
+    content: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ToolIn {
+    function: Option<FunctionIn>,
+}
+
+#[derive(Deserialize)]
+struct FunctionIn {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct FormatIn {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Most choices one answer carries (`n`).
+const MAX_CHOICES: u64 = 128;
+
+/// Characters of text in a content value: a string, or a list of parts with `text`.
+fn text_len(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.chars().count(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                serde_json::Value::Object(o) => o.get("text").map_or(0, text_len),
+                other => text_len(other),
+            })
+            .sum(),
+        _ => 0,
+    }
 }
 
 impl Req {
-    /// Embedding inputs: a string or token list is one, a list of them is one each.
-    fn inputs(&self) -> usize {
+    /// Embedding inputs, each as the bytes its vector is derived from: a string or token list
+    /// is one input, a list of them is one each.
+    fn inputs(&self) -> Vec<Vec<u8>> {
         match &self.input {
             Some(serde_json::Value::Array(items))
-                if items.iter().all(|i| i.is_string() || i.is_array()) =>
+                if !items.is_empty() && items.iter().all(|i| i.is_string() || i.is_array()) =>
             {
-                items.len()
+                items.iter().map(|i| i.to_string().into_bytes()).collect()
             }
-            _ => 1,
+            Some(v) => vec![v.to_string().into_bytes()],
+            None => vec![Vec::new()],
         }
+    }
+
+    /// Prompt tokens as a tokenizer would roughly count them: about four characters of text
+    /// a token, plus a few per chat message for its role and framing.
+    fn prompt_tokens(&self) -> u64 {
+        let chars: usize = self
+            .messages
+            .iter()
+            .flatten()
+            .map(|m| m.content.as_ref().map_or(0, text_len))
+            .chain(self.prompt.iter().map(text_len))
+            .chain(self.input.iter().map(text_len))
+            .sum();
+        let framing = self.messages.as_ref().map_or(0, |m| 4 * m.len() as u64 + 3);
+        (chars as u64).div_ceil(4) + framing
+    }
+
+    /// The tool the answer must call: the one `tool_choice` names, or the first tool when it
+    /// says `"required"`.
+    fn forced_tool(&self) -> Option<String> {
+        let tools = self.tools.as_ref()?;
+        match self.tool_choice.as_ref()? {
+            serde_json::Value::String(s) if s == "required" => tools
+                .iter()
+                .find_map(|t| t.function.as_ref())
+                .map(|f| f.name.clone()),
+            serde_json::Value::Object(o) => o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(|n| n.as_str())
+                .map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    fn vectors(&self) -> Vec<Vector> {
+        let dims = self.dimensions.map_or(DEFAULT_DIMS, |d| {
+            usize::try_from(d).unwrap_or(MAX_DIMS).clamp(1, MAX_DIMS)
+        });
+        let base64 = self.encoding_format.as_deref() == Some("base64");
+        self.inputs()
+            .iter()
+            .map(|input| {
+                let v = vector_for(input, dims);
+                if base64 {
+                    Vector::Base64(base64_f32(&v))
+                } else {
+                    Vector::Floats(v)
+                }
+            })
+            .collect()
     }
 }
 
@@ -252,13 +353,11 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
         let hint = Duration::from_millis(cfg.latency_ms.max(1));
         return too_many(hint, "rate_limit_exceeded", "too many requests in flight");
     };
-    let output = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .map_or(cfg.output_tokens, |m| {
-            u32::try_from(m).map_or(cfg.output_tokens, |m| m.min(cfg.output_tokens))
-        });
-    let prompt = (raw.len() as u64).div_ceil(4);
+    let asked = req.max_completion_tokens.or(req.max_tokens);
+    let output = asked.map_or(cfg.output_tokens, |m| {
+        u32::try_from(m).map_or(cfg.output_tokens, |m| m.min(cfg.output_tokens))
+    });
+    let prompt = req.prompt_tokens();
     let mut limit_headers = HeaderMap::new();
     for (bucket, which, cost) in [
         (&s.rpm, "requests", 1.0),
@@ -295,25 +394,42 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
         tokio::time::sleep(latency).await;
     }
 
-    let inputs = req.inputs();
-    let model = req.model.unwrap_or_else(|| "mock-1".into());
-    let usage = body::Usage {
-        prompt,
-        completion: u64::from(output),
+    let tool = (kind == Kind::Chat).then(|| req.forced_tool()).flatten();
+    let finish = if tool.is_some() {
+        "tool_calls"
+    } else if output < cfg.output_tokens {
+        "length"
+    } else {
+        "stop"
+    };
+    let choices = req.n.unwrap_or(1).clamp(1, MAX_CHOICES) as u32;
+    let shape = Shape {
+        kind,
+        id: s.salt ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        model: req.model.clone().unwrap_or_else(|| "mock-1".into()),
+        output,
+        usage: body::Usage {
+            prompt,
+            completion: u64::from(output).saturating_mul(u64::from(choices)),
+        },
+        finish,
+        choices,
+        json_mode: req
+            .response_format
+            .as_ref()
+            .is_some_and(|f| f.kind == "json_object" || f.kind == "json_schema"),
+        tool,
+        vectors: if kind == Kind::Embedding {
+            req.vectors()
+        } else {
+            Vec::new()
+        },
     };
     let mut response = if req.stream && kind != Kind::Embedding {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        body::stream(
-            kind,
-            n,
-            model,
-            output,
-            cfg.tokens_per_second,
-            include_usage.then_some(usage),
-            guard,
-        )
+        body::stream(shape, cfg.tokens_per_second, include_usage, guard)
     } else {
-        let r = body::json(kind, n, &model, output, usage, inputs);
+        let r = body::json(&shape);
         guard.complete(true);
         r
     };

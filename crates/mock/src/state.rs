@@ -17,6 +17,8 @@ pub struct MockState {
     pub(crate) tpm: Option<Bucket>,
     /// Numbers requests, for response ids and for per-request random streams.
     pub(crate) seq: AtomicU64,
+    /// Mixed into answer ids so that two runs of the mock never hand out the same id.
+    pub(crate) salt: u64,
     /// In-flight limit in force (`u64::MAX`: none); tests may change it while the mock runs.
     pub(crate) max_concurrent: AtomicU64,
     /// While on, admitted requests wait at the gate until a test releases them.
@@ -35,6 +37,7 @@ impl MockState {
             cfg,
             stats: Arc::default(),
             seq: AtomicU64::new(0),
+            salt: fastrand::u64(..),
         }
     }
 

@@ -521,6 +521,7 @@ async fn metrics_speak_text_unless_openmetrics_is_asked_for() {
     let g = simple(&m.url(), "", "").await;
     let c = client();
     assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
+    assert_eq!(chat(&c, g.addr, &chat_body("gpt-nope")).await.status(), 404);
     let r = c.get(url(g.addr, "/metrics")).send().await.unwrap();
     assert_eq!(
         r.headers()["content-type"],
@@ -533,6 +534,17 @@ async fn metrics_speak_text_unless_openmetrics_is_asked_for() {
     );
     assert!(text.contains("# HELP laneway_requests_total "), "{text}");
     assert!(!text.contains("# EOF"), "{text}");
+    // The model the client asked for, not the route's pattern; an unrouted one is `-`.
+    assert!(
+        text.contains(
+            "laneway_requests_total{lane=\"m\",key=\"anonymous\",model=\"mock-1\",code=\"ok\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("model=\"-\",code=\"model_not_found\"} 1"),
+        "{text}"
+    );
     let promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

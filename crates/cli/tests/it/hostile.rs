@@ -293,5 +293,9 @@ async fn the_panel_is_locked_down_and_metrics_can_need_a_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("# EOF"));
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE laneway_requests_total counter"));
 }

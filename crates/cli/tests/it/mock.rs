@@ -138,7 +138,7 @@ async fn the_gate_releases_exactly_what_the_test_asks_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
     let mut cfg = mock_cfg();
-    cfg.tpm = Some(100);
+    cfg.tpm = Some(80);
     let m = mock(cfg).await;
     let c = client();
     let mut statuses = Vec::new();
@@ -165,7 +165,7 @@ async fn the_mock_enforces_tokens_per_minute_and_slows_down_under_load() {
     assert_eq!(
         statuses,
         [200, 200, 200, 429],
-        "each request costs about 31 tokens (prompt bytes / 4 + 16) of 100"
+        "each request costs 25 tokens (9 of prompt: `hello` and one message's framing; 16 of output) of 80"
     );
 
     let mut cfg = mock_cfg();

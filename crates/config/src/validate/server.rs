@@ -75,8 +75,21 @@ pub(super) fn server(c: &mut Checker<'_>, raw: Option<&toml::Spanned<RawServer>>
             10_000
         }
     };
+    let max_model_labels = match s.max_model_labels {
+        None => 100,
+        Some(n) if n <= 10_000 => n as usize,
+        Some(_) => {
+            c.push(
+                line,
+                "server.max_model_labels",
+                "must be between 0 and 10000 (each distinct value is a metrics series)",
+            );
+            100
+        }
+    };
     let secs = Duration::from_secs;
     ServerConfig {
+        max_model_labels,
         listen: listen.unwrap_or_else(|| ([127, 0, 0, 1], 8400).into()),
         admin_key,
         request_timeout: c.duration(
