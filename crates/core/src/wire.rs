@@ -240,9 +240,23 @@ impl RequestMeta {
     }
 
     /// Returns the body with `stream_options.include_usage = true` added, so the upstream reports
-    /// usage at the end of a stream even when the client did not ask for it. Only called for
-    /// streams on lanes with token limits.
+    /// usage at the end of a stream even when the client did not ask for it (token limits,
+    /// metrics and the request log need it). A body without `stream_options` (the usual case)
+    /// gets the member spliced in before its closing brace, without parsing the prompt again.
     pub fn with_stream_usage(body: &Bytes) -> Bytes {
+        const MEMBER: &[u8] = br#","stream_options":{"include_usage":true}"#;
+        let end = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
+        let named = body.windows(16).any(|w| w == b"\"stream_options\"");
+        if !named && body.get(end) == Some(&b'}') {
+            let mut out = BytesMut::with_capacity(body.len() + MEMBER.len());
+            out.extend_from_slice(&body[..end]);
+            out.extend_from_slice(MEMBER);
+            out.extend_from_slice(&body[end..]);
+            return out.freeze();
+        }
         let Ok(mut v) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
         else {
             return body.clone();

@@ -74,16 +74,12 @@ pub enum Verdict {
 }
 
 /// The body one attempt sends on `lane`: the model rewritten when the fallback or the lane
-/// names one, and usage requested on streams when a token limit needs settling and the client
-/// did not ask (the relay then strips it: the second value).
+/// names one, and usage requested on every stream whose client did not ask for it, so that
+/// token limits settle and the metrics and request log count the tokens (the relay then strips
+/// the usage chunk: the second value).
 fn upstream_body(plan: &Plan<'_>, lane: &LaneLive, model: Option<&str>) -> (Bytes, bool) {
     let meta = plan.meta;
-    let key_tpm = plan
-        .key
-        .config
-        .as_ref()
-        .is_some_and(|k| k.limits.tpm.is_some());
-    let strip_usage = meta.stream && !meta.include_usage && (lane.has_tpm || key_tpm);
+    let strip_usage = meta.stream && !meta.include_usage;
     let mut body = match model.or(lane.config.model.as_deref()) {
         Some(m) => meta.rewrite_model(plan.body, m),
         None => plan.body.clone(),

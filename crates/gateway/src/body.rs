@@ -96,6 +96,8 @@ impl ProxyBody {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+const MID_EVENT: &str = "the upstream closed the stream in the middle of an event";
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -125,6 +127,9 @@ impl Body for ProxyBody {
                         // The last bytes of a body of known length: the request is complete now,
                         // whether or not the client lingers for the end-of-body poll.
                         if this.inner.is_end_stream() {
+                            if this.tap.ends_mid_event() {
+                                return this.early_end(End::UpstreamBroke, Some(MID_EVENT.into()));
+                            }
                             let rest = this.tap.finish();
                             this.finish(End::Answered);
                             let all = match (out, rest) {
@@ -144,6 +149,11 @@ impl Body for ProxyBody {
                     return this.early_end(End::UpstreamBroke, None);
                 }
                 Poll::Ready(None) => {
+                    // A close-delimited stream ends when the upstream closes: mid-event, that
+                    // is a broken stream, not an answer.
+                    if this.tap.ends_mid_event() {
+                        return this.early_end(End::UpstreamBroke, Some(MID_EVENT.into()));
+                    }
                     let rest = this.tap.finish();
                     this.finish(End::Answered);
                     return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));

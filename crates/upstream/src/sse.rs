@@ -155,6 +155,15 @@ impl UsageTap {
         }
     }
 
+    /// Whether the body ending now would cut an event in half: bytes are held back that are
+    /// not a whole event missing only its blank line (a `data:` line of JSON or `[DONE]`). The
+    /// relay then ends the stream with an error event instead of passing the half on.
+    pub fn ends_mid_event(&self) -> bool {
+        matches!(self.mode, Mode::Sse { .. })
+            && !self.buf.is_empty()
+            && !Self::whole_event(&self.buf)
+    }
+
     /// The body ended: returns anything still held back, and settles the usage of JSON bodies.
     pub fn finish(&mut self) -> Option<Bytes> {
         match self.mode {
@@ -172,14 +181,32 @@ impl UsageTap {
             }
             Mode::Sse { .. } => {
                 // An unterminated last event (`data: [DONE]` without its blank line) is passed on
-                // as the upstream sent it.
-                let rest = std::mem::take(&mut self.buf);
+                // with the blank line that ends it, so the client's parser dispatches it.
+                let mut rest = std::mem::take(&mut self.buf);
                 if rest.is_empty() || self.inspect(&rest) {
                     return None;
                 }
+                while rest.last() == Some(&b'\n') || rest.last() == Some(&b'\r') {
+                    rest.truncate(rest.len() - 1);
+                }
+                rest.extend_from_slice(b"\n\n");
                 Some(rest.freeze())
             }
         }
+    }
+
+    /// Whether `ev` is an event the upstream finished but did not terminate: every `data:` line
+    /// holds `[DONE]` or a complete JSON value, and there is at least one.
+    fn whole_event(ev: &[u8]) -> bool {
+        let mut data = ev
+            .split(|&b| b == b'\n')
+            .filter_map(|l| l.strip_prefix(b"data:"))
+            .map(<[u8]>::trim_ascii)
+            .peekable();
+        data.peek().is_some()
+            && data.all(|d| {
+                d == b"[DONE]" || serde_json::from_slice::<serde::de::IgnoredAny>(d).is_ok()
+            })
     }
 
     /// Records usage found in an event; true when the event is a usage-only chunk to remove.
@@ -298,6 +325,34 @@ data: [DONE]\n\n";
             assert_eq!(out.matches("data:").count(), 3);
             assert_eq!(tap.usage().unwrap().prompt_tokens, 3);
         }
+    }
+
+    #[test]
+    fn a_stream_closed_mid_event_is_told_from_one_missing_its_blank_line() {
+        let mut half = UsageTap::sse(false);
+        let out = half
+            .feed(Bytes::from_static(
+                b"data: {\"a\":1}\n\ndata: {\"id\":\"x\",\"cho",
+            ))
+            .unwrap();
+        assert_eq!(out.as_deref(), Some(&b"data: {\"a\":1}\n\n"[..]));
+        assert!(half.ends_mid_event());
+
+        let mut unterminated = UsageTap::sse(false);
+        unterminated
+            .feed(Bytes::from_static(b"data: {\"a\":1}\n\ndata: [DONE]\n"))
+            .unwrap();
+        assert!(!unterminated.ends_mid_event());
+        assert_eq!(
+            unterminated.finish().as_deref(),
+            Some(&b"data: [DONE]\n\n"[..])
+        );
+        let mut comment_only = UsageTap::sse(false);
+        comment_only
+            .feed(Bytes::from_static(b": keep-alive"))
+            .unwrap();
+        assert!(comment_only.ends_mid_event(), "no data line: not an event");
+        assert!(!UsageTap::json().ends_mid_event());
     }
 
     #[test]

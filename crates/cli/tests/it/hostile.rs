@@ -249,6 +249,25 @@ async fn a_stream_cut_mid_event_ends_with_a_readable_error_event() {
     assert!(frames[1].contains("upstream_unreachable"), "{text:?}");
     assert!(!text.contains("[DONE]"));
     assert!(lanes_idle(&g).await);
+
+    // Close-delimited (no length, not chunked): the close itself ends the body, and mid-event
+    // it is a broken stream all the same.
+    let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                       connection: close\r\n\r\n"
+        .to_vec();
+    answer.extend_from_slice(events.as_bytes());
+    let g = in_front_of(raw_upstream(answer).await).await;
+    let r = chat(&client(), g.addr, &stream_body("any-model")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
+    assert_eq!(frames.len(), 2, "{text:?}");
+    for f in &frames {
+        let data = f.strip_prefix("data: ").unwrap();
+        serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {f:?}"));
+    }
+    assert!(frames[1].contains("in the middle of an event"), "{text:?}");
+    assert!(lanes_idle(&g).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

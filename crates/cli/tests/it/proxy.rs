@@ -117,6 +117,12 @@ async fn a_stream_is_relayed_chunk_by_chunk() {
     );
     assert!(!text.contains("usage"), "no usage chunk unless asked");
     assert!(lanes_idle(&g).await);
+    // Laneway asked the upstream for usage all the same: the tokens are counted.
+    let metrics = metrics_text(&c, g.addr).await;
+    assert!(
+        metrics.contains("laneway_tokens_total{lane=\"m\",kind=\"completion\"} 10"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,20 @@ fn stream_usage_is_added() {
     let out = RequestMeta::with_stream_usage(&body);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["stream_options"]["include_usage"], true);
+    // Spliced, the rest byte for byte; trailing whitespace kept after the brace.
+    let spaced = Bytes::from_static(b"{\"model\":\"m\",\"stream\":true}\n ");
+    assert_eq!(
+        &RequestMeta::with_stream_usage(&spaced)[..],
+        b"{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}\n "
+    );
+    // Options the client set are kept, with usage added.
+    let opts = Bytes::from_static(br#"{"model":"m","stream_options":{"x":1},"stream":true}"#);
+    let v: serde_json::Value =
+        serde_json::from_slice(&RequestMeta::with_stream_usage(&opts)).unwrap();
+    assert_eq!(
+        v["stream_options"],
+        serde_json::json!({"x": 1, "include_usage": true})
+    );
 }
 
 proptest! {
