@@ -173,7 +173,15 @@ on_limit = "queue"
 
 def test_bad_arguments_are_value_errors():
     with pytest.raises(ValueError):
-        asyncio.run(laneway.parallel_completions([{"url": "/v1/images", "model": "x"}]))
+        asyncio.run(laneway.parallel_completions([{"url": "/v1/images", "model": "x"}],
+                                                 base_url="http://127.0.0.1:9/v1"))
+    # Neither a base URL nor lanes: nothing is guessed.
+    with pytest.raises(ValueError, match="give base_url .* or lanes="):
+        asyncio.run(laneway.parallel_completions([{"model": "mock-1", "messages": []}]))
+    with pytest.raises(ValueError, match="not both"):
+        asyncio.run(laneway.parallel_completions([{"model": "mock-1", "messages": []}],
+                                                 base_url="http://127.0.0.1:9/v1",
+                                                 lanes=object()))
     with pytest.raises(ValueError):
         laneway.Lanes(config="/nonexistent/laneway.toml")
     # A base URL that cannot be one is refused before anything runs, naming it.
@@ -204,3 +212,43 @@ def test_arguments_of_the_wrong_kind_are_named():
 
 async def _drain(it):
     return [r async for r in it]
+
+
+def test_a_root_url_means_its_v1(mock_factory):
+    m = mock_factory()
+    [r] = asyncio.run(laneway.parallel_completions(chats(1), base_url=f"http://{m.addr}"))
+    assert r.exception is None and r.response["object"] == "chat.completion"
+
+
+def test_mypy_strict_checks_a_program_using_the_package(tmp_path):
+    """The package's stubs and py.typed give type checkers the whole API."""
+    import sys
+
+    program = tmp_path / "prog.py"
+    program.write_text(
+        "import asyncio\n"
+        "from typing import List\n"
+        "import laneway\n\n"
+        "async def main() -> List[str]:\n"
+        "    rs = await laneway.parallel_completions(\n"
+        "        [{'model': 'mock-1', 'messages': []}], concurrency='auto',\n"
+        "        base_url='http://127.0.0.1:9/v1', on_progress=lambda p: print(p.done))\n"
+        "    out: List[str] = []\n"
+        "    for r in rs:\n"
+        "        if r.exception is not None:\n"
+        "            out.append(f'{r.exception.code} {r.exception.status}')\n"
+        "        elif r.response is not None:\n"
+        "            out.append(str(r.response['choices']))\n"
+        "    async for x in laneway.iter_completions([], lanes=laneway.Lanes('c.toml')):\n"
+        "        out.append(str(x.index))\n"
+        "    return out\n\n"
+        "asyncio.run(main())\n"
+    )
+    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", str(program)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    # And a wrong call is caught.
+    program.write_text("import laneway\nlaneway.parallel_completions([], concurrency='eight')\n")
+    run = subprocess.run([sys.executable, "-m", "mypy", "--strict", str(program)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "concurrency" in run.stdout, run.stdout

@@ -64,8 +64,7 @@ impl Runner {
             sender: Sender {
                 target: Target::Url {
                     client: Box::new(UpstreamClient::new(Duration::from_secs(10))),
-                    endpoints: Endpoints::new(base_url.trim_end_matches('/'), api_key)
-                        .map(Arc::new),
+                    endpoints: Endpoints::new(&base_with_path(base_url), api_key).map(Arc::new),
                 },
                 api_key: api_key.map(str::to_owned),
                 attempts: 3,
@@ -269,5 +268,35 @@ mod tests {
         let item = runner.one(0, request, 1, &counters, &gate);
         let size = std::mem::size_of_val(&item);
         assert!(size < 2048, "an item's future takes {size} bytes");
+    }
+}
+
+/// A base URL with no path at all (`http://127.0.0.1:8400`, a gateway's root) means its `/v1`,
+/// as `laneway batch --url` takes it; any other path (`/v1`, a provider's `/api/paas/v4`) is kept.
+fn base_with_path(base_url: &str) -> String {
+    let trimmed = base_url.trim_end_matches('/');
+    let after_scheme = trimmed.split_once("://").map_or(trimmed, |(_, rest)| rest);
+    if after_scheme.is_empty() || after_scheme.contains('/') {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}/v1")
+    }
+}
+
+#[cfg(test)]
+mod base_tests {
+    #[test]
+    fn a_root_url_means_its_v1_and_other_paths_are_kept() {
+        for (given, used) in [
+            ("http://127.0.0.1:8400", "http://127.0.0.1:8400/v1"),
+            ("http://127.0.0.1:8400/", "http://127.0.0.1:8400/v1"),
+            ("http://127.0.0.1:8400/v1", "http://127.0.0.1:8400/v1"),
+            (
+                "https://open.example.cn/api/paas/v4/",
+                "https://open.example.cn/api/paas/v4",
+            ),
+        ] {
+            assert_eq!(super::base_with_path(given), used);
+        }
     }
 }

@@ -137,7 +137,12 @@ fn prepare(
             l.api_key.clone(),
         ),
         None => {
-            let base = base_url.unwrap_or_else(|| "http://127.0.0.1:8400/v1".into());
+            let base = base_url.ok_or_else(|| {
+                PyValueError::new_err(
+                    "give base_url (a gateway's or provider's URL, like \"http://127.0.0.1:8400/v1\") \
+                     or lanes=laneway.Lanes(config=...) to run the config's lanes in this process",
+                )
+            })?;
             let runner = Runner::try_new(&base, api_key.as_deref())
                 .map_err(|e| PyValueError::new_err(format!("base_url: {e}")))?;
             Target::Url(runner)

@@ -101,6 +101,13 @@ def _bound(concurrency):
 
 
 def _args(requests, concurrency, timeout, fail_fast, on_progress, base_url, api_key, lanes):
+    if lanes is not None and base_url is not None:
+        raise ValueError("give base_url or lanes, not both")
+    if lanes is None and base_url is None:
+        raise ValueError('give base_url (a gateway\'s or provider\'s URL, like "http://127.0.0.1:8400/v1") '
+                         "or lanes=laneway.Lanes(config=...) to run the config's lanes in this process")
+    if lanes is not None and not isinstance(lanes, Lanes):
+        raise TypeError(f"lanes must be a laneway.Lanes, not {type(lanes).__name__}")
     bound, adaptive = _bound(concurrency)
     callback = None
     if on_progress is not None:
@@ -122,10 +129,24 @@ def _result(requests, item):
 
 async def parallel_completions(requests, concurrency=8, preserve_order=True, return_exceptions=True,
                                timeout=None, on_progress=None, base_url=None, api_key=None, lanes=None):
-    """Runs every request with at most ``concurrency`` in flight (or ``"auto"``: learn the
-    upstream's capacity) and returns a list of :class:`Result`. With ``return_exceptions=False``
-    the first failure ends the run, aborts what runs and is raised. ``timeout`` bounds each item
-    (seconds); wrap the call in ``asyncio.wait_for`` to bound the whole run."""
+    """Runs every request and returns a list of :class:`Result`.
+
+    Parameters:
+        requests: OpenAI request bodies (dicts), each with an optional ``"url"``:
+            ``/v1/chat/completions`` (default), ``/v1/completions`` or ``/v1/embeddings``.
+        concurrency: most requests in flight at once (1 to 1,048,576), or ``"auto"`` to learn
+            the upstream's capacity from its answers.
+        preserve_order: results in input order (True) or in the order they finish.
+        return_exceptions: keep failures in ``Result.exception`` (True), or end the run at the
+            first failure, abort what runs and raise it (False).
+        timeout: seconds each item may take, retries included (None: ten minutes). Wrap the
+            call in ``asyncio.wait_for`` to bound the whole run.
+        on_progress: called with a :class:`Progress` after every item, on the event loop.
+        base_url: where requests go: a gateway's or provider's URL (``http://host:8400/v1``; a
+            root URL means its ``/v1``). Give this or ``lanes``.
+        api_key: sent as ``Authorization: Bearer``.
+        lanes: a :class:`Lanes` to run a Laneway config's lanes in this process instead.
+    """
     requests = list(requests)
     if not preserve_order:
         return [r async for r in iter_completions(requests, concurrency, return_exceptions, timeout,
@@ -143,7 +164,12 @@ async def parallel_completions(requests, concurrency=8, preserve_order=True, ret
 async def iter_completions(requests, concurrency=8, return_exceptions=True, timeout=None,
                            on_progress=None, base_url=None, api_key=None, lanes=None):
     """Yields each :class:`Result` as it finishes. Leaving the loop early, or cancelling the
-    task, aborts every request still running."""
+    task, aborts every request still running.
+
+    Parameters are those of :func:`parallel_completions` (without ``preserve_order``):
+    ``requests``, ``concurrency`` (a number or ``"auto"``), ``return_exceptions``, ``timeout``
+    (seconds per item), ``on_progress``, and ``base_url`` + ``api_key`` or ``lanes``.
+    """
     requests = list(requests)
     stream = _laneway.stream(*_args(requests, concurrency, timeout, not return_exceptions,
                                     on_progress, base_url, api_key, lanes))
