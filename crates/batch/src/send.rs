@@ -142,6 +142,7 @@ impl Sender {
                 let request = UpstreamRequest {
                     target: endpoints.get(endpoint),
                     body,
+                    pass: None,
                     request_id: id,
                     first_byte_timeout: Duration::from_secs(600),
                 };

@@ -91,6 +91,26 @@ impl LaneKind {
     }
 }
 
+/// The API a lane's upstream speaks: which header carries its key, and which requests it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// OpenAI's (and every OpenAI-compatible server's): `Authorization: Bearer KEY`.
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API: `x-api-key: KEY` and an `anthropic-version`.
+    Anthropic,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
 /// What happens to a request that finds a limit exhausted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +174,7 @@ pub struct LaneConfig {
     /// upstream's own `/v1/models`).
     pub models: Vec<String>,
     pub kind: LaneKind,
+    pub api: Api,
     pub limits: Limits,
     pub queue: QueueConfig,
     pub adaptive: bool,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer};
 
 use crate::env;
-use crate::model::{Auth, LaneKind, LogFormat, OnLimit};
+use crate::model::{Api, Auth, LaneKind, LogFormat, OnLimit};
 
 /// A string with `${NAME}` already replaced by the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +109,7 @@ pub struct RawLane {
     pub model: Option<EnvString>,
     pub models: Option<Vec<EnvString>>,
     pub kind: Option<LaneKind>,
+    pub api: Option<Api>,
     pub concurrency_limit: Option<RawConcurrency>,
     pub rate_limit: Option<RawRate>,
     pub rpm: Option<u64>,

@@ -11,17 +11,36 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// Which OpenAI endpoint a body was sent to; decides which fields are required.
+/// Which model endpoint a body was sent to; decides which fields are required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API (`/v1/responses`).
+    Responses,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
+    Moderations,
+    Images,
+    Speech,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order: `ALL[e as usize] == e`.
-    pub const ALL: [Endpoint; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+    pub const ALL: [Endpoint; 9] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Responses,
+        Self::Messages,
+        Self::CountTokens,
+        Self::Moderations,
+        Self::Images,
+        Self::Speech,
+    ];
 
     /// The path under the lane's base URL (which already ends in `/v1` or similar).
     pub const fn upstream_suffix(self) -> &'static str {
@@ -29,6 +48,12 @@ impl Endpoint {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Responses => "/responses",
+            Self::Messages => "/messages",
+            Self::CountTokens => "/messages/count_tokens",
+            Self::Moderations => "/moderations",
+            Self::Images => "/images/generations",
+            Self::Speech => "/audio/speech",
         }
     }
 
@@ -38,21 +63,36 @@ impl Endpoint {
             Self::ChatCompletions => "/v1/chat/completions",
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
+            Self::Responses => "/v1/responses",
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
+            Self::Moderations => "/v1/moderations",
+            Self::Images => "/v1/images/generations",
+            Self::Speech => "/v1/audio/speech",
         }
     }
 
     /// The endpoint a Batch API `endpoint` or `url` names.
     pub fn from_path(path: &str) -> Option<Self> {
-        [Self::ChatCompletions, Self::Completions, Self::Embeddings]
-            .into_iter()
-            .find(|e| e.path() == path)
+        Self::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// Anthropic's API: its clients read Laneway's refusals in Anthropic's error shape.
+    pub const fn anthropic(self) -> bool {
+        matches!(self, Self::Messages | Self::CountTokens)
+    }
+
+    /// Whether the upstream reports usage at the end of a stream only when asked
+    /// (`stream_options.include_usage`); the other APIs always report it.
+    pub const fn usage_on_request(self) -> bool {
+        matches!(self, Self::ChatCompletions | Self::Completions)
     }
 
     const fn body_field(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "messages",
-            Self::Completions => "prompt",
-            Self::Embeddings => "input",
+            Self::ChatCompletions | Self::Messages | Self::CountTokens => "messages",
+            Self::Completions | Self::Images => "prompt",
+            Self::Embeddings | Self::Responses | Self::Moderations | Self::Speech => "input",
         }
     }
 }
@@ -70,6 +110,8 @@ pub struct RequestMeta {
     pub include_usage: bool,
     /// Size in bytes of the prompt field, the basis of the token estimate.
     pub prompt_bytes: usize,
+    /// Responses API: the response this one continues, which lives on the lane that made it.
+    pub previous_response_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +155,10 @@ struct Peek<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    previous_response_id: Option<&'a RawValue>,
     #[serde(borrow)]
     stream_options: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -170,13 +216,15 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
     if model.is_empty() {
         return Err(PeekError::Missing("model"));
     }
-    let prompt = match endpoint {
-        Endpoint::ChatCompletions => p.messages,
-        Endpoint::Completions => p.prompt,
-        Endpoint::Embeddings => p.input,
+    let prompt = match endpoint.body_field() {
+        "messages" => p.messages,
+        "prompt" => p.prompt,
+        _ => p.input,
     };
     let prompt = prompt.ok_or(PeekError::Missing(endpoint.body_field()))?;
-    if endpoint == Endpoint::ChatCompletions && !prompt.get().starts_with('[') {
+    if matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages)
+        && !prompt.get().starts_with('[')
+    {
         return Err(PeekError::WrongType {
             field: "messages",
             expected: "an array of messages",
@@ -187,6 +235,10 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
     let stream = typed(p.stream, "stream", FLAG)?;
     let max_tokens = typed(p.max_tokens, "max_tokens", COUNT)?;
     let max_completion = typed(p.max_completion_tokens, "max_completion_tokens", COUNT)?;
+    let max_output = typed(p.max_output_tokens, "max_output_tokens", COUNT)?;
+    let previous_response_id: Option<String> =
+        typed::<Option<String>>(p.previous_response_id, "previous_response_id", "a string")?
+            .flatten();
     let options: Option<StreamOptions<'_>> =
         typed(p.stream_options, "stream_options", "an object")?;
     let include_usage = typed(
@@ -199,9 +251,11 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
         model,
         model_span: start..start + raw_model.get().len(),
         stream: stream.unwrap_or(false),
-        max_tokens: max_completion.or(max_tokens),
-        include_usage: include_usage.unwrap_or(false),
+        max_tokens: max_completion.or(max_output).or(max_tokens),
+        // The APIs that report usage unasked count as having asked: nothing is added.
+        include_usage: include_usage.unwrap_or(false) || !endpoint.usage_on_request(),
         prompt_bytes: prompt.get().len(),
+        previous_response_id,
     })
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use laneway_admission::{Feedback, Permit};
 use laneway_core::wire::{Endpoint, RequestMeta};
@@ -39,6 +39,10 @@ pub struct Plan<'a> {
     pub priority: i32,
     pub tokens: u64,
     pub deadline: Instant,
+    /// The only pool position the request may run on (see [`crate::proxy::Prepared::pin`]).
+    pub pin: Option<usize>,
+    /// Client headers passed upstream.
+    pub pass: Option<&'a HeaderMap>,
 }
 
 pub fn cancelled() -> GatewayError {
@@ -109,6 +113,7 @@ pub async fn once(
     let request = UpstreamRequest {
         target,
         body,
+        pass: plan.pass,
         request_id: &entry.id,
         first_byte_timeout: lane
             .config

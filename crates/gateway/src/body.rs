@@ -69,6 +69,11 @@ impl ProxyBody {
         if let (Some(p), Some(u)) = (&mut self.permit, usage) {
             p.settle_tokens(u.total());
         }
+        if let (Some(id), Some(lane)) = (self.tap.take_response_id(), &self.ledger.lane) {
+            let app = self.ledger.app().clone();
+            app.responses
+                .record(&app, id, lane.label.clone(), self.ledger.key.clone());
+        }
         self.ledger.close(end, usage);
         self.permit = None;
     }

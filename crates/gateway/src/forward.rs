@@ -61,7 +61,8 @@ pub async fn forward(
         Err(f) => f,
     };
     for (pattern, target) in &route.fallbacks {
-        if !failure.fallback || plan.entry.cancel.is_cancelled() {
+        // A request pinned to the lane that made its previous response cannot go elsewhere.
+        if !failure.fallback || plan.entry.cancel.is_cancelled() || plan.pin.is_some() {
             break;
         }
         // A literal fallback names the model to ask for; a pattern keeps the client's model
@@ -85,8 +86,15 @@ struct Candidates<'p> {
 
 impl<'p> Candidates<'p> {
     /// The pool without the lanes that already failed this request, or the whole pool when
-    /// every lane failed once. The first attempt borrows the pool as it is.
-    fn new(pool: &'p [Arc<Lane>], failed: &[usize]) -> Self {
+    /// every lane failed once. The first attempt borrows the pool as it is. A pinned request
+    /// has its one lane, failed or not.
+    fn new(pool: &'p [Arc<Lane>], failed: &[usize], pin: Option<usize>) -> Self {
+        if let Some(p) = pin.filter(|&p| p < pool.len()) {
+            return Self {
+                lanes: Cow::Owned(vec![pool[p].clone()]),
+                positions: Some(vec![p]),
+            };
+        }
         let fresh: Vec<usize> = if failed.is_empty() {
             Vec::new()
         } else {
@@ -158,7 +166,7 @@ async fn serve_route(
         }
         key_share = permit.into_key();
         let may_retry = attempt < retry.max_attempts.get() && lane.budget.withdraw(retry);
-        let another_lane = route.pool.len() > failed.len();
+        let another_lane = plan.pin.is_none() && route.pool.len() > failed.len();
         let remaining = plan.deadline.saturating_duration_since(Instant::now());
         let Some(delay) = may_retry
             .then(|| retry::delay(retry, attempt, another_lane, hint, remaining))
@@ -191,7 +199,7 @@ async fn admit(
 ) -> Result<(Permit, usize), Failure> {
     let entry = plan.entry;
     entry.set_waiting();
-    let candidates = Candidates::new(&route.pool, failed);
+    let candidates = Candidates::new(&route.pool, failed, plan.pin);
     let ask = Ask {
         key: &plan.key.key,
         priority: plan.priority,

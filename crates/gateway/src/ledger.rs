@@ -103,6 +103,11 @@ fn dash() -> Label {
 }
 
 impl Ledger {
+    /// The gateway the request runs in.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
     pub fn new(app: Arc<App>, ctx: &RequestCtx) -> Self {
         Self {
             app,

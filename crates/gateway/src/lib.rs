@@ -47,6 +47,7 @@ pub mod proxy;
 pub mod relay;
 pub mod reload;
 pub mod respond;
+pub mod responses;
 pub mod retry;
 pub mod server;
 mod shared;
@@ -91,6 +92,8 @@ pub struct App {
     pub fail_open: bool,
     /// Batch API files and batches.
     pub batches: batch::Batches,
+    /// Which lane made each Responses API id.
+    pub responses: responses::ResponseLanes,
 }
 
 impl App {
@@ -133,6 +136,7 @@ impl App {
             store,
             fail_open,
             batches,
+            responses: responses::ResponseLanes::default(),
         }))
     }
 

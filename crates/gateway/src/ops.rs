@@ -85,6 +85,33 @@ pub async fn metrics(State(app): State<Arc<App>>, req: Request) -> Response {
     r
 }
 
+/// `GET /v1/models/{id}`: one model of those [`models`] lists, or 404 `model_not_found`.
+pub async fn model(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    let topo = app.topo.load_full();
+    let key = match crate::auth::client_key(&topo, req.headers()) {
+        Ok(k) => k,
+        Err(e) => return GatewayError::from(e).into_response(),
+    };
+    let ids = crate::catalog::Catalog::ids(&app, &topo, &key).await;
+    if ids.contains(&id) {
+        Json(json!({"id": id, "object": "model", "created": 0, "owned_by": "laneway"}))
+            .into_response()
+    } else {
+        GatewayError::from(
+            ApiError::new(
+                ErrorCode::ModelNotFound,
+                format!("the model `{id}` is not one this key may use; GET /v1/models lists them"),
+            )
+            .with_param("model"),
+        )
+        .into_response()
+    }
+}
+
 /// The model ids the caller's key may use (see [`crate::catalog`]).
 pub async fn models(State(app): State<Arc<App>>, req: Request) -> Response {
     let topo = app.topo.load_full();

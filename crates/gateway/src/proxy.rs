@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use laneway_core::wire::{self, Endpoint};
@@ -51,14 +51,14 @@ pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> R
     let mut ledger = Ledger::new(app.clone(), &ctx);
     let key = match crate::auth::client_key(&topo, req.headers()) {
         Ok(k) => k,
-        Err(e) => return refused(&app, ledger, e.into()),
+        Err(e) => return refused(&app, ledger, e.into(), endpoint),
     };
     ledger.key = key.label.clone();
     let mut response = match prepare(&app, &topo, endpoint, req, &key, &mut ledger).await {
-        Err(e) => refused(&app, ledger, e),
+        Err(e) => refused(&app, ledger, e, endpoint),
         Ok(p) if !p.meta.stream => {
             let relayed = relay(&app, &topo, &key, p, &mut ledger).await;
-            answer(&app, relayed, ledger)
+            answer(&app, relayed, ledger, endpoint)
         }
         Ok(p) => {
             // A stream may start before its answer, to tell a waiting client where it stands;
@@ -68,7 +68,7 @@ pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> R
                 let (app, key) = (app.clone(), key.clone());
                 Box::pin(async move {
                     let relayed = relay(&app, &topo, &key, p, &mut ledger).await;
-                    answer(&app, relayed, ledger)
+                    answer(&app, relayed, ledger, endpoint)
                 })
             };
             crate::waiting::serve(&app, entry, work).await
@@ -79,17 +79,23 @@ pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> R
 }
 
 /// The client's response: the relayed answer, or the error that ended the request.
-fn answer(app: &App, relayed: Result<Relay, GatewayError>, ledger: Ledger) -> Response {
+fn answer(
+    app: &App,
+    relayed: Result<Relay, GatewayError>,
+    ledger: Ledger,
+    endpoint: Endpoint,
+) -> Response {
     match relayed {
         Ok(relay) => relay.respond(ledger),
-        Err(e) => refused(app, ledger, e),
+        Err(e) => refused(app, ledger, e, endpoint),
     }
 }
 
-/// The request ends without an upstream answer to relay: record it and answer the error.
-fn refused(app: &App, ledger: Ledger, e: GatewayError) -> Response {
+/// The request ends without an upstream answer to relay: record it and answer the error in
+/// the shape the endpoint's clients read.
+fn refused(app: &App, ledger: Ledger, e: GatewayError, endpoint: Endpoint) -> Response {
     record_refusal(app, ledger, &e);
-    e.into_response()
+    e.respond_for(endpoint)
 }
 
 /// Counts and logs a request that ends without an upstream answer to relay.
@@ -236,6 +242,57 @@ pub(crate) struct Prepared {
     pub(crate) priority: i32,
     pub(crate) tokens: u64,
     pub(crate) deadline: Instant,
+    /// The pool position the request must run on: the lane that made its
+    /// `previous_response_id`.
+    pub(crate) pin: Option<usize>,
+    /// Headers of the client's passed upstream (`anthropic-version`, `anthropic-beta`).
+    pub(crate) pass: Option<Box<HeaderMap>>,
+}
+
+/// Client headers that say which version or beta of an API the request is written for; the
+/// upstream must see them.
+const PASSED: [&str; 3] = ["anthropic-version", "anthropic-beta", "openai-beta"];
+
+fn passed_headers(headers: &HeaderMap) -> Option<Box<HeaderMap>> {
+    let mut out = HeaderMap::new();
+    for name in PASSED {
+        for v in headers.get_all(name) {
+            out.append(header::HeaderName::from_static(name), v.clone());
+        }
+    }
+    (!out.is_empty()).then(|| Box::new(out))
+}
+
+/// Where a request continuing a response must run: the position in the route's pool of the
+/// lane that made `previous_response_id`. An id not made here (or by another key) runs as any
+/// request, and the upstream answers for it.
+async fn pin_for(
+    app: &App,
+    topo: &Topology,
+    route: usize,
+    previous: &str,
+    key: &KeyLive,
+) -> Result<Option<usize>, GatewayError> {
+    let Some(lane) = app.responses.lane_of(app, previous, key.name()).await else {
+        return Ok(None);
+    };
+    let route = &topo.routes[route];
+    let position = route
+        .lanes
+        .iter()
+        .position(|&i| topo.lanes[i].config.name == lane);
+    match position {
+        Some(p) => Ok(Some(p)),
+        None => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "previous_response_id `{previous}` was made by lane `{lane}`, which does not serve the model `{}` asked for; ask for a model that lane serves",
+                route.pattern
+            ),
+        )
+        .with_param("previous_response_id")
+        .into()),
+    }
 }
 
 /// Reads, checks and routes the request, and registers it where operators see it.
@@ -257,7 +314,12 @@ async fn prepare(
     )
     .await?;
     let options = request_options(&parts.headers, topo, key)?;
-    routed(app, topo, endpoint, body, key, ledger, options)
+    let mut p = routed(app, topo, endpoint, body, key, ledger, options)?;
+    p.pass = passed_headers(&parts.headers);
+    if let Some(prev) = &p.meta.previous_response_id {
+        p.pin = pin_for(app, topo, p.route, prev, key).await?;
+    }
+    Ok(p)
 }
 
 /// A body routed and checked against the key, registered where operators see it.
@@ -321,5 +383,7 @@ pub(crate) fn routed(
         priority,
         tokens,
         deadline,
+        pin: None,
+        pass: None,
     })
 }

@@ -45,6 +45,8 @@ pub(crate) async fn relay(
         priority: p.priority,
         tokens: p.tokens,
         deadline: p.deadline,
+        pin: p.pin,
+        pass: p.pass.as_deref(),
     };
     let Forwarded {
         response,
@@ -57,6 +59,7 @@ pub(crate) async fn relay(
         strip_usage,
         registration: p.registration,
         deadline: p.deadline,
+        responses: p.endpoint == laneway_core::wire::Endpoint::Responses,
     })
 }
 
@@ -67,6 +70,8 @@ pub(crate) struct Relay {
     strip_usage: bool,
     registration: crate::table::Registration,
     deadline: Instant,
+    /// A Responses API answer: its id is recorded against the lane that made it.
+    responses: bool,
 }
 
 impl Relay {
@@ -90,7 +95,10 @@ impl Relay {
                 h.insert(name, v);
             }
         }
-        let (sse, tap) = tap(h, self.strip_usage);
+        let (sse, mut tap) = tap(h, self.strip_usage);
+        if self.responses {
+            tap = tap.capture_response_id();
+        }
         // Which lane served it and how long it waited for a slot, for clients tuning themselves.
         if let Some(v) = ledger.lane.as_ref().and_then(|l| l.header.clone()) {
             h.insert(names::X_LANEWAY_LANE.clone(), v);
@@ -137,6 +145,8 @@ impl Relay {
             strip_usage,
             registration,
             deadline,
+            // Answers taken whole (the library, Batch API items) do not record their ids.
+            responses: _,
         } = self;
         let (parts, incoming) = response.into_parts();
         let (_, mut tap) = tap(&parts.headers, strip_usage);

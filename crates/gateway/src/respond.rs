@@ -132,6 +132,31 @@ pub fn error_response(e: &ApiError) -> Response {
     r
 }
 
+/// Anthropic's error type for a status, as its SDKs map them to their error classes.
+fn anthropic_type(status: u16) -> &'static str {
+    match status {
+        400 | 408 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// [`error_response`] in Anthropic's shape: `{"type":"error","error":{"type":…,"message":…}}`.
+pub fn anthropic_error_response(e: &ApiError) -> Response {
+    let mut r = error_response(e);
+    let body = serde_json::json!({
+        "type": "error",
+        "error": {"type": anthropic_type(e.status()), "message": e.message},
+    });
+    *r.body_mut() = Body::from(body.to_string());
+    r
+}
+
 /// `Retry-After` (whole seconds, at least 1) and `retry-after-ms`, the only place they are written.
 fn set_retry_after(h: &mut http::HeaderMap, after: Duration) {
     h.insert(
@@ -159,6 +184,16 @@ impl IntoResponse for GatewayError {
 }
 
 impl GatewayError {
+    /// The response for a client of `endpoint`: Anthropic's clients read Laneway's own
+    /// refusals in Anthropic's error shape (same status and retry headers); an upstream's
+    /// answer passes as it came.
+    pub fn respond_for(self, endpoint: laneway_core::wire::Endpoint) -> Response {
+        match self {
+            Self::Api(e) if endpoint.anthropic() => anthropic_error_response(&e),
+            other => other.into_response(),
+        }
+    }
+
     /// The error code for logs and metrics; `upstream_<status>` for pass-through answers.
     pub fn code(&self) -> std::borrow::Cow<'static, str> {
         match self {

@@ -176,6 +176,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/embeddings", post(proxy::embeddings))
         .route("/v1/models", get(ops::models))
+        .route("/v1/models/{id}", get(ops::model))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::responses::by_id).delete(crate::responses::by_id),
+        )
+        .route("/v1/responses/{id}/cancel", post(crate::responses::by_id))
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(crate::responses::by_id),
+        )
         .route(
             "/v1/files",
             post(batch::upload)

@@ -225,7 +225,15 @@ fn build_lanes(
             }
             None => (Lane::new(spec), Arc::default()),
         };
-        let targets = Endpoints::new(&c.url, c.api_key.as_ref().map(|k| k.expose().as_str()));
+        let auth = match c.api {
+            laneway_config::Api::Anthropic => laneway_upstream::Auth::Anthropic,
+            laneway_config::Api::OpenAi => laneway_upstream::Auth::Bearer,
+        };
+        let targets = Endpoints::with_auth(
+            &c.url,
+            c.api_key.as_ref().map(|k| k.expose().as_str()),
+            auth,
+        );
         by_name.insert(c.name.clone(), i);
         lanes.push(LaneLive {
             lane,

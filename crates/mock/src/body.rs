@@ -41,11 +41,11 @@ const WORDS: [&str; 8] = [
     " Laneway", " keeps", " every", " lane", " moving", " at", " its", " pace.",
 ];
 
-fn word(i: u32) -> &'static str {
+pub(crate) fn word(i: u32) -> &'static str {
     WORDS[i as usize % WORDS.len()]
 }
 
-fn content(tokens: u32) -> String {
+pub(crate) fn content(tokens: u32) -> String {
     (0..tokens).map(word).collect()
 }
 

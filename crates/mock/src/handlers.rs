@@ -26,6 +26,24 @@ pub fn router(state: Arc<MockState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/responses", post(crate::api::create_response))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::api::get_response).delete(crate::api::delete_response),
+        )
+        .route(
+            "/v1/responses/{id}/cancel",
+            post(crate::api::cancel_response),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(crate::api::input_items),
+        )
+        .route("/v1/messages", post(crate::api::create_message))
+        .route("/v1/messages/count_tokens", post(crate::api::count_tokens))
+        .route("/v1/moderations", post(crate::api::moderations))
+        .route("/v1/images/generations", post(crate::api::images))
+        .route("/v1/audio/speech", post(crate::api::speech))
         .route("/mock/stats", get(stats))
         .route("/mock/reset", post(reset))
         .route("/mock/release", post(release))
@@ -115,18 +133,20 @@ async fn configure(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
 }
 
 #[derive(Deserialize)]
-struct Req {
+pub(crate) struct Req {
     model: Option<String>,
+    pub(crate) previous_response_id: Option<String>,
+    pub(crate) max_output_tokens: Option<u64>,
     #[serde(default)]
-    stream: bool,
+    pub(crate) stream: bool,
     // Any count the API's form allows; the answer is never longer than the mock's own length.
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     stream_options: Option<StreamOptions>,
-    input: Option<serde_json::Value>,
+    pub(crate) input: Option<serde_json::Value>,
     messages: Option<Vec<MessageIn>>,
     prompt: Option<serde_json::Value>,
-    n: Option<u64>,
+    pub(crate) n: Option<u64>,
     tools: Option<Vec<ToolIn>>,
     tool_choice: Option<serde_json::Value>,
     response_format: Option<FormatIn>,
@@ -176,7 +196,7 @@ fn text_len(v: &serde_json::Value) -> usize {
 impl Req {
     /// Embedding inputs, each as the bytes its vector is derived from: a string or token list
     /// is one input, a list of them is one each.
-    fn inputs(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn inputs(&self) -> Vec<Vec<u8>> {
         match &self.input {
             Some(serde_json::Value::Array(items))
                 if !items.is_empty() && items.iter().all(|i| i.is_string() || i.is_array()) =>
@@ -190,7 +210,7 @@ impl Req {
 
     /// Prompt tokens as a tokenizer would roughly count them: about four characters of text
     /// a token, plus a few per chat message for its role and framing.
-    fn prompt_tokens(&self) -> u64 {
+    pub(crate) fn prompt_tokens(&self) -> u64 {
         let chars: usize = self
             .messages
             .iter()
@@ -246,7 +266,7 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({"error": {"message": message, "type": code, "code": code, "param": null}});
     (status, Json(body)).into_response()
 }
@@ -324,16 +344,32 @@ fn answer_latency(cfg: &MockConfig, rng: &mut fastrand::Rng, in_flight: u64) -> 
     }
 }
 
-async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
+/// A request the mock took on: what it asked, its number and id, its in-flight guard, the
+/// output it gets, and the rate-limit headers its answer carries.
+pub(crate) struct Admitted {
+    pub(crate) req: Req,
+    pub(crate) id: u64,
+    pub(crate) guard: InFlight,
+    pub(crate) output: u32,
+    /// The output was cut short of the mock's length by the request's own limit.
+    pub(crate) cut: bool,
+    pub(crate) prompt: u64,
+    pub(crate) model: String,
+    pub(crate) limit_headers: HeaderMap,
+}
+
+/// Admits a request as a provider would: concurrency, then requests per minute, then tokens
+/// per minute, then injected errors, then the gate and the latency. `Err` is the refusal.
+pub(crate) async fn admit(s: &MockState, raw: &[u8]) -> Result<Admitted, Response> {
     s.stats.requests.fetch_add(1, Relaxed);
-    let req = match serde_json::from_slice::<Req>(&raw) {
+    let req = match serde_json::from_slice::<Req>(raw) {
         Ok(req) => req,
         Err(e) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 &format!("the body is not a valid request: {e}"),
-            )
+            ))
         }
     };
     let n = s.seq.fetch_add(1, Relaxed);
@@ -345,15 +381,22 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     if n < cfg.fail_first {
         // Held like every other answer, so a test decides when the failure arrives.
         s.pass_gate().await;
-        return scripted_failure(&s);
+        return Err(scripted_failure(s));
     }
     let max = Some(s.max_concurrent.load(Relaxed)).filter(|&m| m != u64::MAX);
     let Some((guard, in_flight)) = InFlight::enter(&s.stats, max) else {
         s.stats.rejected_429.fetch_add(1, Relaxed);
         let hint = Duration::from_millis(cfg.latency_ms.max(1));
-        return too_many(hint, "rate_limit_exceeded", "too many requests in flight");
+        return Err(too_many(
+            hint,
+            "rate_limit_exceeded",
+            "too many requests in flight",
+        ));
     };
-    let asked = req.max_completion_tokens.or(req.max_tokens);
+    let asked = req
+        .max_completion_tokens
+        .or(req.max_output_tokens)
+        .or(req.max_tokens);
     let output = asked.map_or(cfg.output_tokens, |m| {
         u32::try_from(m).map_or(cfg.output_tokens, |m| m.min(cfg.output_tokens))
     });
@@ -375,17 +418,17 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
                 &format!("rate limit reached for {which} per minute"),
             );
             r.headers_mut().extend(limit_headers);
-            return r;
+            return Err(r);
         }
     }
     if cfg.error_rate > 0.0 && rng.f64() < cfg.error_rate {
         s.stats.errors_injected.fetch_add(1, Relaxed);
         guard.complete(false);
-        return error(
+        return Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "injected failure",
-        );
+        ));
     }
 
     s.pass_gate().await;
@@ -393,7 +436,35 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let model = req.model.clone().unwrap_or_else(|| "mock-1".into());
+    Ok(Admitted {
+        id: s.salt ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        guard,
+        output,
+        cut: output < cfg.output_tokens,
+        prompt,
+        model,
+        limit_headers,
+        req,
+    })
+}
 
+async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
+    let a = match admit(&s, &raw).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let cfg = &s.cfg;
+    let Admitted {
+        req,
+        id,
+        guard,
+        output,
+        prompt,
+        model,
+        limit_headers,
+        ..
+    } = a;
     let tool = (kind == Kind::Chat).then(|| req.forced_tool()).flatten();
     let finish = if tool.is_some() {
         "tool_calls"
@@ -405,8 +476,8 @@ async fn handle(s: Arc<MockState>, kind: Kind, raw: Bytes) -> Response {
     let choices = req.n.unwrap_or(1).clamp(1, MAX_CHOICES) as u32;
     let shape = Shape {
         kind,
-        id: s.salt ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        model: req.model.clone().unwrap_or_else(|| "mock-1".into()),
+        id,
+        model,
         output,
         usage: body::Usage {
             prompt,

@@ -11,9 +11,12 @@
 //! - `handlers`: the OpenAI endpoints and admission into the mock.
 //! - `body`: JSON and SSE response bodies.
 
+mod api;
 mod body;
 mod bucket;
 mod handlers;
+mod messages;
+mod responses;
 mod state;
 mod stats;
 mod wire;

@@ -19,6 +19,8 @@ pub struct MockState {
     pub(crate) seq: AtomicU64,
     /// Mixed into answer ids so that two runs of the mock never hand out the same id.
     pub(crate) salt: u64,
+    /// The Responses API answers this mock made, by id.
+    pub(crate) responses: crate::responses::Store,
     /// In-flight limit in force (`u64::MAX`: none); tests may change it while the mock runs.
     pub(crate) max_concurrent: AtomicU64,
     /// While on, admitted requests wait at the gate until a test releases them.
@@ -38,6 +40,7 @@ impl MockState {
             stats: Arc::default(),
             seq: AtomicU64::new(0),
             salt: fastrand::u64(..),
+            responses: crate::responses::Store::default(),
         }
     }
 

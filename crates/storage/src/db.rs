@@ -96,6 +96,7 @@ impl Storage {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::responses::SCHEMA)?;
         let s = Self {
             root: root.to_owned(),
             conn: Mutex::new(conn),

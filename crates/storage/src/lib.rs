@@ -18,6 +18,7 @@ pub mod files;
 pub mod private;
 #[cfg(all(test, unix))]
 mod private_tests;
+mod responses;
 #[cfg(test)]
 mod tests;
 pub mod validate;

@@ -36,6 +36,9 @@ pub struct UpstreamRequest<'a> {
     /// The lane's URL for the endpoint, with its key.
     pub target: &'a Target,
     pub body: Bytes,
+    /// Client headers the upstream must see (an API version or beta), set before the
+    /// target's own.
+    pub pass: Option<&'a http::HeaderMap>,
     pub request_id: &'a str,
     pub first_byte_timeout: Duration,
 }
@@ -95,8 +98,14 @@ impl UpstreamClient {
         &self,
         req: UpstreamRequest<'_>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let mut request = req.target.request(http::Method::POST, req.body, 2);
+        let extra = 2 + req.pass.map_or(0, http::HeaderMap::len);
+        let mut request = req.target.request(http::Method::POST, req.body, extra);
         let headers = request.headers_mut();
+        if let Some(pass) = req.pass {
+            for (name, value) in pass {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(id) = HeaderValue::from_str(req.request_id) {
             headers.insert(X_REQUEST_ID.clone(), id);
@@ -104,6 +113,26 @@ impl UpstreamClient {
         let origin = &req.target.origin;
         match tokio::time::timeout(req.first_byte_timeout, self.request(origin, request)).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(req.first_byte_timeout)),
+            Ok(r) => r,
+        }
+    }
+
+    /// A request without a body (`GET`, `DELETE`, a bodiless `POST`) to `target`, such as the
+    /// Responses API's calls on an id.
+    pub async fn send_as(
+        &self,
+        method: http::Method,
+        target: &Target,
+        request_id: &str,
+        first_byte_timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut request = target.request(method, Bytes::new(), 1);
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            request.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        }
+        match tokio::time::timeout(first_byte_timeout, self.request(&target.origin, request)).await
+        {
+            Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte_timeout)),
             Ok(r) => r,
         }
     }

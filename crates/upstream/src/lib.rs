@@ -25,4 +25,4 @@ pub use classify::{Hints, Outcome};
 pub use client::{UpstreamClient, UpstreamRequest};
 pub use error::UpstreamError;
 pub use pool::UpstreamBody;
-pub use target::{Endpoints, Target, X_REQUEST_ID};
+pub use target::{Auth, Endpoints, Target, ANTHROPIC_VERSION, X_REQUEST_ID};

@@ -16,17 +16,30 @@ use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use serde::Deserialize;
 
+/// Token usage as any of the APIs reports it: OpenAI's chat and completions
+/// (`prompt_tokens` / `completion_tokens`), the Responses API and Anthropic's Messages
+/// (`input_tokens` / `output_tokens`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
 }
 
 impl Usage {
+    /// Usage reported in parts (Anthropic's `message_start` has the input, `message_delta` the
+    /// output, each count cumulative): the larger of each.
+    fn merge(self, later: Self) -> Self {
+        Self {
+            prompt_tokens: self.prompt_tokens.max(later.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(later.completion_tokens),
+            total_tokens: self.total_tokens.max(later.total_tokens),
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.total_tokens
             .max(self.prompt_tokens + self.completion_tokens)
@@ -58,12 +71,24 @@ pub struct UsageTap {
     /// chunks before it, so a body that arrives in one chunk is never copied.
     last: Option<Bytes>,
     usage: Option<Usage>,
+    /// Responses API answers: look for the response's id (`"id":"resp_…"`) as it goes by.
+    want_id: bool,
+    response_id: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Event {
     usage: Option<Usage>,
     choices: Option<Vec<serde::de::IgnoredAny>>,
+    /// The Responses API's `response.completed` carries usage in its response.
+    response: Option<Nested>,
+    /// Anthropic's `message_start` carries it in its message.
+    message: Option<Nested>,
+}
+
+#[derive(Deserialize)]
+struct Nested {
+    usage: Option<Usage>,
 }
 
 impl UsageTap {
@@ -73,6 +98,8 @@ impl UsageTap {
             buf: BytesMut::new(),
             last: None,
             usage: None,
+            want_id: false,
+            response_id: None,
         }
     }
 
@@ -82,6 +109,8 @@ impl UsageTap {
             buf: BytesMut::new(),
             last: None,
             usage: None,
+            want_id: false,
+            response_id: None,
         }
     }
 
@@ -89,8 +118,23 @@ impl UsageTap {
         self.usage
     }
 
+    /// Also notes the Responses API id the answer carries (its first `"id":"resp_…"`, in the
+    /// JSON body or the `response.created` event).
+    pub fn capture_response_id(mut self) -> Self {
+        self.want_id = true;
+        self
+    }
+
+    /// The response id noted, once.
+    pub fn take_response_id(&mut self) -> Option<String> {
+        self.response_id.take()
+    }
+
     /// Takes a chunk from the upstream; returns what to send to the client now.
     pub fn feed(&mut self, chunk: Bytes) -> Result<Option<Bytes>, EventTooLong> {
+        if self.want_id && self.response_id.is_none() {
+            self.response_id = find_response_id(&chunk);
+        }
         let strip_usage = match self.mode {
             Mode::Json => {
                 if let Some(prev) = self.last.replace(chunk.clone()) {
@@ -221,8 +265,15 @@ impl UsageTap {
                 continue;
             }
             if let Ok(e) = serde_json::from_slice::<Event>(data) {
+                let nested = e
+                    .response
+                    .and_then(|n| n.usage)
+                    .or(e.message.and_then(|n| n.usage));
+                if let Some(u) = nested {
+                    self.usage = Some(self.usage.map_or(u, |old| old.merge(u)));
+                }
                 if let Some(u) = e.usage {
-                    self.usage = Some(u);
+                    self.usage = Some(self.usage.map_or(u, |old| old.merge(u)));
                     strip = matches!(self.mode, Mode::Sse { strip_usage: true })
                         && e.choices.is_none_or(|c| c.is_empty());
                 }
@@ -259,6 +310,32 @@ fn json_tail(chunk: &[u8]) -> &[u8] {
 }
 
 /// The last `"usage": {...}` object in a JSON document's tail.
+/// The first `"id": "resp_…"` in `chunk`: a response id is short and of plain characters, so
+/// anything else is not one.
+fn find_response_id(chunk: &[u8]) -> Option<String> {
+    let finder = memmem::Finder::new(b"\"resp_");
+    for at in finder.find_iter(chunk) {
+        let before = chunk[..at].trim_ascii_end();
+        let Some(before) = before.strip_suffix(b":") else {
+            continue;
+        };
+        if !before.trim_ascii_end().ends_with(b"\"id\"") {
+            continue;
+        }
+        let rest = &chunk[at + 1..];
+        let end = rest.iter().position(|&b| b == b'"')?;
+        let id = &rest[..end];
+        if id.len() <= 256
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+        {
+            return std::str::from_utf8(id).ok().map(str::to_owned);
+        }
+    }
+    None
+}
+
 fn find_json_usage(tail: &[u8]) -> Option<Usage> {
     let key = b"\"usage\"";
     // Forward searches are the vectorised ones; a body holds the key once or a few times.
@@ -353,6 +430,55 @@ data: [DONE]\n\n";
             .unwrap();
         assert!(comment_only.ends_mid_event(), "no data line: not an event");
         assert!(!UsageTap::json().ends_mid_event());
+    }
+
+    #[test]
+    fn usage_of_the_responses_and_messages_apis_is_read() {
+        let mut responses = UsageTap::sse(false);
+        responses.feed(Bytes::from_static(
+            b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n\
+              event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\
+              \"usage\":{\"input_tokens\":7,\"output_tokens\":5,\"total_tokens\":12,\"output_tokens_details\":{}}}}\n\n",
+        )).unwrap();
+        assert_eq!(responses.usage().unwrap().total(), 12);
+        let mut messages = UsageTap::sse(false);
+        messages.feed(Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n\
+              event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":16}}\n\n",
+        )).unwrap();
+        let u = messages.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (9, 16));
+        let mut json = UsageTap::json();
+        json.feed(Bytes::from_static(
+            b"{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":3,\"output_tokens\":4}}",
+        ))
+        .unwrap();
+        json.finish();
+        assert_eq!(json.usage().unwrap().total(), 7);
+    }
+
+    #[test]
+    fn a_response_id_is_noted_from_json_or_the_created_event() {
+        let mut json = UsageTap::json().capture_response_id();
+        json.feed(Bytes::from_static(
+            b"{\"id\": \"resp_abc123\", \"previous_response_id\": \"resp_old\"}",
+        ))
+        .unwrap();
+        assert_eq!(json.take_response_id().as_deref(), Some("resp_abc123"));
+        let mut sse = UsageTap::sse(false).capture_response_id();
+        sse.feed(Bytes::from_static(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_9\"}}\n\n")).unwrap();
+        assert_eq!(sse.take_response_id().as_deref(), Some("resp_9"));
+        let mut not_one = UsageTap::json().capture_response_id();
+        not_one
+            .feed(Bytes::from_static(
+                b"{\"text\":\"resp_x\",\"id\":\"resp_bad id\"}",
+            ))
+            .unwrap();
+        assert_eq!(not_one.take_response_id(), None);
+        let mut off = UsageTap::json();
+        off.feed(Bytes::from_static(b"{\"id\":\"resp_1\"}"))
+            .unwrap();
+        assert_eq!(off.take_response_id(), None);
     }
 
     #[test]

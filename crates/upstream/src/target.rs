@@ -17,6 +17,19 @@ const UA: &str = concat!("laneway/", env!("CARGO_PKG_VERSION"));
 /// `x-request-id`, named once so that sending a request does not allocate the name.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How an upstream takes its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI and compatible servers).
+    #[default]
+    Bearer,
+    /// `x-api-key: KEY`, with `anthropic-version` unless the client sends one (Anthropic).
+    Anthropic,
+}
+
+/// The `anthropic-version` sent when the client names none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// A full upstream URL and the key sent with it, checked and split for sending.
 #[derive(Clone)]
 pub struct Target {
@@ -24,7 +37,8 @@ pub struct Target {
     pub(crate) origin: Origin,
     path: PathAndQuery,
     host: HeaderValue,
-    auth: Option<HeaderValue>,
+    auth: Option<(HeaderName, HeaderValue)>,
+    anthropic: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -41,6 +55,12 @@ impl Target {
     /// Credentials in the URL (`https://user:pass@host/v1`) never go into `Host`: they are
     /// sent as `Authorization: Basic` when the lane has no `api_key`, and never shown.
     pub fn new(url: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
+        Self::with_auth(url, api_key, Auth::Bearer)
+    }
+
+    /// [`Target::new`] for an upstream that takes its key the way `auth` says.
+    pub fn with_auth(url: &str, api_key: Option<&str>, auth: Auth) -> Result<Self, UpstreamError> {
+        let scheme = auth;
         let shown = laneway_core::redact_url(url);
         let bad = |why: &str| UpstreamError::BadUrl(format!("{shown}: {why}"));
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
@@ -65,13 +85,17 @@ impl Target {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let auth = match api_key {
             Some(key) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                let (name, value) = match scheme {
+                    Auth::Bearer => (AUTHORIZATION, format!("Bearer {key}")),
+                    Auth::Anthropic => (HeaderName::from_static("x-api-key"), key.to_owned()),
+                };
+                let mut v = HeaderValue::from_str(&value).map_err(|_| {
                     UpstreamError::BadUrl(
                         "the lane's api_key has characters not allowed in a header".into(),
                     )
                 })?;
                 v.set_sensitive(true);
-                Some(v)
+                Some((name, v))
             }
             None => match userinfo {
                 Some(info) => {
@@ -79,7 +103,7 @@ impl Target {
                         HeaderValue::from_str(&format!("Basic {}", base64(info.as_bytes())))
                             .map_err(|_| bad("bad credentials"))?;
                     v.set_sensitive(true);
-                    Some(v)
+                    Some((AUTHORIZATION, v))
                 }
                 None => None,
             },
@@ -90,6 +114,7 @@ impl Target {
             path,
             host,
             auth,
+            anthropic: scheme == Auth::Anthropic,
         })
     }
 
@@ -109,11 +134,17 @@ impl Target {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = Uri::from(self.path.clone());
-        let mut headers = HeaderMap::with_capacity(3 + extra);
+        let mut headers = HeaderMap::with_capacity(4 + extra);
         headers.insert(HOST, self.host.clone());
         headers.insert(USER_AGENT, HeaderValue::from_static(UA));
-        if let Some(auth) = &self.auth {
-            headers.insert(AUTHORIZATION, auth.clone());
+        if let Some((name, value)) = &self.auth {
+            headers.insert(name.clone(), value.clone());
+        }
+        if self.anthropic {
+            headers.insert(
+                HeaderName::from_static("anthropic-version"),
+                HeaderValue::from_static(ANTHROPIC_VERSION),
+            );
         }
         *request.headers_mut() = headers;
         request
@@ -142,21 +173,42 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// A base URL's targets for each OpenAI endpoint, with one key.
+/// A base URL's targets for each endpoint, with one key.
 #[derive(Clone, Debug)]
-pub struct Endpoints([Target; 3]);
+pub struct Endpoints(Vec<Target>);
 
 impl Endpoints {
     /// Targets for `base` (like `https://api.example.com/v1`) plus each endpoint's path.
     pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, UpstreamError> {
+        Self::with_auth(base, api_key, Auth::Bearer)
+    }
+
+    /// [`Endpoints::new`] for an upstream that takes its key the way `auth` says.
+    pub fn with_auth(base: &str, api_key: Option<&str>, auth: Auth) -> Result<Self, UpstreamError> {
         // The base alone first, so that a bad one is named as it was given.
-        Target::new(base, api_key)?;
-        let [a, b, c] =
-            Endpoint::ALL.map(|e| Target::new(&format!("{base}{}", e.upstream_suffix()), api_key));
-        Ok(Self([a?, b?, c?]))
+        Target::with_auth(base, api_key, auth)?;
+        let all = Endpoint::ALL
+            .iter()
+            .map(|e| Target::with_auth(&format!("{base}{}", e.upstream_suffix()), api_key, auth))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(all))
+    }
+
+    /// The base URL's target for a path of its own (`/responses/{id}`), with the same key.
+    pub fn at(&self, path: &str) -> Result<Target, UpstreamError> {
+        let first = &self.0[0];
+        let base = first
+            .url
+            .strip_suffix(Endpoint::ALL[0].upstream_suffix())
+            .unwrap_or(&first.url);
+        let mut t = Target::with_auth(&format!("{base}{path}"), None, Auth::Bearer)?;
+        t.auth.clone_from(&first.auth);
+        t.anthropic = first.anthropic;
+        Ok(t)
     }
 
     pub fn get(&self, e: Endpoint) -> &Target {
+        // One target per endpoint, in `Endpoint::ALL` order, made in `with_auth`.
         &self.0[e as usize]
     }
 }

@@ -100,6 +100,7 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
             models: l.models.iter().flatten().map(|m| m.0.clone()).collect(),
             model: l.model.as_ref().map(|m| m.0.clone()),
             kind,
+            api: l.api.unwrap_or_default(),
             limits,
             queue,
             adaptive: l.adaptive.unwrap_or(false),
