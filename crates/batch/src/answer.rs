@@ -20,7 +20,9 @@ struct Probe {
 
 #[derive(Deserialize)]
 struct ProbeUsage {
+    #[serde(alias = "input_tokens")]
     prompt_tokens: Option<u64>,
+    #[serde(alias = "output_tokens")]
     completion_tokens: Option<u64>,
 }
 

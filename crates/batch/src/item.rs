@@ -16,6 +16,22 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request to `endpoint` (the Responses API, Anthropic's Messages, moderations, … as
+    /// well as the three constructors below).
+    pub fn new(endpoint: Endpoint, body: Value) -> Self {
+        Self { endpoint, body }
+    }
+
+    /// A `/v1/responses` request (OpenAI's Responses API).
+    pub fn response(body: Value) -> Self {
+        Self::new(Endpoint::Responses, body)
+    }
+
+    /// A `/v1/messages` request (Anthropic's Messages API).
+    pub fn message(body: Value) -> Self {
+        Self::new(Endpoint::Messages, body)
+    }
+
     /// A `/v1/chat/completions` request.
     pub fn chat(body: Value) -> Self {
         Self {
@@ -59,12 +75,12 @@ impl Usage {
 
     pub(crate) fn from_body(v: &Value) -> Option<Self> {
         let u = v.get("usage").filter(|u| u.is_object())?;
+        // Chat and completions say prompt/completion; the Responses and Messages APIs say
+        // input/output.
+        let count = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
         Some(Self {
-            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-            completion_tokens: u
-                .get("completion_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
+            prompt_tokens: count("prompt_tokens", "input_tokens").unwrap_or(0),
+            completion_tokens: count("completion_tokens", "output_tokens").unwrap_or(0),
         })
     }
 

@@ -93,6 +93,7 @@ mod send;
 pub use gate::Concurrency;
 pub use item::{Error, Item, Request, Response, Usage};
 pub use laneway_config::builder::{ConfigBuilder, KeyBuilder, LaneBuilder};
+pub use laneway_core::wire::Endpoint;
 /// Why [`Runner::try_new`] refused a base URL.
 pub use laneway_upstream::UpstreamError;
 pub use runner::{Progress, Report, Runner};

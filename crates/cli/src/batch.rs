@@ -55,7 +55,14 @@ struct Line {
     body: Value,
 }
 
-const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+/// The endpoints a batch line may name, as OpenAI's Batch API takes them.
+const ENDPOINTS: [&str; 5] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/moderations",
+];
 
 fn read_input(path: &PathBuf) -> anyhow::Result<Vec<Line>> {
     let text =
@@ -146,12 +153,9 @@ async fn runner(a: &Args) -> anyhow::Result<Runner> {
         .fail_fast(a.fail_fast))
 }
 
+/// A line's endpoint; lines were checked against [`ENDPOINTS`] when read.
 fn endpoint(url: &str) -> Endpoint {
-    match url {
-        "/v1/completions" => Endpoint::Completions,
-        "/v1/embeddings" => Endpoint::Embeddings,
-        _ => Endpoint::ChatCompletions,
-    }
+    Endpoint::from_path(url).unwrap_or(Endpoint::ChatCompletions)
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {

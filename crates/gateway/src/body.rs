@@ -36,6 +36,8 @@ pub struct Shape {
     /// Whether the upstream's length holds for what the client gets; not when the usage tap
     /// strips a chunk the client did not ask for.
     pub keep_length: bool,
+    /// Anthropic's Messages API: a stream's error event is in its shape and named `error`.
+    pub anthropic: bool,
 }
 
 pub struct ProxyBody {
@@ -91,7 +93,11 @@ impl ProxyBody {
             err.message = detail;
         }
         if self.shape.sse {
-            let event = Bytes::from(err.to_sse_event());
+            let event = Bytes::from(if self.shape.anthropic {
+                crate::respond::anthropic_error_event(&err)
+            } else {
+                err.to_sse_event()
+            });
             Poll::Ready(Some(Ok(Frame::data(event))))
         } else {
             Poll::Ready(Some(Err(err.message.into())))

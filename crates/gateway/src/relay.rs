@@ -59,7 +59,7 @@ pub(crate) async fn relay(
         strip_usage,
         registration: p.registration,
         deadline: p.deadline,
-        responses: p.endpoint == laneway_core::wire::Endpoint::Responses,
+        endpoint: p.endpoint,
     })
 }
 
@@ -70,8 +70,9 @@ pub(crate) struct Relay {
     strip_usage: bool,
     registration: crate::table::Registration,
     deadline: Instant,
-    /// A Responses API answer: its id is recorded against the lane that made it.
-    responses: bool,
+    /// A Responses API answer has its id recorded against the lane that made it; an
+    /// Anthropic stream ends in Anthropic's error event.
+    endpoint: laneway_core::wire::Endpoint,
 }
 
 impl Relay {
@@ -96,7 +97,7 @@ impl Relay {
             }
         }
         let (sse, mut tap) = tap(h, self.strip_usage);
-        if self.responses {
+        if self.endpoint == laneway_core::wire::Endpoint::Responses {
             tap = tap.capture_response_id();
         }
         // Which lane served it and how long it waited for a slot, for clients tuning themselves.
@@ -122,6 +123,7 @@ impl Relay {
         let shape = Shape {
             sse,
             keep_length: !self.strip_usage,
+            anthropic: self.endpoint.anthropic(),
         };
         *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, shape));
         out
@@ -146,7 +148,7 @@ impl Relay {
             registration,
             deadline,
             // Answers taken whole (the library, Batch API items) do not record their ids.
-            responses: _,
+            endpoint: _,
         } = self;
         let (parts, incoming) = response.into_parts();
         let (_, mut tap) = tap(&parts.headers, strip_usage);

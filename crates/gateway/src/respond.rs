@@ -146,14 +146,24 @@ fn anthropic_type(status: u16) -> &'static str {
     }
 }
 
-/// [`error_response`] in Anthropic's shape: `{"type":"error","error":{"type":…,"message":…}}`.
-pub fn anthropic_error_response(e: &ApiError) -> Response {
-    let mut r = error_response(e);
-    let body = serde_json::json!({
+/// An error in Anthropic's shape: `{"type":"error","error":{"type":…,"message":…}}`.
+pub fn anthropic_error_body(e: &ApiError) -> String {
+    serde_json::json!({
         "type": "error",
         "error": {"type": anthropic_type(e.status()), "message": e.message},
-    });
-    *r.body_mut() = Body::from(body.to_string());
+    })
+    .to_string()
+}
+
+/// The error event that ends an Anthropic stream: named `error`, as its SDKs expect.
+pub fn anthropic_error_event(e: &ApiError) -> Vec<u8> {
+    format!("event: error\ndata: {}\n\n", anthropic_error_body(e)).into_bytes()
+}
+
+/// [`error_response`] in Anthropic's shape.
+pub fn anthropic_error_response(e: &ApiError) -> Response {
+    let mut r = error_response(e);
+    *r.body_mut() = Body::from(anthropic_error_body(e));
     r
 }
 

@@ -176,6 +176,10 @@ async fn answered(response: Response) -> (Item, State) {
 fn error_event(status: StatusCode, body: &[u8]) -> Bytes {
     let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let json = match value.filter(|v| v.get("error").is_some()) {
+        // Anthropic's shape: its SDKs read an error only from an event named `error`.
+        Some(v) if v.get("type").and_then(|t| t.as_str()) == Some("error") => {
+            return Bytes::from(format!("event: error\ndata: {v}\n\n"));
+        }
         Some(v) => v.to_string(),
         None => {
             let err = ApiError::new(

@@ -1,6 +1,6 @@
 //! Requests and items as JSON text, the form they cross into Python in.
 
-use laneway_batch::{Item, Request};
+use laneway_batch::{Endpoint, Item, Request};
 use serde_json::{json, Value};
 
 /// A JSON list of request bodies; an optional `"url"` picks the endpoint and is not sent.
@@ -16,15 +16,18 @@ pub fn parse_requests(text: &str) -> Result<Vec<Request>, String> {
             let url = match obj.remove("url") {
                 None => "/v1/chat/completions".to_owned(),
                 Some(Value::String(u)) => u,
-                Some(other) => return Err(format!("request {i}: url must be a string, not {other}")),
+                Some(other) => {
+                    return Err(format!("request {i}: url must be a string, not {other}"))
+                }
             };
-            let build = match url.as_str() {
-                "/v1/chat/completions" => Request::chat,
-                "/v1/completions" => Request::completion,
-                "/v1/embeddings" => Request::embedding,
-                other => return Err(format!("request {i}: url {other:?} is not /v1/chat/completions, /v1/completions or /v1/embeddings")),
+            let Some(endpoint) = Endpoint::from_path(&url) else {
+                let known: Vec<&str> = Endpoint::ALL.iter().map(|e| e.path()).collect();
+                return Err(format!(
+                    "request {i}: url {url:?} is not one of {}",
+                    known.join(", ")
+                ));
             };
-            Ok(build(body))
+            Ok(Request::new(endpoint, body))
         })
         .collect()
 }

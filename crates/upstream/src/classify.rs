@@ -30,7 +30,10 @@ impl Hints {
         let mut retry_after_ms = None;
         for name in h.keys() {
             let key = name.as_str();
-            if !key.starts_with("x-ratelimit-") && !key.starts_with("retry-after") {
+            if !key.starts_with("x-ratelimit-")
+                && !key.starts_with("retry-after")
+                && !key.starts_with("anthropic-ratelimit-")
+            {
                 continue;
             }
             let Some(v) = h.get(name).and_then(|v| v.to_str().ok()).map(str::trim) else {
@@ -50,6 +53,15 @@ impl Hints {
                 "x-ratelimit-remaining-tokens" => hints.remaining_tokens = v.parse().ok(),
                 "x-ratelimit-reset-requests" => hints.reset_requests = parse_reset(v),
                 "x-ratelimit-reset-tokens" => hints.reset_tokens = parse_reset(v),
+                // Anthropic's: the same counts, resets as RFC 3339 times.
+                "anthropic-ratelimit-requests-limit" => hints.limit_requests = v.parse().ok(),
+                "anthropic-ratelimit-tokens-limit" => hints.limit_tokens = v.parse().ok(),
+                "anthropic-ratelimit-requests-remaining" => {
+                    hints.remaining_requests = v.parse().ok();
+                }
+                "anthropic-ratelimit-tokens-remaining" => hints.remaining_tokens = v.parse().ok(),
+                "anthropic-ratelimit-requests-reset" => hints.reset_requests = until_rfc3339(v),
+                "anthropic-ratelimit-tokens-reset" => hints.reset_tokens = until_rfc3339(v),
                 _ => {}
             }
         }
@@ -90,6 +102,64 @@ impl Hints {
         );
         req.max(tok)
     }
+}
+
+/// The time from now until an RFC 3339 instant (`2026-12-07T03:50:00Z`, fractions and offsets
+/// allowed), zero if it has passed, capped at [`duration::CEILING`]; `None` if it does not parse.
+pub fn until_rfc3339(v: &str) -> Option<Duration> {
+    let at = parse_rfc3339(v)?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    duration::from_secs_f64((at - now).max(0.0))
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 time.
+fn parse_rfc3339(v: &str) -> Option<f64> {
+    let b = v.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = v.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &v[19..];
+    let mut frac = 0.0;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        frac = format!("0.{}", &f[..digits]).parse().ok()?;
+        rest = &f[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + s - offset) as f64 + frac)
 }
 
 /// Tokens a request is assumed to need when pacing on an exhausted token budget.
@@ -146,6 +216,51 @@ pub fn is_quota_error(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anthropic_rate_limit_headers_are_read() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_rfc3339("2026-12-07T03:50:00Z"), Some(1_796_615_400.0));
+        assert_eq!(
+            parse_rfc3339("2026-12-07T04:50:00.5+01:00"),
+            Some(1_796_615_400.5)
+        );
+        for bad in [
+            "",
+            "2026-13-07T03:50:00Z",
+            "2026-12-07T03:50:00",
+            "yesterday",
+            "2026-12-07T03:50:00Q",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            "anthropic-ratelimit-requests-remaining",
+            "0".parse().unwrap(),
+        );
+        h.insert("anthropic-ratelimit-requests-limit", "50".parse().unwrap());
+        h.insert(
+            "anthropic-ratelimit-requests-reset",
+            "2999-01-01T00:00:00Z".parse().unwrap(),
+        );
+        h.insert(
+            "anthropic-ratelimit-tokens-reset",
+            "2000-01-01T00:00:00Z".parse().unwrap(),
+        );
+        let hints = Hints::from_headers(&h);
+        assert_eq!(
+            (hints.remaining_requests, hints.limit_requests),
+            (Some(0), Some(50))
+        );
+        assert_eq!(hints.reset_requests, Some(duration::CEILING));
+        assert_eq!(
+            hints.reset_tokens,
+            Some(Duration::ZERO),
+            "a past reset is now"
+        );
+        assert!(hints.exhausted_for().is_some());
+    }
 
     #[test]
     fn reset_formats() {

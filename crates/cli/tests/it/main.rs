@@ -7,6 +7,7 @@ mod batches;
 mod binary;
 mod conns;
 mod control;
+mod endpoints;
 mod errors;
 mod hostile;
 mod mock;

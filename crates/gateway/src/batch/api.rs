@@ -89,10 +89,10 @@ fn parse_create(body: &[u8]) -> Result<(CreateBatch, Duration), ApiError> {
             format!("the body is not a batch request: {e}"),
         )
     })?;
-    if Endpoint::from_path(&c.endpoint).is_none() {
+    if !Endpoint::from_path(&c.endpoint).is_some_and(batchable) {
         return Err(bad(
             format!(
-                "endpoint `{}` cannot be batched; use /v1/chat/completions, /v1/completions or /v1/embeddings",
+                "endpoint `{}` cannot be batched; use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses or /v1/moderations",
                 c.endpoint
             ),
             "endpoint",
@@ -284,4 +284,17 @@ async fn listing(app: &Arc<App>, owner: Option<String>, page: Page, admin: bool)
         "data": data,
     }))
     .into_response()
+}
+
+/// The endpoints OpenAI's Batch API takes; answers of the others (audio, images) are not
+/// lines of JSON.
+pub(crate) fn batchable(e: Endpoint) -> bool {
+    matches!(
+        e,
+        Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+            | Endpoint::Moderations
+    )
 }
