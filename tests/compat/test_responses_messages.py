@@ -160,3 +160,25 @@ def test_the_node_sdk_creates_responses(gateway):
 
 def test_the_binary_is_the_one_under_test():
     assert pathlib.Path(BIN).exists()
+
+
+def test_the_rest_of_v1_goes_through_the_lanes(client):
+    """Moderations, images, speech and the multipart endpoints (the model a form field)."""
+    mod = client.moderations.create(model="mock-moderation", input=["a", "b"])
+    assert len(mod.results) == 2 and mod.results[0].flagged is False
+    img = client.images.generate(model="mock-image", prompt="a lane at dawn", n=2)
+    assert len(img.data) == 2 and img.data[0].b64_json
+    speech = client.audio.speech.create(model="mock-tts", voice="alloy", input="hello")
+    assert speech.content[:4] == b"RIFF"
+    wav = speech.content
+    text = client.audio.transcriptions.create(model="mock-whisper", file=("hello.wav", wav))
+    assert text.text.startswith("Laneway")
+    translated = client.audio.translations.create(model="mock-whisper", file=("hello.wav", wav))
+    assert translated.text.startswith("Laneway")
+    edited = client.images.edit(model="mock-image", image=("in.png", b"\x89PNG fake"), prompt="brighter")
+    assert edited.data[0].b64_json
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as e:
+        client.audio.transcriptions.create(model="nope-1", file=("hello.wav", wav))
+    assert e.value.code == "model_not_found"

@@ -26,11 +26,17 @@ pub enum Endpoint {
     Moderations,
     Images,
     Speech,
+    /// `/v1/audio/transcriptions`: a multipart form with the audio file.
+    Transcriptions,
+    /// `/v1/audio/translations`: a multipart form with the audio file.
+    Translations,
+    /// `/v1/images/edits`: a multipart form with the image.
+    ImageEdits,
 }
 
 impl Endpoint {
     /// Every endpoint, in declaration order: `ALL[e as usize] == e`.
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 12] = [
         Self::ChatCompletions,
         Self::Completions,
         Self::Embeddings,
@@ -40,6 +46,9 @@ impl Endpoint {
         Self::Moderations,
         Self::Images,
         Self::Speech,
+        Self::Transcriptions,
+        Self::Translations,
+        Self::ImageEdits,
     ];
 
     /// The path under the lane's base URL (which already ends in `/v1` or similar).
@@ -54,6 +63,9 @@ impl Endpoint {
             Self::Moderations => "/moderations",
             Self::Images => "/images/generations",
             Self::Speech => "/audio/speech",
+            Self::Transcriptions => "/audio/transcriptions",
+            Self::Translations => "/audio/translations",
+            Self::ImageEdits => "/images/edits",
         }
     }
 
@@ -69,6 +81,9 @@ impl Endpoint {
             Self::Moderations => "/v1/moderations",
             Self::Images => "/v1/images/generations",
             Self::Speech => "/v1/audio/speech",
+            Self::Transcriptions => "/v1/audio/transcriptions",
+            Self::Translations => "/v1/audio/translations",
+            Self::ImageEdits => "/v1/images/edits",
         }
     }
 
@@ -82,6 +97,14 @@ impl Endpoint {
         matches!(self, Self::Messages | Self::CountTokens)
     }
 
+    /// Whether the body is a multipart form (read with [`peek_form`]), not JSON.
+    pub const fn form(self) -> bool {
+        matches!(
+            self,
+            Self::Transcriptions | Self::Translations | Self::ImageEdits
+        )
+    }
+
     /// Whether the upstream reports usage at the end of a stream only when asked
     /// (`stream_options.include_usage`); the other APIs always report it.
     pub const fn usage_on_request(self) -> bool {
@@ -93,6 +116,7 @@ impl Endpoint {
             Self::ChatCompletions | Self::Messages | Self::CountTokens => "messages",
             Self::Completions | Self::Images => "prompt",
             Self::Embeddings | Self::Responses | Self::Moderations | Self::Speech => "input",
+            Self::Transcriptions | Self::Translations | Self::ImageEdits => "file",
         }
     }
 }
@@ -112,6 +136,8 @@ pub struct RequestMeta {
     pub prompt_bytes: usize,
     /// Responses API: the response this one continues, which lives on the lane that made it.
     pub previous_response_id: Option<String>,
+    /// A multipart form body: the model is a form field's raw text, not a JSON string.
+    pub form: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +149,8 @@ pub enum PeekError {
     /// Valid JSON that cannot be a request, such as a field given twice.
     #[error("the request body is not a valid request: {0}")]
     NotRequest(String),
+    #[error("the body must be multipart/form-data with a boundary, as this endpoint takes a file")]
+    NotForm,
     #[error("missing required parameter `{0}`")]
     Missing(&'static str),
     #[error("`{field}` must be {expected}")]
@@ -256,6 +284,7 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
         include_usage: include_usage.unwrap_or(false) || !endpoint.usage_on_request(),
         prompt_bytes: prompt.get().len(),
         previous_response_id,
+        form: false,
     })
 }
 
@@ -285,7 +314,15 @@ impl RequestMeta {
         if new_model == self.model {
             return body.clone();
         }
-        let quoted = serde_json::to_string(new_model).unwrap_or_default();
+        let quoted = if self.form {
+            // A form field holds the name as it is; a line break would end the part.
+            if new_model.contains(['\r', '\n']) {
+                return body.clone();
+            }
+            new_model.to_owned()
+        } else {
+            serde_json::to_string(new_model).unwrap_or_default()
+        };
         let mut out = BytesMut::with_capacity(body.len() + quoted.len());
         out.extend_from_slice(&body[..self.model_span.start]);
         out.extend_from_slice(quoted.as_bytes());
@@ -326,6 +363,9 @@ impl RequestMeta {
             .unwrap_or_else(|_| body.clone())
     }
 }
+
+mod form;
+pub use form::peek_form;
 
 #[cfg(test)]
 mod tests;

@@ -314,8 +314,23 @@ async fn prepare(
     )
     .await?;
     let options = request_options(&parts.headers, topo, key)?;
-    let mut p = routed(app, topo, endpoint, body, key, ledger, options)?;
-    p.pass = passed_headers(&parts.headers);
+    let mut pass = passed_headers(&parts.headers);
+    let mut p = if endpoint.form() {
+        // A form goes upstream with its own content type: the boundary is in it.
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        let meta = wire::peek_form(
+            &body,
+            content_type.and_then(|v| v.to_str().ok()).unwrap_or(""),
+        )?;
+        if let Some(ct) = content_type {
+            pass.get_or_insert_with(Box::default)
+                .insert(header::CONTENT_TYPE, ct.clone());
+        }
+        routed_meta(app, topo, endpoint, body, meta, key, ledger, options)?
+    } else {
+        routed(app, topo, endpoint, body, key, ledger, options)?
+    };
+    p.pass = pass;
     if let Some(prev) = &p.meta.previous_response_id {
         p.pin = pin_for(app, topo, p.route, prev, key).await?;
     }
@@ -330,9 +345,24 @@ pub(crate) fn routed(
     body: Bytes,
     key: &KeyLive,
     ledger: &mut Ledger,
-    (timeout, priority): (Duration, i32),
+    options: (Duration, i32),
 ) -> Result<Prepared, GatewayError> {
     let meta = wire::peek(endpoint, &body)?;
+    routed_meta(app, topo, endpoint, body, meta, key, ledger, options)
+}
+
+/// [`routed`] with the body's fields already read.
+#[allow(clippy::too_many_arguments)]
+fn routed_meta(
+    app: &Arc<App>,
+    topo: &Arc<Topology>,
+    endpoint: Endpoint,
+    body: Bytes,
+    meta: wire::RequestMeta,
+    key: &KeyLive,
+    ledger: &mut Ledger,
+    (timeout, priority): (Duration, i32),
+) -> Result<Prepared, GatewayError> {
     let route_index = topo.config.route_for(&meta.model).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ModelNotFound,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::body::word;
-use crate::handlers::{admit, error, Admitted};
+use crate::handlers::{admit, admit_req, error, Admitted, Req};
 use crate::state::MockState;
 use crate::{messages, responses};
 
@@ -243,10 +243,11 @@ pub async fn moderations(State(s): State<Arc<MockState>>, raw: Bytes) -> Respons
     )
 }
 
+/// A 1×1 transparent PNG.
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
 /// `/v1/images/generations`: `n` tiny images as base64 PNG.
 pub async fn images(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
-    // A 1×1 transparent PNG.
-    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
     let a = match admit(&s, &raw).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -283,4 +284,51 @@ pub async fn speech(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
     r
+}
+
+/// Whether a multipart form body has a `model` field (the file parts are not read).
+fn form_has_model(raw: &[u8]) -> bool {
+    raw.windows(12).any(|w| w == b"name=\"model\"")
+}
+
+/// `/v1/audio/transcriptions` and `/translations`: the text of the audio, as OpenAI's `json`
+/// response format gives it.
+pub async fn transcription(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
+    if !form_has_model(&raw) {
+        s.stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model is required",
+        );
+    }
+    let a = match admit_req(&s, Req::default()).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    a.guard.complete(true);
+    let (text, _) = said(a.output);
+    json_response(&json!({"text": text.trim(), "usage": {"type": "duration", "seconds": 1}}))
+}
+
+/// `/v1/images/edits`: one tiny image, as base64 PNG.
+pub async fn image_edit(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
+    if !form_has_model(&raw) {
+        s.stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model is required",
+        );
+    }
+    let a = match admit_req(&s, Req::default()).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    a.guard.complete(true);
+    json_response(&json!({"created": crate::wire::now(), "data": [{"b64_json": PNG}]}))
 }

@@ -44,6 +44,9 @@ pub fn router(state: Arc<MockState>) -> Router {
         .route("/v1/moderations", post(crate::api::moderations))
         .route("/v1/images/generations", post(crate::api::images))
         .route("/v1/audio/speech", post(crate::api::speech))
+        .route("/v1/audio/transcriptions", post(crate::api::transcription))
+        .route("/v1/audio/translations", post(crate::api::transcription))
+        .route("/v1/images/edits", post(crate::api::image_edit))
         .route("/mock/stats", get(stats))
         .route("/mock/reset", post(reset))
         .route("/mock/release", post(release))
@@ -132,7 +135,7 @@ async fn configure(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
     Json(s.stats.snapshot()).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(crate) struct Req {
     model: Option<String>,
     pub(crate) previous_response_id: Option<String>,
@@ -361,17 +364,23 @@ pub(crate) struct Admitted {
 /// Admits a request as a provider would: concurrency, then requests per minute, then tokens
 /// per minute, then injected errors, then the gate and the latency. `Err` is the refusal.
 pub(crate) async fn admit(s: &MockState, raw: &[u8]) -> Result<Admitted, Response> {
-    s.stats.requests.fetch_add(1, Relaxed);
     let req = match serde_json::from_slice::<Req>(raw) {
         Ok(req) => req,
         Err(e) => {
+            s.stats.requests.fetch_add(1, Relaxed);
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 &format!("the body is not a valid request: {e}"),
-            ))
+            ));
         }
     };
+    admit_req(s, req).await
+}
+
+/// [`admit`] for a request already read (a multipart form's, which is not JSON).
+pub(crate) async fn admit_req(s: &MockState, req: Req) -> Result<Admitted, Response> {
+    s.stats.requests.fetch_add(1, Relaxed);
     let n = s.seq.fetch_add(1, Relaxed);
     let mut rng = fastrand::Rng::with_seed(
         s.cfg.seed.unwrap_or(0x5eed) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),

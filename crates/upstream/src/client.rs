@@ -101,12 +101,13 @@ impl UpstreamClient {
         let extra = 2 + req.pass.map_or(0, http::HeaderMap::len);
         let mut request = req.target.request(http::Method::POST, req.body, extra);
         let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // A form's own content type (its boundary) replaces the JSON one.
         if let Some(pass) = req.pass {
             for (name, value) in pass {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(id) = HeaderValue::from_str(req.request_id) {
             headers.insert(X_REQUEST_ID.clone(), id);
         }
