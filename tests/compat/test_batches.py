@@ -87,3 +87,19 @@ def test_a_malformed_file_fails_the_batch_with_line_numbers(client):
     b = _until(client, b.id, ("failed", "completed"))
     assert b.status == "failed"
     assert [(e.line, e.code) for e in b.errors.data] == [(2, "invalid_json"), (3, "duplicate_custom_id")]
+
+
+def test_a_batch_of_responses_api_requests(client):
+    lines = [
+        json.dumps({"custom_id": f"r-{i}", "method": "POST", "url": "/v1/responses",
+                    "body": {"model": "mock-1", "input": f"haiku {i}", "max_output_tokens": 4}})
+        for i in range(5)
+    ]
+    f = client.files.create(file=("responses.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/responses", completion_window="24h")
+    b = _until(client, b.id, ("completed", "failed"))
+    assert b.status == "completed", b.errors
+    rows = [json.loads(line) for line in client.files.content(b.output_file_id).text.splitlines()]
+    assert sorted(r["custom_id"] for r in rows) == [f"r-{i}" for i in range(5)]
+    assert all(r["response"]["body"]["object"] == "response" for r in rows)
+    assert rows[0]["response"]["body"]["usage"]["output_tokens"] == 4

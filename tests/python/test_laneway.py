@@ -252,3 +252,20 @@ def test_mypy_strict_checks_a_program_using_the_package(tmp_path):
     run = subprocess.run([sys.executable, "-m", "mypy", "--strict", str(program)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0 and "concurrency" in run.stdout, run.stdout
+
+
+def test_other_endpoints_by_their_url(mock_factory):
+    m = mock_factory()
+    requests = [
+        {"url": "/v1/responses", "model": "mock-1", "input": "hi", "max_output_tokens": 3},
+        {"url": "/v1/messages", "model": "mock-1", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+        {"url": "/v1/moderations", "model": "mock-1", "input": "hi"},
+    ]
+    seen = []
+    results = asyncio.run(laneway.parallel_completions(requests, base_url=m.url, on_progress=seen.append))
+    assert all(r.exception is None for r in results), results
+    assert results[0].response["object"] == "response"
+    assert results[1].response["type"] == "message"
+    assert results[2].response["results"][0]["flagged"] is False
+    # Usage in either API's words is added up.
+    assert seen[-1].completion_tokens == 3 + 2

@@ -84,7 +84,8 @@ async fn a_key_limit_counts_every_endpoint_and_refuses_messages_in_anthropic_s_s
     let g = simple(
         &m.url(),
         "",
-        "[[key]]\nname = \"k\"\nkey = \"sk-k\"\nrpm = 2\n[[route]]\nmodel = \"claude-*\"\nlanes = [\"m\"]\n",
+        "[[key]]\nname = \"k\"\nkey = \"sk-k\"\nrpm = 2\n[[route]]\nmodel = \"claude-*\"\nlanes = [\"m\"]\n\
+         [[key]]\nname = \"t\"\nkey = \"sk-t\"\ntpm = 100\n",
     )
     .await;
     let c = client();
@@ -111,6 +112,41 @@ async fn a_key_limit_counts_every_endpoint_and_refuses_messages_in_anthropic_s_s
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("retry in"));
     assert_eq!(m.stats().requests, 2);
+
+    // A token limit counts what each API asks for: a Responses request's max_output_tokens
+    // as a chat request's max_tokens.
+    let tpm = |path: &'static str, body: Value| {
+        let c = c.clone();
+        let addr = g.addr;
+        async move {
+            c.post(url(addr, path))
+                .bearer_auth("sk-t")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let big = json!({"model": "mock-1", "input": "x", "max_output_tokens": 150});
+    assert_eq!(
+        tpm("/v1/responses", big).await,
+        429,
+        "150 output tokens never fit 100 a minute"
+    );
+    let small = json!({"model": "mock-1", "input": "x", "max_output_tokens": 40});
+    assert_eq!(tpm("/v1/responses", small.clone()).await, 200);
+    let chat = json!({"model": "mock-1", "max_tokens": 40, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(tpm("/v1/chat/completions", chat).await, 200);
+    // The two answers used about 41 tokens (settled from their usage); 70 more do not fit.
+    let messages = json!({"model": "claude-1", "max_tokens": 70, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(
+        tpm("/v1/messages", messages).await,
+        429,
+        "the minute's tokens are spent"
+    );
+    assert_eq!(m.stats().requests, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
