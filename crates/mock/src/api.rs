@@ -286,25 +286,25 @@ pub async fn speech(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
     r
 }
 
-/// Whether a multipart form body has a `model` field (the file parts are not read).
-fn form_has_model(raw: &[u8]) -> bool {
-    raw.windows(12).any(|w| w == b"name=\"model\"")
+/// Admits a multipart form request: it must name a model (its file parts are not read).
+async fn admit_form(s: &MockState, raw: &[u8]) -> Result<Admitted, Response> {
+    if !raw.windows(12).any(|w| w == b"name=\"model\"") {
+        s.stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model is required",
+        ));
+    }
+    admit_req(s, Req::default()).await
 }
 
 /// `/v1/audio/transcriptions` and `/translations`: the text of the audio, as OpenAI's `json`
 /// response format gives it.
 pub async fn transcription(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
-    if !form_has_model(&raw) {
-        s.stats
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "model is required",
-        );
-    }
-    let a = match admit_req(&s, Req::default()).await {
+    let a = match admit_form(&s, &raw).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -315,17 +315,7 @@ pub async fn transcription(State(s): State<Arc<MockState>>, raw: Bytes) -> Respo
 
 /// `/v1/images/edits`: one tiny image, as base64 PNG.
 pub async fn image_edit(State(s): State<Arc<MockState>>, raw: Bytes) -> Response {
-    if !form_has_model(&raw) {
-        s.stats
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "model is required",
-        );
-    }
-    let a = match admit_req(&s, Req::default()).await {
+    let a = match admit_form(&s, &raw).await {
         Ok(a) => a,
         Err(r) => return r,
     };

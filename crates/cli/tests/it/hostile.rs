@@ -227,6 +227,24 @@ async fn what_the_framework_rejects_is_openai_shaped_too() {
     );
 }
 
+/// Sends a stream through a gateway in front of an upstream answering `answer`, and checks the
+/// client gets the first whole event, then a readable error event saying `says`, and no more.
+async fn cut_stream_ends_readably(answer: Vec<u8>, says: &str) {
+    let g = in_front_of(raw_upstream(answer).await).await;
+    let r = chat(&client(), g.addr, &stream_body("any-model")).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
+    assert_eq!(frames.len(), 2, "{text:?}");
+    for f in &frames {
+        let data = f.strip_prefix("data: ").unwrap();
+        serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {f:?}"));
+    }
+    assert!(frames[1].contains(says), "{text:?}");
+    assert!(!text.contains("[DONE]"));
+    assert!(lanes_idle(&g).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_cut_mid_event_ends_with_a_readable_error_event() {
     let events = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n\
@@ -236,19 +254,7 @@ async fn a_stream_cut_mid_event_ends_with_a_readable_error_event() {
                        transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
         .to_vec();
     answer.extend_from_slice(format!("{:x}\r\n{events}\r\n", events.len()).as_bytes());
-    let g = in_front_of(raw_upstream(answer).await).await;
-    let r = chat(&client(), g.addr, &stream_body("any-model")).await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap_or_default();
-    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
-    assert_eq!(frames.len(), 2, "{text:?}");
-    for f in &frames {
-        let data = f.strip_prefix("data: ").unwrap();
-        serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {f:?}"));
-    }
-    assert!(frames[1].contains("upstream_unreachable"), "{text:?}");
-    assert!(!text.contains("[DONE]"));
-    assert!(lanes_idle(&g).await);
+    cut_stream_ends_readably(answer, "upstream_unreachable").await;
 
     // Close-delimited (no length, not chunked): the close itself ends the body, and mid-event
     // it is a broken stream all the same.
@@ -256,18 +262,7 @@ async fn a_stream_cut_mid_event_ends_with_a_readable_error_event() {
                        connection: close\r\n\r\n"
         .to_vec();
     answer.extend_from_slice(events.as_bytes());
-    let g = in_front_of(raw_upstream(answer).await).await;
-    let r = chat(&client(), g.addr, &stream_body("any-model")).await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap_or_default();
-    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
-    assert_eq!(frames.len(), 2, "{text:?}");
-    for f in &frames {
-        let data = f.strip_prefix("data: ").unwrap();
-        serde_json::from_str::<Value>(data).unwrap_or_else(|e| panic!("{e}: {f:?}"));
-    }
-    assert!(frames[1].contains("in the middle of an event"), "{text:?}");
-    assert!(lanes_idle(&g).await);
+    cut_stream_ends_readably(answer, "in the middle of an event").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
