@@ -90,6 +90,7 @@ pub mod item;
 pub mod runner;
 mod send;
 
+pub mod json;
 pub use gate::Concurrency;
 pub use item::{Error, Item, Request, Response, Usage};
 pub use laneway_config::builder::{ConfigBuilder, KeyBuilder, LaneBuilder};

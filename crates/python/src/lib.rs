@@ -6,14 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convert::{item_json, parse_requests};
 use futures_util::StreamExt;
+use laneway_batch::json::{item_json, parse_requests};
 use laneway_batch::{Concurrency, Item, Progress, Request, Runner};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use tokio::sync::{mpsc, Mutex, OnceCell};
-
-mod convert;
 
 /// Lanes from a Laneway config, run in this process: their limits, queues and retries apply.
 /// The private gateway starts on first use and lives as long as this object.

@@ -1,6 +1,8 @@
-//! Requests and items as JSON text, the form they cross into Python in.
+//! Requests and items as JSON text: the form they cross into the Python and Node packages in,
+//! one format for both. A request is an OpenAI (or Anthropic) request body with an optional
+//! `"url"` naming its endpoint; an item is `{"index","response","chunks","usage","error"}`.
 
-use laneway_batch::{Endpoint, Item, Request};
+use crate::{Endpoint, Item, Request};
 use serde_json::{json, Value};
 
 /// A JSON list of request bodies; an optional `"url"` picks the endpoint and is not sent.
@@ -32,8 +34,8 @@ pub fn parse_requests(text: &str) -> Result<Vec<Request>, String> {
         .collect()
 }
 
-/// One item as the Python side reads it. An answer's body goes across as the text that came,
-/// never parsed on this side: Python's `json.loads` builds the dict once.
+/// One item as a binding reads it. An answer's body goes across as the text that came, never
+/// parsed on this side: the binding's own JSON parser builds its object once.
 pub fn item_json(item: &Item) -> String {
     match &item.result {
         Ok(r) => {
@@ -56,6 +58,7 @@ pub fn item_json(item: &Item) -> String {
                 "code": e.code,
                 "message": e.message,
                 "retry_after": e.retry_after.map(|d| d.as_secs_f64()),
+                "request_id": e.request_id,
             },
         })
         .to_string(),
