@@ -21,14 +21,16 @@ __all__ = ["parallel_completions", "iter_completions", "Lanes", "Result", "Progr
 
 class LanewayError(Exception):
     """A request that failed: ``status`` (HTTP, or None when no answer came), ``code`` (the
-    OpenAI error code, or ``timeout`` / ``connection_error``) and ``retry_after`` (seconds)."""
+    OpenAI error code, or ``timeout`` / ``connection_error``), ``retry_after`` (seconds) and
+    ``request_id`` (the id the answer carried, or the one sent)."""
 
-    def __init__(self, message, status=None, code=None, retry_after=None):
+    def __init__(self, message, status=None, code=None, retry_after=None, request_id=None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.request_id = request_id
 
 
 class RateLimitError(LanewayError):
@@ -47,7 +49,8 @@ def _error(e):
     kind = (RateLimitError if e["status"] == 429 else
             TimeoutError if e["code"] == "timeout" else
             ConnectionError if e["status"] is None else LanewayError)
-    return kind(e["message"], status=e["status"], code=e["code"], retry_after=e["retry_after"])
+    return kind(e["message"], status=e["status"], code=e["code"], retry_after=e["retry_after"],
+                request_id=e.get("request_id"))
 
 
 class Result:

@@ -13,12 +13,14 @@ class LanewayError(Exception):
     status: Optional[int]
     code: Optional[str]
     retry_after: Optional[float]
+    request_id: Optional[str]
     def __init__(
         self,
         message: str,
         status: Optional[int] = ...,
         code: Optional[str] = ...,
         retry_after: Optional[float] = ...,
+        request_id: Optional[str] = ...,
     ) -> None: ...
 
 class RateLimitError(LanewayError): ...
