@@ -485,3 +485,67 @@ async fn a_request_may_lower_its_priority_but_not_raise_it() {
         assert_eq!(t.await.unwrap(), 200);
     }
 }
+
+/// A full lane queue through the gateway: a second key's request waits, and the first key's
+/// newest waiting request gives up its place with 429 `queue_full` and a Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_key_waits_in_a_queue_the_first_key_filled() {
+    let m = held_mock().await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }\nqueue = { max_len = 4, timeout = \"60s\" }",
+        "[[key]]\nname = \"a\"\nkey = \"sk-a\"\n[[key]]\nname = \"b\"\nkey = \"sk-b\"\n",
+    )
+    .await;
+    let c = client();
+    let send = |key: &'static str, id: String| {
+        let (c, addr) = (c.clone(), g.addr);
+        tokio::spawn(async move {
+            let r = c
+                .post(url(addr, "/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("x-request-id", id)
+                .json(&chat_body("mock-1"))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let status = r.status().as_u16();
+            let code = if status == 200 {
+                String::new()
+            } else {
+                error_code(r).await
+            };
+            (status, code, retry_after)
+        })
+    };
+    let lane = || g.app.topo.load().lanes[0].lane.snapshot();
+    let mut of_a = vec![send("sk-a", "a-0".into())];
+    stats_until(&m, |s| s.held == 1).await;
+    for i in 1..=4 {
+        of_a.push(send("sk-a", format!("a-{i}")));
+        assert!(until(Duration::from_secs(10), || async { lane().queued == i }).await);
+    }
+    let (status, code, _) = send("sk-a", "a-5".into()).await.unwrap();
+    assert_eq!(
+        (status, code.as_str()),
+        (429, "queue_full"),
+        "key a holds every place"
+    );
+    let b = send("sk-b", "b-0".into());
+    // Key a's newest place is given to key b.
+    let newest = of_a.pop().unwrap().await.unwrap();
+    assert_eq!(
+        (newest.0, newest.1.as_str(), newest.2),
+        (429, "queue_full", true)
+    );
+    assert_eq!(lane().queued, 4);
+    assert!(!b.is_finished(), "key b waits");
+    m.set_hold(false);
+    m.release(None);
+    assert_eq!(b.await.unwrap().0, 200);
+    for h in of_a {
+        assert_eq!(h.await.unwrap().0, 200);
+    }
+    assert!(lanes_idle(&g).await);
+}
