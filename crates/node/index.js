@@ -141,11 +141,13 @@ async function* iterCompletions(requests, options) {
         if (signal?.aborted) throw signal.reason ?? new ConnectionError("aborted", { code: "cancelled" });
         return;
       }
-      const item = JSON.parse(raw);
-      if (item.fatal) throw new LanewayError(item.fatal);
-      const result = toResult(requests, item);
-      if (result.error && !returnExceptions) throw result.error;
-      yield result;
+      // Every item finished since the last call, in one list.
+      for (const item of JSON.parse(raw)) {
+        if (item.fatal) throw new LanewayError(item.fatal);
+        const result = toResult(requests, item);
+        if (result.error && !returnExceptions) throw result.error;
+        yield result;
+      }
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);
