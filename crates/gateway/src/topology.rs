@@ -229,11 +229,13 @@ fn build_lanes(
             laneway_config::Api::Anthropic => laneway_upstream::Auth::Anthropic,
             laneway_config::Api::OpenAi => laneway_upstream::Auth::Bearer,
         };
+        // The lane's own connect timeout, applied again on every reload.
         let targets = Endpoints::with_auth(
             &c.url,
             c.api_key.as_ref().map(|k| k.expose().as_str()),
             auth,
-        );
+        )
+        .map(|t| t.with_connect_timeout(c.connect_timeout));
         by_name.insert(c.name.clone(), i);
         lanes.push(LaneLive {
             lane,

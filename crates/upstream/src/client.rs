@@ -17,7 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::error::UpstreamError;
-use crate::pool::{Failure, Origin, Pool, UpstreamBody};
+use crate::pool::{Failure, Pool, UpstreamBody};
 use crate::target::{Target, X_REQUEST_ID};
 
 /// Idle connections kept per origin, and how long one may idle.
@@ -48,7 +48,8 @@ impl UpstreamClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
+        // Each request's target says how long connecting may take (the pool bounds it).
+        http.set_connect_timeout(None);
         http.set_keepalive(Some(Duration::from_secs(60)));
         // Hosted providers need TLS; the bundled Mozilla roots make the binary independent of
         // the machine's certificate store. Plain http:// stays available for local servers.
@@ -83,15 +84,16 @@ impl UpstreamClient {
 
     async fn request(
         &self,
-        origin: &Origin,
+        target: &Target,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let connect_timeout = target.connect_timeout.unwrap_or(self.connect_timeout);
         // Not boxed: the pool boxes the large part (connecting) itself, on the rare path that
         // needs it.
         self.pool
-            .send(&self.connector, self.connect_timeout, origin, request)
+            .send(&self.connector, connect_timeout, &target.origin, request)
             .await
-            .map_err(|f| self.describe(f))
+            .map_err(|f| describe(f, connect_timeout))
     }
 
     pub async fn send(
@@ -111,8 +113,8 @@ impl UpstreamClient {
         if let Ok(id) = HeaderValue::from_str(req.request_id) {
             headers.insert(X_REQUEST_ID.clone(), id);
         }
-        let origin = &req.target.origin;
-        match tokio::time::timeout(req.first_byte_timeout, self.request(origin, request)).await {
+        match tokio::time::timeout(req.first_byte_timeout, self.request(req.target, request)).await
+        {
             Err(_) => Err(UpstreamError::FirstByteTimeout(req.first_byte_timeout)),
             Ok(r) => r,
         }
@@ -131,8 +133,7 @@ impl UpstreamClient {
         if let Ok(id) = HeaderValue::from_str(request_id) {
             request.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
-        match tokio::time::timeout(first_byte_timeout, self.request(&target.origin, request)).await
-        {
+        match tokio::time::timeout(first_byte_timeout, self.request(target, request)).await {
             Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte_timeout)),
             Ok(r) => r,
         }
@@ -150,7 +151,7 @@ impl UpstreamClient {
         let target = Target::new(&url, api_key)?;
         let request = target.request(http::Method::GET, Bytes::new(), 0);
         let fetch = async {
-            let resp = self.request(&target.origin, request).await?;
+            let resp = self.request(&target, request).await?;
             if !resp.status().is_success() {
                 return Err(UpstreamError::Dropped(format!(
                     "{url} answered {}",
@@ -169,20 +170,21 @@ impl UpstreamClient {
             .await
             .unwrap_or(Err(UpstreamError::FirstByteTimeout(timeout)))
     }
+}
 
-    fn describe(&self, failure: Failure) -> UpstreamError {
-        match failure {
-            Failure::ConnectTimeout => UpstreamError::ConnectTimeout(self.connect_timeout),
-            Failure::ConnectError(e) => {
-                let msg = chain(&*e);
-                if msg.contains("timed out") || msg.contains("timeout") {
-                    UpstreamError::ConnectTimeout(self.connect_timeout)
-                } else {
-                    UpstreamError::Connect(msg)
-                }
+/// What a pool failure means, with the connect timeout that was in force.
+fn describe(failure: Failure, connect_timeout: Duration) -> UpstreamError {
+    match failure {
+        Failure::ConnectTimeout => UpstreamError::ConnectTimeout(connect_timeout),
+        Failure::ConnectError(e) => {
+            let msg = chain(&*e);
+            if msg.contains("timed out") || msg.contains("timeout") {
+                UpstreamError::ConnectTimeout(connect_timeout)
+            } else {
+                UpstreamError::Connect(msg)
             }
-            Failure::Http(e) => UpstreamError::Dropped(chain(&e)),
         }
+        Failure::Http(e) => UpstreamError::Dropped(chain(&e)),
     }
 }
 

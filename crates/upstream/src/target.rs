@@ -39,6 +39,8 @@ pub struct Target {
     host: HeaderValue,
     auth: Option<(HeaderName, HeaderValue)>,
     anthropic: bool,
+    /// How long a new connection may take; `None`: the client's own.
+    pub(crate) connect_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Target {
@@ -115,6 +117,7 @@ impl Target {
             host,
             auth,
             anthropic: scheme == Auth::Anthropic,
+            connect_timeout: None,
         })
     }
 
@@ -194,6 +197,14 @@ impl Endpoints {
         Ok(Self(all))
     }
 
+    /// The same targets, each connecting within `timeout` (a lane's `connect_timeout`).
+    pub fn with_connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        for t in &mut self.0 {
+            t.connect_timeout = Some(timeout);
+        }
+        self
+    }
+
     /// The base URL's target for a path of its own (`/responses/{id}`), with the same key.
     pub fn at(&self, path: &str) -> Result<Target, UpstreamError> {
         let first = &self.0[0];
@@ -204,6 +215,7 @@ impl Endpoints {
         let mut t = Target::with_auth(&format!("{base}{path}"), None, Auth::Bearer)?;
         t.auth.clone_from(&first.auth);
         t.anthropic = first.anthropic;
+        t.connect_timeout = first.connect_timeout;
         Ok(t)
     }
 

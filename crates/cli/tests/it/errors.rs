@@ -1,6 +1,8 @@
 //! Bad input and failing upstreams: every error is OpenAI-shaped, names the problem, and leaves
 //! nothing behind.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::util::*;
@@ -224,4 +226,72 @@ async fn bad_request_headers_are_named() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
+}
+
+/// A listener whose accept queue is full and never drained: the kernel drops further SYNs, so a
+/// connect to it hangs until the connector gives up. Kept alive as long as the value lives.
+struct Unanswering {
+    addr: std::net::SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+async fn unanswering() -> Unanswering {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A backlog of 0 holds one or two pending connections; these fill it.
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        if let Ok(s) = s {
+            queued.push(s);
+        }
+    }
+    Unanswering {
+        addr,
+        _listener: listener,
+        _queued: queued,
+    }
+}
+
+/// Each lane connects within its own `connect_timeout`, and a reload's new value applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_s_connect_timeout_is_its_own_and_follows_a_reload() {
+    let up = unanswering().await;
+    let dir = std::env::temp_dir().join(format!("laneway-connect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("laneway.toml");
+    let config = |slow: &str| {
+        format!(
+            "[retry]\nmax_attempts = 1\n\
+             [[lane]]\nname = \"slow\"\nurl = \"http://{}/v1\"\nconnect_timeout = \"{slow}\"\n\
+             [[lane]]\nname = \"other\"\nurl = \"http://{}/v1\"\nconnect_timeout = \"30s\"\n\
+             [[route]]\nmodel = \"mock-*\"\nlanes = [\"slow\"]\n\
+             [[route]]\nmodel = \"other-*\"\nlanes = [\"other\"]\n",
+            up.addr, up.addr
+        )
+    };
+    std::fs::write(&path, config("150ms")).unwrap();
+    let g = file_gateway(&path).await;
+    let says = |timeout: &'static str| {
+        let addr = g.addr;
+        async move {
+            let r = chat(&client(), addr, &chat_body("mock-1")).await;
+            assert_eq!(r.status(), 502);
+            let v: Value = r.json().await.unwrap();
+            let msg = v["error"]["message"].as_str().unwrap().to_owned();
+            assert!(
+                msg.contains(&format!("did not connect within {timeout}")),
+                "{msg}"
+            );
+        }
+    };
+    // The lane's own 150 ms, not the 30 s of the other lane (once the largest of all lanes).
+    says("150ms").await;
+    std::fs::write(&path, config("250ms")).unwrap();
+    g.app.reload().await.unwrap();
+    says("250ms").await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
