@@ -149,7 +149,8 @@ async fn a_body_over_the_limit_gets_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_refusing_connections_gives_502_after_retries() {
-    let dead = format!("http://127.0.0.1:{}/v1", closed_port());
+    let refusing = refusing_port();
+    let dead = format!("http://127.0.0.1:{}/v1", refusing.port);
     let g = simple(
         &dead,
         "",

@@ -234,6 +234,7 @@ async fn a_deadline_mid_stream_ends_it_with_an_error_event_and_no_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_lists_ids_a_client_can_send_and_only_its_own() {
     let m = mock(mock_cfg()).await;
+    let refusing = refusing_port();
     let toml = format!(
         "[[lane]]\nname = \"up\"\nurl = \"{{mock}}\"\n\
          [[lane]]\nname = \"declared\"\nurl = \"{{mock}}\"\nmodels = [\"glm-4\", \"glm-4-air\", \"other\"]\n\
@@ -243,7 +244,7 @@ async fn models_lists_ids_a_client_can_send_and_only_its_own() {
          [[route]]\nmodel = \"exact-model\"\nlanes = [\"up\"]\n\
          [[key]]\nname = \"all\"\nkey = \"sk-all\"\n\
          [[key]]\nname = \"glm\"\nkey = \"sk-glm\"\nmodels = [\"glm-*\"]\n",
-        closed_port()
+        refusing.port
     );
     let g = gateway(&toml, &m.url()).await;
     let c = client();

@@ -18,7 +18,7 @@ struct Redis {
 
 impl Redis {
     async fn start() -> Self {
-        Self::on(closed_port()).await
+        Self::on(free_port()).await
     }
 
     async fn on(port: u16) -> Self {
@@ -321,8 +321,9 @@ async fn unreachable_slow_or_foreign_stores_are_errors_not_hangs() {
     let m = mock(mock_cfg()).await;
     let auth = "[server]\nauth = \"none\"";
     let c = client();
+    let refusing = refusing_port();
     for store in [
-        format!("redis://127.0.0.1:{}", closed_port()),
+        format!("redis://127.0.0.1:{}", refusing.port),
         "redis://no-such-host.invalid:6379".to_owned(),
     ] {
         let g = gateway(

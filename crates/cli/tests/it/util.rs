@@ -194,8 +194,26 @@ pub async fn lanes_idle(g: &Gateway) -> bool {
     .await
 }
 
-/// A port nothing listens on.
-pub fn closed_port() -> u16 {
+/// A loopback port that refuses connections for as long as the value lives: bound, never
+/// listening, so no other socket can take it meanwhile.
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    RefusingPort {
+        port,
+        _socket: socket,
+    }
+}
+
+/// A loopback port free when asked, for a server that must bind it itself (`redis-server` has
+/// no port 0 that it reports back).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
