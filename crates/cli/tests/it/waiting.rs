@@ -142,3 +142,66 @@ async fn a_stream_served_at_once_keeps_the_plain_path() {
         "{text}"
     );
 }
+
+/// Responses API and Anthropic streams that wait hear the same position comments, then their
+/// own named events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_and_messages_streams_hear_their_queue_position() {
+    let m = held_mock().await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "[[route]]\nmodel = \"claude-*\"\nlanes = [\"m\"]\n",
+    )
+    .await;
+    let c = client();
+    let occupant = chat_in_background(&c, g.addr);
+    stats_until(&m, |s| s.held == 1).await;
+    let mut streams = Vec::new();
+    for (path, body) in [
+        (
+            "/v1/responses",
+            serde_json::json!({"model": "mock-1", "input": "hi", "stream": true}),
+        ),
+        (
+            "/v1/messages",
+            serde_json::json!({"model": "claude-1", "max_tokens": 4, "stream": true, "messages": []}),
+        ),
+    ] {
+        let text = Arc::new(Mutex::new(String::new()));
+        let (c, out, addr) = (c.clone(), text.clone(), g.addr);
+        let task = tokio::spawn(async move {
+            let r = c.post(url(addr, path)).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let mut chunks = r.bytes_stream();
+            while let Some(chunk) = chunks.next().await {
+                out.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            status
+        });
+        streams.push((text, task));
+        // One at a time, so that their places in the queue are known.
+        let n = streams.len();
+        let queued = until(Duration::from_secs(10), || async {
+            g.app.topo.load().lanes[0].lane.queued() == n
+        })
+        .await;
+        assert!(queued, "stream {n} never queued");
+    }
+    heard(&streams[0].0, ": queued position=1").await;
+    heard(&streams[1].0, ": queued position=2").await;
+    m.set_hold(false);
+    m.release(None);
+    assert_eq!(occupant.await.unwrap(), 200);
+    for (text, task) in streams {
+        assert_eq!(task.await.unwrap(), 200);
+        let text = text.lock().unwrap().clone();
+        assert!(
+            text.contains("event: response.completed") || text.contains("event: message_stop"),
+            "{text}"
+        );
+    }
+    assert!(lanes_idle(&g).await);
+}
