@@ -6,7 +6,7 @@
 //! at most `ratio` of recent first attempts (plus a small floor so a quiet lane can still retry),
 //! so a failing upstream sees about `(1 + ratio) ×` the client load, never `max_attempts ×`.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use laneway_config::RetryConfig;
@@ -38,36 +38,71 @@ pub fn delay(
     (delay < remaining).then_some(delay)
 }
 
-/// A token bucket of retries, refilled by first attempts (`ratio` each) and by time
-/// (`min_per_second`), capped at what ten seconds of that floor plus a burst would hold. It
-/// starts with one second of the floor, so a quiet lane can retry at once.
-#[derive(Default)]
+/// Seconds a deposit or a withdrawal counts for: older credit expires.
+const WINDOW: usize = 10;
+
+/// One retry, in the slots' fixed-point units (a deposit is `ratio` of one).
+const UNIT: i64 = 1000;
+
+/// A lane's retry budget, as tower's `TpsBudget` keeps one: first attempts deposit `ratio` of a
+/// retry and retries withdraw one, each counted in its one-second slot of a ten-second window,
+/// so credit expires with the window; `min_per_second` retries a second are always allowed on
+/// top. Only atomics on the request path: the first caller to enter a new second clears the
+/// slots that fell out of the window (a deposit racing that clear may be lost, which errs on
+/// the side of fewer retries).
 pub struct Budget {
-    state: Mutex<Option<(f64, Instant)>>,
+    start: Instant,
+    /// Seconds since `start` of the newest slot in use.
+    second: AtomicU64,
+    /// Net credit per slot, in [`UNIT`]s.
+    slots: [AtomicI64; WINDOW],
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            second: AtomicU64::new(0),
+            slots: Default::default(),
+        }
+    }
 }
 
 impl Budget {
-    fn refill<'s>(cfg: &RetryConfig, s: &'s mut Option<(f64, Instant)>) -> &'s mut (f64, Instant) {
-        let now = Instant::now();
-        let cap = (cfg.budget_min_per_second * 10.0).max(1.0) + 100.0 * cfg.budget_ratio;
-        let s = s.get_or_insert((cfg.budget_min_per_second, now));
-        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * cfg.budget_min_per_second).min(cap);
-        s.1 = now;
-        s
+    /// The slot of this second, after clearing the ones the window left behind.
+    fn slot(&self) -> &AtomicI64 {
+        let now = Instant::now().duration_since(self.start).as_secs();
+        let mut seen = self.second.load(Ordering::Acquire);
+        while now > seen {
+            match self
+                .second
+                .compare_exchange(seen, now, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    for s in (seen + 1)..=now.min(seen + WINDOW as u64) {
+                        self.slots[(s % WINDOW as u64) as usize].store(0, Ordering::Release);
+                    }
+                    break;
+                }
+                Err(actual) => seen = actual,
+            }
+        }
+        &self.slots[(now % WINDOW as u64) as usize]
     }
 
     /// A first attempt was sent: it earns `ratio` of a retry.
     pub fn deposit(&self, cfg: &RetryConfig) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        Self::refill(cfg, &mut s).0 += cfg.budget_ratio;
+        let credit = (cfg.budget_ratio * UNIT as f64) as i64;
+        self.slot().fetch_add(credit, Ordering::AcqRel);
     }
 
     /// Takes one retry from the budget, if there is one.
     pub fn withdraw(&self, cfg: &RetryConfig) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let s = Self::refill(cfg, &mut s);
-        if s.0 >= 1.0 {
-            s.0 -= 1.0;
+        let slot = self.slot();
+        let floor = (cfg.budget_min_per_second * WINDOW as f64 * UNIT as f64) as i64;
+        let credit: i64 = self.slots.iter().map(|s| s.load(Ordering::Acquire)).sum();
+        if floor.saturating_add(credit) >= UNIT {
+            slot.fetch_sub(UNIT, Ordering::AcqRel);
             true
         } else {
             false
@@ -134,14 +169,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_floor_refills_with_time() {
+    async fn the_floor_allows_min_per_second_over_the_window() {
         let c = cfg(0.0, 10.0);
         let b = Budget::default();
-        let initial = (0..100).filter(|_| b.withdraw(&c)).count();
-        assert_eq!(initial, 10, "one second of the floor to start with");
-        tokio::time::advance(Duration::from_millis(500)).await;
-        let n = (0..100).filter(|_| b.withdraw(&c)).count();
-        assert_eq!(n, 5);
+        let first = (0..500).filter(|_| b.withdraw(&c)).count();
+        assert_eq!(first, 100, "ten seconds of a floor of ten a second");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!b.withdraw(&c), "the withdrawals still count");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let again = (0..500).filter(|_| b.withdraw(&c)).count();
+        assert_eq!(again, 100, "they expired with the window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_expire_with_the_window() {
+        let c = cfg(0.5, 0.0);
+        let b = Budget::default();
+        for _ in 0..20 {
+            b.deposit(&c);
+        }
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(b.withdraw(&c), "credit from nine seconds ago still counts");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!b.withdraw(&c), "credit older than the window is gone");
+        // A budget left idle for long clears every slot at once.
+        b.deposit(&c);
+        b.deposit(&c);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(!b.withdraw(&c));
     }
 
     fn pacing() -> RetryConfig {
