@@ -38,6 +38,8 @@ pub struct Shape {
     pub keep_length: bool,
     /// Anthropic's Messages API: a stream's error event is in its shape and named `error`.
     pub anthropic: bool,
+    /// OpenAI's Responses API: a stream's error event is its `error` event.
+    pub responses: bool,
 }
 
 pub struct ProxyBody {
@@ -95,6 +97,8 @@ impl ProxyBody {
         if self.shape.sse {
             let event = Bytes::from(if self.shape.anthropic {
                 crate::respond::anthropic_error_event(&err)
+            } else if self.shape.responses {
+                crate::respond::responses_error_event(&err)
             } else {
                 err.to_sse_event()
             });

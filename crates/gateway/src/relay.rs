@@ -124,6 +124,7 @@ impl Relay {
             sse,
             keep_length: !self.strip_usage,
             anthropic: self.endpoint.anthropic(),
+            responses: self.endpoint == laneway_core::wire::Endpoint::Responses,
         };
         *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, shape));
         out

@@ -160,6 +160,18 @@ pub fn anthropic_error_event(e: &ApiError) -> Vec<u8> {
     format!("event: error\ndata: {}\n\n", anthropic_error_body(e)).into_bytes()
 }
 
+/// The event that ends a Responses API stream Laneway had to cut: the API's own `error` event,
+/// which its SDKs read as one of the stream's events.
+pub fn responses_error_event(e: &ApiError) -> Vec<u8> {
+    let data = serde_json::json!({
+        "type": "error",
+        "code": e.code.as_str(),
+        "message": e.message,
+        "param": null,
+    });
+    format!("event: error\ndata: {data}\n\n").into_bytes()
+}
+
 /// [`error_response`] in Anthropic's shape.
 pub fn anthropic_error_response(e: &ApiError) -> Response {
     let mut r = error_response(e);

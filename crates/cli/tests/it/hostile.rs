@@ -313,3 +313,47 @@ async fn the_panel_is_locked_down_and_metrics_can_need_a_key() {
         .unwrap()
         .contains("# TYPE laneway_requests_total counter"));
 }
+
+/// A Responses or Messages stream cut by its upstream ends with that API's own error event,
+/// named `error`, so each API's SDK reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_ends_in_its_own_api_s_error_event() {
+    let cases = [
+        (
+            "/v1/responses",
+            json!({"model": "m", "input": "hi", "stream": true}),
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\"}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"resp",
+            "\"code\":\"upstream_unreachable\"",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 4, "stream": true, "messages": []}),
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\nevent: content_block_delta\ndata: {\"type\":\"cont",
+            "\"type\":\"api_error\"",
+        ),
+    ];
+    for (path, body, events, says) in cases {
+        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                           connection: close\r\n\r\n"
+            .to_vec();
+        answer.extend_from_slice(events.as_bytes());
+        let g = in_front_of(raw_upstream(answer).await).await;
+        let r = client()
+            .post(url(g.addr, path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap_or_default();
+        let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        assert!(
+            last.starts_with("event: error\ndata: {"),
+            "{path}: {text:?}"
+        );
+        let data: Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+        assert_eq!(data["type"], "error", "{path}: {data}");
+        assert!(last.contains(says), "{path}: {last}");
+        assert!(lanes_idle(&g).await);
+    }
+}
