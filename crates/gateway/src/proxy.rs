@@ -68,7 +68,11 @@ pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> R
                 let (app, key) = (app.clone(), key.clone());
                 Box::pin(async move {
                     let relayed = relay(&app, &topo, &key, p, &mut ledger).await;
-                    answer(&app, relayed, ledger, endpoint)
+                    let mut r = answer(&app, relayed, ledger, endpoint);
+                    if endpoint == Endpoint::Responses {
+                        r.extensions_mut().insert(crate::respond::ResponsesApi);
+                    }
+                    r
                 })
             };
             crate::waiting::serve(&app, entry, work).await

@@ -160,16 +160,28 @@ pub fn anthropic_error_event(e: &ApiError) -> Vec<u8> {
     format!("event: error\ndata: {}\n\n", anthropic_error_body(e)).into_bytes()
 }
 
+/// Marks the answer of a Responses API stream, so that a refusal that reaches an early-started
+/// stream becomes that API's `error` event.
+#[derive(Clone, Copy)]
+pub struct ResponsesApi;
+
+/// An OpenAI error body (`{"error":{…}}`) as the Responses API's `error` event.
+pub fn responses_error_event_from(body: &serde_json::Value) -> Vec<u8> {
+    let e = &body["error"];
+    let data = serde_json::json!({
+        "type": "error",
+        "code": e["code"],
+        "message": e["message"],
+        "param": e["param"],
+    });
+    format!("event: error\ndata: {data}\n\n").into_bytes()
+}
+
 /// The event that ends a Responses API stream Laneway had to cut: the API's own `error` event,
 /// which its SDKs read as one of the stream's events.
 pub fn responses_error_event(e: &ApiError) -> Vec<u8> {
-    let data = serde_json::json!({
-        "type": "error",
-        "code": e.code.as_str(),
-        "message": e.message,
-        "param": null,
-    });
-    format!("event: error\ndata: {data}\n\n").into_bytes()
+    let body = serde_json::from_slice(&e.to_body()).unwrap_or_default();
+    responses_error_event_from(&body)
 }
 
 /// [`error_response`] in Anthropic's shape.

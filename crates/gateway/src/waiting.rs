@@ -169,6 +169,18 @@ async fn answered(response: Response) -> (Item, State) {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
+    if parts
+        .extensions
+        .get::<crate::respond::ResponsesApi>()
+        .is_some()
+    {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            if v.get("error").is_some() {
+                let event = crate::respond::responses_error_event_from(&v);
+                return (Ok(Bytes::from(event)), State::Done);
+            }
+        }
+    }
     (Ok(error_event(parts.status, &bytes)), State::Done)
 }
 

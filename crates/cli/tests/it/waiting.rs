@@ -205,3 +205,55 @@ async fn responses_and_messages_streams_hear_their_queue_position() {
     }
     assert!(lanes_idle(&g).await);
 }
+
+/// A queued Responses stream that an operator cancels ends with the Responses API's `error`
+/// event (its refusal, in the API's own shape).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_queued_responses_stream_ends_with_its_api_s_error_event() {
+    let m = held_mock().await;
+    let g = simple(
+        &m.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "[server]\nadmin_key = \"adm\"\n",
+    )
+    .await;
+    let c = client();
+    let occupant = chat_in_background(&c, g.addr);
+    stats_until(&m, |s| s.held == 1).await;
+    let text = Arc::new(Mutex::new(String::new()));
+    let (c2, out, addr) = (c.clone(), text.clone(), g.addr);
+    let task = tokio::spawn(async move {
+        let body = serde_json::json!({"model": "mock-1", "input": "hi", "stream": true});
+        let r = c2
+            .post(url(addr, "/v1/responses"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut chunks = r.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            out.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    });
+    heard(&text, ": queued position=1").await;
+    let r = c
+        .post(url(g.addr, "/admin/clear-queue"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    task.await.unwrap();
+    let text = text.lock().unwrap().clone();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    assert!(last.starts_with("event: error\ndata: {"), "{text}");
+    assert!(
+        last.contains("\"code\":\"request_cancelled\"") && last.contains("\"type\":\"error\""),
+        "{last}"
+    );
+    m.set_hold(false);
+    m.release(None);
+    assert_eq!(occupant.await.unwrap(), 200);
+}
