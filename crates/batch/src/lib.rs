@@ -97,4 +97,4 @@ pub use laneway_config::builder::{ConfigBuilder, KeyBuilder, LaneBuilder};
 pub use laneway_core::wire::Endpoint;
 /// Why [`Runner::try_new`] refused a base URL.
 pub use laneway_upstream::UpstreamError;
-pub use runner::{Progress, Report, Runner};
+pub use runner::{LazyLanes, Progress, Report, Runner};

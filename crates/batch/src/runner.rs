@@ -300,3 +300,36 @@ mod base_tests {
         }
     }
 }
+
+/// A config's lanes for a long-lived handle (the Python and Node packages' `Lanes`): the
+/// private gateway starts on the first run and every later run shares it, with its limits,
+/// queues and counters.
+#[derive(Clone)]
+pub struct LazyLanes {
+    config: Arc<laneway_config::Config>,
+    api_key: Option<String>,
+    runner: Arc<tokio::sync::OnceCell<Runner>>,
+}
+
+impl LazyLanes {
+    pub fn new(config: laneway_config::Config, api_key: Option<String>) -> Self {
+        Self {
+            config: Arc::new(config),
+            api_key,
+            runner: Arc::default(),
+        }
+    }
+
+    /// The runner over the lanes, started on first use.
+    pub async fn runner(&self) -> std::io::Result<Runner> {
+        self.runner
+            .get_or_try_init(|| {
+                Runner::with_lanes(
+                    laneway_config::Config::clone(&self.config),
+                    self.api_key.as_deref(),
+                )
+            })
+            .await
+            .cloned()
+    }
+}

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use laneway_batch::json::{item_json, parse_requests};
-use laneway_batch::{Concurrency, Progress, Runner};
+use laneway_batch::{Concurrency, LazyLanes, Progress, Runner};
 use napi::bindgen_prelude::{spawn, Error, Result};
 use napi::threadsafe_function::{ErrorStrategy, ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use tokio::sync::{mpsc, Mutex, OnceCell};
+use tokio::sync::{mpsc, Mutex};
 
 /// Most requests in flight at once: more is a mistake, not a bound.
 const MOST: u32 = 1 << 20;
@@ -28,11 +28,7 @@ fn invalid(message: impl Into<String>) -> Error {
 /// Lanes from a Laneway config, run in this process: their lane and key limits, queues and
 /// retries apply. The private gateway starts on first use and lives as long as this object.
 #[napi]
-pub struct NativeLanes {
-    config: laneway_config::Config,
-    api_key: Option<String>,
-    runner: Arc<OnceCell<Runner>>,
-}
+pub struct NativeLanes(LazyLanes);
 
 #[napi]
 impl NativeLanes {
@@ -45,11 +41,7 @@ impl NativeLanes {
             laneway_config::Config::load(config.as_ref())
         };
         let config = parsed.map_err(|e| invalid(e.to_string()))?;
-        Ok(Self {
-            config,
-            api_key,
-            runner: Arc::new(OnceCell::new()),
-        })
+        Ok(Self(LazyLanes::new(config, api_key)))
     }
 }
 
@@ -164,11 +156,7 @@ pub fn stream(
 ) -> Result<ItemStream> {
     let requests = parse_requests(&requests).map_err(invalid)?;
     let target = match lanes {
-        Some(l) => Target::Lanes(
-            l.runner.clone(),
-            Box::new(l.config.clone()),
-            l.api_key.clone(),
-        ),
+        Some(l) => Target::Lanes(l.0.clone()),
         None => {
             let base = options.base_url.as_deref().ok_or_else(|| {
                 invalid("give baseURL (a gateway's or provider's URL) or lanes (a laneway.Lanes)")
@@ -206,21 +194,16 @@ pub fn stream(
 /// Where a run sends its requests.
 enum Target {
     Url(Box<Runner>),
-    Lanes(
-        Arc<OnceCell<Runner>>,
-        Box<laneway_config::Config>,
-        Option<String>,
-    ),
+    Lanes(LazyLanes),
 }
 
 impl Target {
     async fn runner(self) -> std::result::Result<Runner, String> {
         match self {
             Self::Url(r) => Ok(*r),
-            Self::Lanes(cell, config, key) => cell
-                .get_or_try_init(|| Runner::with_lanes(*config, key.as_deref()))
+            Self::Lanes(lanes) => lanes
+                .runner()
                 .await
-                .cloned()
                 .map_err(|e| format!("cannot start the lanes: {e}")),
         }
     }

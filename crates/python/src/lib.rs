@@ -8,19 +8,15 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use laneway_batch::json::{item_json, parse_requests};
-use laneway_batch::{Concurrency, Item, Progress, Request, Runner};
+use laneway_batch::{Concurrency, Item, LazyLanes, Progress, Request, Runner};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use tokio::sync::{mpsc, Mutex, OnceCell};
+use tokio::sync::{mpsc, Mutex};
 
 /// Lanes from a Laneway config, run in this process: their limits, queues and retries apply.
 /// The private gateway starts on first use and lives as long as this object.
 #[pyclass(module = "laneway._laneway")]
-struct Lanes {
-    config: laneway_config::Config,
-    api_key: Option<String>,
-    runner: Arc<OnceCell<Runner>>,
-}
+struct Lanes(LazyLanes);
 
 #[pymethods]
 impl Lanes {
@@ -29,32 +25,23 @@ impl Lanes {
     fn new(config: &str, api_key: Option<String>) -> PyResult<Self> {
         let config = laneway_config::Config::load(config.as_ref())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(Self {
-            config,
-            api_key,
-            runner: Arc::new(OnceCell::new()),
-        })
+        Ok(Self(LazyLanes::new(config, api_key)))
     }
 }
 
 /// Where a run sends its requests.
 enum Target {
     Url(Runner),
-    Lanes(
-        Arc<OnceCell<Runner>>,
-        Box<laneway_config::Config>,
-        Option<String>,
-    ),
+    Lanes(LazyLanes),
 }
 
 impl Target {
     async fn runner(self) -> PyResult<Runner> {
         match self {
             Self::Url(r) => Ok(r),
-            Self::Lanes(cell, config, key) => cell
-                .get_or_try_init(|| Runner::with_lanes(*config, key.as_deref()))
+            Self::Lanes(lanes) => lanes
+                .runner()
                 .await
-                .cloned()
                 .map_err(|e| PyRuntimeError::new_err(format!("cannot start the lanes: {e}"))),
         }
     }
@@ -129,11 +116,7 @@ fn prepare(
         Concurrency::Fixed(concurrency)
     };
     let target = match lanes {
-        Some(l) => Target::Lanes(
-            l.runner.clone(),
-            Box::new(l.config.clone()),
-            l.api_key.clone(),
-        ),
+        Some(l) => Target::Lanes(l.0.clone()),
         None => {
             let base = base_url.ok_or_else(|| {
                 PyValueError::new_err(
