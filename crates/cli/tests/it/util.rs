@@ -67,10 +67,22 @@ pub fn mock_cfg() -> MockConfig {
     MockConfig::new()
 }
 
+/// A config that names no storage gets a private directory of its own, so that a test's
+/// Batch API files or response ids never land in the source tree (the default path is
+/// relative to the working directory).
+fn own_storage(config: &mut Config) {
+    if config.storage.path == std::path::Path::new("laneway-data") {
+        config.storage.path = laneway_storage::private::fresh_temp_dir("laneway-it")
+            .expect("a private storage directory");
+    }
+}
+
 /// Starts a gateway from TOML text; `{mock}` is replaced by `mock_url`.
 pub async fn gateway(toml: &str, mock_url: &str) -> Gateway {
     let text = toml.replace("{mock}", mock_url);
-    let config = Config::parse(&text).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    let mut config =
+        Config::parse(&text).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    own_storage(&mut config);
     Gateway::start(config, None, Some(([127, 0, 0, 1], 0).into()))
         .await
         .expect("gateway starts")
@@ -78,6 +90,7 @@ pub async fn gateway(toml: &str, mock_url: &str) -> Gateway {
 
 /// Starts a gateway from a config file, which reloads read again.
 pub async fn file_gateway(path: &std::path::Path) -> Gateway {
+    // The storage path stays as the file says: a reload that changed it would be refused.
     let config = Config::load(path).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
     Gateway::start(
         config,
