@@ -280,8 +280,7 @@ pub fn peek(endpoint: Endpoint, body: &[u8]) -> Result<RequestMeta, PeekError> {
         model_span: start..start + raw_model.get().len(),
         stream: stream.unwrap_or(false),
         max_tokens: max_completion.or(max_output).or(max_tokens),
-        // The APIs that report usage unasked count as having asked: nothing is added.
-        include_usage: include_usage.unwrap_or(false) || !endpoint.usage_on_request(),
+        include_usage: include_usage.unwrap_or(false),
         prompt_bytes: prompt.get().len(),
         previous_response_id,
         form: false,
@@ -340,7 +339,7 @@ impl RequestMeta {
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())
             .unwrap_or(0);
-        let named = body.windows(16).any(|w| w == b"\"stream_options\"");
+        let named = memchr::memmem::find(body, b"\"stream_options\"").is_some();
         if !named && body.get(end) == Some(&b'}') {
             let mut out = BytesMut::with_capacity(body.len() + MEMBER.len());
             out.extend_from_slice(&body[..end]);

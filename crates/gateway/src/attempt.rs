@@ -83,7 +83,8 @@ pub enum Verdict {
 /// the usage chunk: the second value).
 fn upstream_body(plan: &Plan<'_>, lane: &LaneLive, model: Option<&str>) -> (Bytes, bool) {
     let meta = plan.meta;
-    let strip_usage = meta.stream && !meta.include_usage;
+    // Only chat and completions report usage on request; the other APIs always do.
+    let strip_usage = meta.stream && !meta.include_usage && plan.endpoint.usage_on_request();
     let mut body = match model.or(lane.config.model.as_deref()) {
         Some(m) => meta.rewrite_model(plan.body, m),
         None => plan.body.clone(),

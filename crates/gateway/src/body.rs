@@ -36,10 +36,8 @@ pub struct Shape {
     /// Whether the upstream's length holds for what the client gets; not when the usage tap
     /// strips a chunk the client did not ask for.
     pub keep_length: bool,
-    /// Anthropic's Messages API: a stream's error event is in its shape and named `error`.
-    pub anthropic: bool,
-    /// OpenAI's Responses API: a stream's error event is its `error` event.
-    pub responses: bool,
+    /// The API of the answer: a stream cut short ends with that API's own error event.
+    pub api: laneway_core::wire::Endpoint,
 }
 
 pub struct ProxyBody {
@@ -95,13 +93,7 @@ impl ProxyBody {
             err.message = detail;
         }
         if self.shape.sse {
-            let event = Bytes::from(if self.shape.anthropic {
-                crate::respond::anthropic_error_event(&err)
-            } else if self.shape.responses {
-                crate::respond::responses_error_event(&err)
-            } else {
-                err.to_sse_event()
-            });
+            let event = Bytes::from(crate::respond::stream_error_event_for(self.shape.api, &err));
             Poll::Ready(Some(Ok(Frame::data(event))))
         } else {
             Poll::Ready(Some(Err(err.message.into())))

@@ -69,9 +69,8 @@ pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> R
                 Box::pin(async move {
                     let relayed = relay(&app, &topo, &key, p, &mut ledger).await;
                     let mut r = answer(&app, relayed, ledger, endpoint);
-                    if endpoint == Endpoint::Responses {
-                        r.extensions_mut().insert(crate::respond::ResponsesApi);
-                    }
+                    r.extensions_mut()
+                        .insert(crate::respond::StreamOf(endpoint));
                     r
                 })
             };
@@ -274,6 +273,7 @@ async fn pin_for(
     app: &App,
     topo: &Topology,
     route: usize,
+    meta: &wire::RequestMeta,
     previous: &str,
     key: &KeyLive,
 ) -> Result<Option<usize>, GatewayError> {
@@ -290,8 +290,8 @@ async fn pin_for(
         None => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             format!(
-                "previous_response_id `{previous}` was made by lane `{lane}`, which does not serve the model `{}` asked for; ask for a model that lane serves",
-                route.pattern
+                "previous_response_id `{previous}` was made by lane `{lane}`, which does not serve the model `{}`; ask for a model that lane serves",
+                meta.model
             ),
         )
         .with_param("previous_response_id")
@@ -336,7 +336,7 @@ async fn prepare(
     };
     p.pass = pass;
     if let Some(prev) = &p.meta.previous_response_id {
-        p.pin = pin_for(app, topo, p.route, prev, key).await?;
+        p.pin = pin_for(app, topo, p.route, &p.meta, prev, key).await?;
     }
     Ok(p)
 }

@@ -123,8 +123,7 @@ impl Relay {
         let shape = Shape {
             sse,
             keep_length: !self.strip_usage,
-            anthropic: self.endpoint.anthropic(),
-            responses: self.endpoint == laneway_core::wire::Endpoint::Responses,
+            api: self.endpoint,
         };
         *out.body_mut() = Body::new(ProxyBody::new(incoming, tap, held, shape));
         out

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use laneway_admission::{AdmissionError, Scope};
 use laneway_core::error::{retry_after_millis, retry_after_secs};
+use laneway_core::wire::Endpoint;
 use laneway_core::wire::PeekError;
 use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::UpstreamError;
@@ -147,47 +148,54 @@ fn anthropic_type(status: u16) -> &'static str {
 }
 
 /// An error in Anthropic's shape: `{"type":"error","error":{"type":…,"message":…}}`.
-pub fn anthropic_error_body(e: &ApiError) -> String {
+fn anthropic_error_value(e: &ApiError) -> serde_json::Value {
     serde_json::json!({
         "type": "error",
         "error": {"type": anthropic_type(e.status()), "message": e.message},
     })
-    .to_string()
 }
 
-/// The error event that ends an Anthropic stream: named `error`, as its SDKs expect.
-pub fn anthropic_error_event(e: &ApiError) -> Vec<u8> {
-    format!("event: error\ndata: {}\n\n", anthropic_error_body(e)).into_bytes()
-}
-
-/// Marks the answer of a Responses API stream, so that a refusal that reaches an early-started
-/// stream becomes that API's `error` event.
+/// Marks the answer of a stream with its endpoint, so that a refusal reaching a stream that
+/// started early (it waited in a queue) becomes that API's own error event.
 #[derive(Clone, Copy)]
-pub struct ResponsesApi;
+pub struct StreamOf(pub Endpoint);
 
-/// An OpenAI error body (`{"error":{…}}`) as the Responses API's `error` event.
-pub fn responses_error_event_from(body: &serde_json::Value) -> Vec<u8> {
-    let e = &body["error"];
-    let data = serde_json::json!({
-        "type": "error",
-        "code": e["code"],
-        "message": e["message"],
-        "param": e["param"],
-    });
-    format!("event: error\ndata: {data}\n\n").into_bytes()
+/// The event that ends a stream of `api` with an error body (OpenAI's `{"error":…}` or
+/// Anthropic's), in the form that API's SDKs read: Anthropic's named `error` event, the
+/// Responses API's `error` event, a `data:` event for chat and completions.
+pub fn stream_error_event(api: Endpoint, body: &serde_json::Value) -> Vec<u8> {
+    if api.anthropic() {
+        return format!("event: error\ndata: {body}\n\n").into_bytes();
+    }
+    if api == Endpoint::Responses {
+        let e = &body["error"];
+        let data = serde_json::json!({
+            "type": "error",
+            "code": e["code"],
+            "message": e["message"],
+            "param": e["param"],
+        });
+        return format!("event: error\ndata: {data}\n\n").into_bytes();
+    }
+    format!("data: {body}\n\n").into_bytes()
 }
 
-/// The event that ends a Responses API stream Laneway had to cut: the API's own `error` event,
-/// which its SDKs read as one of the stream's events.
-pub fn responses_error_event(e: &ApiError) -> Vec<u8> {
-    let body = serde_json::from_slice(&e.to_body()).unwrap_or_default();
-    responses_error_event_from(&body)
+/// [`stream_error_event`] for Laneway's own error.
+pub fn stream_error_event_for(api: Endpoint, e: &ApiError) -> Vec<u8> {
+    if api.anthropic() {
+        return stream_error_event(api, &anthropic_error_value(e));
+    }
+    if api == Endpoint::Responses {
+        let body = serde_json::from_slice(&e.to_body()).unwrap_or_default();
+        return stream_error_event(api, &body);
+    }
+    e.to_sse_event()
 }
 
 /// [`error_response`] in Anthropic's shape.
 pub fn anthropic_error_response(e: &ApiError) -> Response {
     let mut r = error_response(e);
-    *r.body_mut() = Body::from(anthropic_error_body(e));
+    *r.body_mut() = Body::from(anthropic_error_value(e).to_string());
     r
 }
 
@@ -221,7 +229,7 @@ impl GatewayError {
     /// The response for a client of `endpoint`: Anthropic's clients read Laneway's own
     /// refusals in Anthropic's error shape (same status and retry headers); an upstream's
     /// answer passes as it came.
-    pub fn respond_for(self, endpoint: laneway_core::wire::Endpoint) -> Response {
+    pub fn respond_for(self, endpoint: Endpoint) -> Response {
         match self {
             Self::Api(e) if endpoint.anthropic() => anthropic_error_response(&e),
             other => other.into_response(),

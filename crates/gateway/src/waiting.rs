@@ -18,9 +18,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 use tokio::time::{Instant, Interval};
 
+use crate::respond::{stream_error_event, stream_error_event_for, StreamOf};
 use crate::table::Entry;
 use crate::App;
 
@@ -169,30 +171,18 @@ async fn answered(response: Response) -> (Item, State) {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    if parts
+    let api = parts
         .extensions
-        .get::<crate::respond::ResponsesApi>()
-        .is_some()
-    {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-            if v.get("error").is_some() {
-                let event = crate::respond::responses_error_event_from(&v);
-                return (Ok(Bytes::from(event)), State::Done);
-            }
-        }
-    }
-    (Ok(error_event(parts.status, &bytes)), State::Done)
+        .get::<StreamOf>()
+        .map_or(Endpoint::ChatCompletions, |s| s.0);
+    (Ok(error_event(api, parts.status, &bytes)), State::Done)
 }
 
-/// One `data:` event carrying the error, compacted to a single line.
-fn error_event(status: StatusCode, body: &[u8]) -> Bytes {
+/// The error as the stream's one event, in its API's own form, compacted to a single line.
+fn error_event(api: Endpoint, status: StatusCode, body: &[u8]) -> Bytes {
     let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let json = match value.filter(|v| v.get("error").is_some()) {
-        // Anthropic's shape: its SDKs read an error only from an event named `error`.
-        Some(v) if v.get("type").and_then(|t| t.as_str()) == Some("error") => {
-            return Bytes::from(format!("event: error\ndata: {v}\n\n"));
-        }
-        Some(v) => v.to_string(),
+    match value.filter(|v| v.get("error").is_some()) {
+        Some(v) => Bytes::from(stream_error_event(api, &v)),
         None => {
             let err = ApiError::new(
                 ErrorCode::UpstreamUnreachable,
@@ -202,8 +192,7 @@ fn error_event(status: StatusCode, body: &[u8]) -> Bytes {
                     String::from_utf8_lossy(&body[..body.len().min(512)])
                 ),
             );
-            return Bytes::from(err.to_sse_event());
+            Bytes::from(stream_error_event_for(api, &err))
         }
-    };
-    Bytes::from(format!("data: {json}\n\n"))
+    }
 }

@@ -67,8 +67,7 @@ pub fn peek_form(body: &[u8], content_type: &str) -> Result<RequestMeta, PeekErr
         model_span: span,
         stream,
         max_tokens: None,
-        // A transcription's stream reports usage at its end unasked; nothing is added.
-        include_usage: true,
+        include_usage: false,
         // The file is audio or an image, not prompt text: the estimate starts from nothing
         // and is settled from the usage the upstream reports.
         prompt_bytes: 0,
