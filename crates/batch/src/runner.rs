@@ -98,12 +98,22 @@ impl Runner {
     /// A runner whose requests go through the lanes of `config` in this process, without a
     /// socket: lane and key limits, queues, retries and adaptive limits apply as in the gateway.
     /// `api_key` is one of the config's `[[key]]`s when it has any. Lanes of `kind = "mock"`
-    /// start their mock upstream here.
+    /// are refused here (the `laneway` binary starts them); run `laneway mock` and give its URL.
     pub async fn with_lanes(
         config: laneway_config::Config,
         api_key: Option<&str>,
     ) -> std::io::Result<Self> {
-        let app = laneway_gateway::App::new(config, None).await?;
+        Self::with_engine_parts(config, api_key, laneway_engine::Parts::default()).await
+    }
+
+    /// [`Runner::with_lanes`] with an engine built from `parts`: its listener, and what starts
+    /// `kind = "mock"` lanes (the `laneway` binary supplies one).
+    pub async fn with_engine_parts(
+        config: laneway_config::Config,
+        api_key: Option<&str>,
+        parts: laneway_engine::Parts,
+    ) -> std::io::Result<Self> {
+        let app = laneway_engine::Engine::new(config, parts).await?;
         let mut r = Self::new("http://in-process.invalid/v1", api_key);
         r.sender.target = Target::Lanes(app);
         Ok(r)

@@ -8,8 +8,8 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 
 use laneway_core::wire::{Endpoint, RequestMeta};
-use laneway_gateway::names::{X_LANEWAY_REQUEST_ID, X_REQUEST_ID};
-use laneway_gateway::App;
+use laneway_engine::names::{X_LANEWAY_REQUEST_ID, X_REQUEST_ID};
+use laneway_engine::Engine;
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::{Endpoints, Hints, UpstreamClient, UpstreamError, UpstreamRequest};
 use tokio::time::Instant;
@@ -46,7 +46,7 @@ pub(crate) enum Target {
         endpoints: Result<Arc<Endpoints>, UpstreamError>,
     },
     /// The lanes of a config, in this process: no socket, no HTTP.
-    Lanes(Arc<App>),
+    Lanes(Arc<Engine>),
 }
 
 #[derive(Clone)]

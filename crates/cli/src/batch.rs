@@ -142,7 +142,13 @@ async fn runner(a: &Args) -> anyhow::Result<Runner> {
             .map_err(|e| anyhow::anyhow!("--url {}: {e}", a.url))?,
         Some(path) => {
             let config = laneway_config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Runner::with_lanes(config, key).await?
+            {
+                let parts = laneway_engine::Parts {
+                    mocks: Some(std::sync::Arc::new(crate::mock::MockLanes::default())),
+                    ..Default::default()
+                };
+                Runner::with_engine_parts(config, key, parts).await?
+            }
         }
     };
     // One attempt per line: a gateway or the lanes already retry what is worth retrying.

@@ -88,3 +88,38 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     crate::serve::terminated().await;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The upstreams of `kind = "mock"` lanes, started in this process on a free loopback port
+/// and kept across reloads by lane name.
+#[derive(Default)]
+pub struct MockLanes(
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<laneway_mock::MockServer>>>,
+);
+
+impl laneway_engine::MockLanes for MockLanes {
+    fn url_for<'a>(
+        &'a self,
+        lane: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<String>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let known = |m: &Self| {
+                m.0.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(lane)
+                    .map(|s| s.url())
+            };
+            if let Some(url) = known(self) {
+                return Ok(url);
+            }
+            let config = laneway_mock::MockConfig::new();
+            let mock = laneway_mock::MockServer::start(([127, 0, 0, 1], 0).into(), config).await?;
+            let url = mock.url();
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(lane.to_owned(), std::sync::Arc::new(mock));
+            Ok(url)
+        })
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use laneway_config::{Config, LogFormat};
-use laneway_gateway::Gateway;
+use laneway_server::Gateway;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,7 +63,9 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             Some(dir)
         }
     };
-    let gw = match Gateway::start_with(config, path.clone(), a.listen, workers).await {
+    let mocks: std::sync::Arc<dyn laneway_engine::MockLanes> =
+        std::sync::Arc::new(crate::mock::MockLanes::default());
+    let gw = match Gateway::start_with(config, path.clone(), a.listen, workers, Some(mocks)).await {
         Ok(gw) => gw,
         Err(e) => {
             remove_demo_dir(demo_dir.as_deref());

@@ -83,6 +83,24 @@ impl ErrorCode {
         }
     }
 
+    /// Whether the same request sent again later may succeed: Laneway's capacity, rate and
+    /// availability refusals and timeouts, not a request that is wrong or not allowed.
+    pub const fn retryable(self) -> bool {
+        matches!(
+            self,
+            Self::RequestTimeout
+                | Self::RateLimit
+                | Self::ConcurrencyLimitExceeded
+                | Self::QueueFull
+                | Self::QueueTimeout
+                | Self::NoLaneAvailable
+                | Self::StoreUnavailable
+                | Self::UpstreamUnreachable
+                | Self::DeadlineExceeded
+                | Self::Internal
+        )
+    }
+
     /// The OpenAI `type` field, grouping codes the way OpenAI's SDKs expect.
     pub const fn kind(self) -> &'static str {
         match self {

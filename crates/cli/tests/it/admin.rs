@@ -9,13 +9,13 @@ use crate::util::*;
 
 const ADMIN: &str = "[server]\nadmin_key = \"adm\"\n";
 
-async fn admin_get(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> Value {
+async fn admin_get(c: &reqwest::Client, g: &laneway_server::Gateway, path: &str) -> Value {
     let (status, v) = admin_json(c, g.addr, path).await;
     assert_eq!(status, 200, "{path}");
     v
 }
 
-async fn admin_post(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> (u16, Value) {
+async fn admin_post(c: &reqwest::Client, g: &laneway_server::Gateway, path: &str) -> (u16, Value) {
     let r = c
         .post(url(g.addr, path))
         .bearer_auth("adm")
@@ -28,7 +28,7 @@ async fn admin_post(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &st
 /// Starts `n` slow requests in the background with ids `{prefix}-{i}`.
 fn fire(
     c: &reqwest::Client,
-    g: &laneway_gateway::Gateway,
+    g: &laneway_server::Gateway,
     prefix: &str,
     n: usize,
 ) -> Vec<tokio::task::JoinHandle<(u16, Value)>> {
@@ -50,12 +50,7 @@ fn fire(
         .collect()
 }
 
-async fn wait_for(
-    c: &reqwest::Client,
-    g: &laneway_gateway::Gateway,
-    running: usize,
-    queued: usize,
-) {
+async fn wait_for(c: &reqwest::Client, g: &laneway_server::Gateway, running: usize, queued: usize) {
     let ok = until(Duration::from_secs(5), || async {
         let v = admin_get(c, g, "/admin/requests").await;
         let count = |s: &str| {

@@ -251,7 +251,7 @@ fn send_tagged(
 }
 
 /// Waits until the gateway's only lane has `n` requests queued.
-async fn queued(g: &laneway_gateway::Gateway, n: usize) {
+async fn queued(g: &laneway_server::Gateway, n: usize) {
     let met = until(Duration::from_secs(10), || async {
         g.app.topo.load().lanes[0].lane.queued() == n
     })

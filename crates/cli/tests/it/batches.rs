@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use laneway_gateway::Gateway;
+use laneway_server::Gateway;
 use serde_json::{json, Value};
 
 use crate::util::*;
@@ -467,7 +467,7 @@ async fn interactive_requests_take_the_next_slot_before_batch_items() {
         })
     };
     let queued = until(Duration::from_secs(10), || async {
-        laneway_gateway::views::views(&g.app)
+        laneway_server::views::views(&g.app)
             .iter()
             .any(|r| r.client_request_id.as_deref() == Some("interactive-1") && r.state == "queued")
     })
@@ -477,7 +477,7 @@ async fn interactive_requests_take_the_next_slot_before_batch_items() {
     m.release(Some(1));
     let running = until(Duration::from_secs(10), || async {
         m.stats().held == 1
-            && laneway_gateway::views::views(&g.app).iter().any(|r| {
+            && laneway_server::views::views(&g.app).iter().any(|r| {
                 r.client_request_id.as_deref() == Some("interactive-1") && r.state == "running"
             })
     })

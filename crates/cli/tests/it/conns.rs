@@ -32,7 +32,7 @@ async fn response(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn gateway_with(server: &str) -> (laneway_gateway::Gateway, laneway_mock::MockServer) {
+async fn gateway_with(server: &str) -> (laneway_server::Gateway, laneway_mock::MockServer) {
     let m = mock(mock_cfg()).await;
     let g = simple(&m.url(), "", &format!("[server]\n{server}\n")).await;
     (g, m)

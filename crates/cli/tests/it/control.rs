@@ -10,7 +10,7 @@ const ADMIN: &str = "[server]\nadmin_key = \"adm\"\n";
 
 async fn call(
     c: &reqwest::Client,
-    g: &laneway_gateway::Gateway,
+    g: &laneway_server::Gateway,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
@@ -23,28 +23,28 @@ async fn call(
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn patch(c: &reqwest::Client, g: &laneway_gateway::Gateway, v: Value) -> (u16, Value) {
+async fn patch(c: &reqwest::Client, g: &laneway_server::Gateway, v: Value) -> (u16, Value) {
     call(c, g, reqwest::Method::PATCH, "/admin/lanes/m", Some(v)).await
 }
 
-async fn post(c: &reqwest::Client, g: &laneway_gateway::Gateway, path: &str) -> (u16, Value) {
+async fn post(c: &reqwest::Client, g: &laneway_server::Gateway, path: &str) -> (u16, Value) {
     call(c, g, reqwest::Method::POST, path, None).await
 }
 
 fn send(
     c: &reqwest::Client,
-    g: &laneway_gateway::Gateway,
+    g: &laneway_server::Gateway,
     n: usize,
 ) -> Vec<tokio::task::JoinHandle<u16>> {
     (0..n).map(|_| chat_in_background(c, g.addr)).collect()
 }
 
-fn lane(g: &laneway_gateway::Gateway) -> laneway_admission::LaneSnapshot {
+fn lane(g: &laneway_server::Gateway) -> laneway_admission::LaneSnapshot {
     g.app.topo.load().lanes[0].lane.snapshot()
 }
 
 async fn lane_until(
-    g: &laneway_gateway::Gateway,
+    g: &laneway_server::Gateway,
     what: &str,
     cond: impl Fn(&laneway_admission::LaneSnapshot) -> bool,
 ) {

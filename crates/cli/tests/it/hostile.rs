@@ -99,7 +99,7 @@ async fn a_huge_max_tokens_without_a_token_limit_is_passed_on_and_answered() {
 
 /// A gateway with one lane in front of `upstream`, one attempt per request, and a short bound
 /// on how long an upstream's hint may pause the lane.
-async fn in_front_of(upstream: std::net::SocketAddr) -> laneway_gateway::Gateway {
+async fn in_front_of(upstream: std::net::SocketAddr) -> laneway_server::Gateway {
     let toml = format!(
         "[server]\nadmin_key = \"{ADMIN}\"\n[retry]\nmax_attempts = 1\nmax_pause = \"1s\"\n\
          [[lane]]\nname = \"h\"\nurl = \"http://{upstream}\"\n\

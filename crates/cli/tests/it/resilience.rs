@@ -15,7 +15,7 @@ fn two_lanes(a: &str, b: &str, extra: &str) -> String {
     )
 }
 
-async fn lane_state(g: &laneway_gateway::Gateway, name: &str) -> laneway_admission::LaneSnapshot {
+async fn lane_state(g: &laneway_server::Gateway, name: &str) -> laneway_admission::LaneSnapshot {
     g.app.topo.load().lane(name).unwrap().lane.snapshot()
 }
 

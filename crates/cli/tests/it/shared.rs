@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use laneway_gateway::Gateway;
+use laneway_server::Gateway;
 use tokio::time::Instant;
 
 use crate::util::*;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use laneway_config::Config;
-use laneway_gateway::Gateway;
 use laneway_mock::{MockConfig, MockServer, StatsSnapshot};
+use laneway_server::Gateway;
 use serde_json::{json, Value};
 
 pub async fn mock(cfg: MockConfig) -> MockServer {
@@ -36,7 +36,7 @@ pub async fn serial_order(g: &Gateway, m: &MockServer, n: usize) -> Vec<String> 
     for _ in 0..n {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let id = loop {
-            let running: Vec<_> = laneway_gateway::views::views(&g.app)
+            let running: Vec<_> = laneway_server::views::views(&g.app)
                 .into_iter()
                 .filter(|r| r.state == "running")
                 .collect();
@@ -52,7 +52,7 @@ pub async fn serial_order(g: &Gateway, m: &MockServer, n: usize) -> Vec<String> 
         };
         m.release(Some(1));
         let gone = until(Duration::from_secs(10), || async {
-            !laneway_gateway::views::views(&g.app)
+            !laneway_server::views::views(&g.app)
                 .iter()
                 .any(|r| r.client_request_id.as_deref() == Some(id.as_str()))
         })
