@@ -148,7 +148,10 @@ fn round_robin_start(n: usize) -> usize {
     NEXT.fetch_add(1, Ordering::Relaxed) % n
 }
 
-async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<waiter::Granted, AdmissionError> {
+async fn admit_lane(
+    lanes: &[Arc<Lane>],
+    ask: &Ask<'_>,
+) -> Result<waiter::Granted<Lane>, AdmissionError> {
     let now = Instant::now();
     let ordered = by_headroom(lanes, now, ask.tokens);
     let mut first_refusal = None;
@@ -220,7 +223,7 @@ async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<waiter::Grante
         .max()
         .unwrap_or(Duration::ZERO);
     let queue_deadline = now + timeout;
-    let (waiter, mut rx) = waiter::Waiter::new(
+    let (waiter, mut rx) = lane::Waiter::new(
         ask.tokens,
         ask.key.id,
         ask.priority,
@@ -244,8 +247,8 @@ async fn admit_lane(lanes: &[Arc<Lane>], ask: &Ask<'_>) -> Result<waiter::Grante
 }
 
 struct LeaveOnDrop<'a> {
-    waiter: &'a Arc<waiter::Waiter>,
-    rx: &'a mut tokio::sync::oneshot::Receiver<waiter::Grant>,
+    waiter: &'a Arc<lane::Waiter>,
+    rx: &'a mut tokio::sync::oneshot::Receiver<waiter::Grant<Lane>>,
     tokens: u64,
     done: bool,
 }
@@ -257,7 +260,7 @@ impl LeaveOnDrop<'_> {
         deadline: Instant,
         cancel: &CancellationToken,
         lanes: &[Arc<Lane>],
-    ) -> Result<waiter::Granted, AdmissionError> {
+    ) -> Result<waiter::Granted<Lane>, AdmissionError> {
         let limit = queue_deadline.min(deadline);
         let outcome = tokio::select! {
             grant = &mut *self.rx => Some(grant),

@@ -9,21 +9,25 @@ use tokio::time::Instant;
 
 use crate::adaptive::Sent;
 use crate::error::AdmissionError;
-use crate::lane::Lane;
 use crate::queue::KeyId;
+
+/// A queue a waiter stands in (a lane), told when the waiter leaves every queue at once.
+pub trait Queue {
+    fn forget_waiter(&self);
+}
 
 const PENDING: u8 = 0;
 const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
 
 /// A lane with a slot and rate taken, and where the request stands on it.
-pub type Granted = (Arc<Lane>, Sent);
+pub type Granted<L> = (Arc<L>, Sent);
 /// What a lane hands a claimed waiter.
-pub type Grant = Result<Granted, AdmissionError>;
+pub type Grant<L> = Result<Granted<L>, AdmissionError>;
 
-pub struct Waiter {
+pub struct Waiter<L> {
     state: AtomicU8,
-    tx: Mutex<Option<oneshot::Sender<Grant>>>,
+    tx: Mutex<Option<oneshot::Sender<Grant<L>>>>,
     pub tokens: u64,
     pub key: KeyId,
     pub priority: i32,
@@ -32,18 +36,18 @@ pub struct Waiter {
     /// Opaque id of the request, for the admin view.
     pub tag: u64,
     /// Every lane whose queue holds this waiter, so each can stop counting it once it is served.
-    pub lanes: Vec<Arc<Lane>>,
+    pub lanes: Vec<Arc<L>>,
 }
 
-impl Waiter {
+impl<L: Queue> Waiter<L> {
     pub fn new(
         tokens: u64,
         key: KeyId,
         priority: i32,
         weight: u32,
         tag: u64,
-        lanes: Vec<Arc<Lane>>,
-    ) -> (Arc<Self>, oneshot::Receiver<Grant>) {
+        lanes: Vec<Arc<L>>,
+    ) -> (Arc<Self>, oneshot::Receiver<Grant<L>>) {
         let (tx, rx) = oneshot::channel();
         let w = Self {
             state: AtomicU8::new(PENDING),
@@ -87,7 +91,7 @@ impl Waiter {
     }
 
     /// Delivers the grant to the client; gives it back if the client is gone.
-    pub fn send(&self, grant: Grant) -> Result<(), Grant> {
+    pub fn send(&self, grant: Grant<L>) -> Result<(), Grant<L>> {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         match tx {
             Some(tx) => tx.send(grant),

@@ -7,6 +7,7 @@ mod import;
 mod logging;
 mod mock;
 mod serve;
+mod signals;
 
 use std::process::ExitCode;
 

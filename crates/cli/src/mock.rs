@@ -85,7 +85,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     println!("listening on http://{}", server.addr);
     println!("  try: curl -s http://{}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock-1\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'", server.addr);
     println!("  stats: http://{}/mock/stats", server.addr);
-    crate::serve::terminated().await;
+    crate::signals::terminated().await;
     Ok(ExitCode::SUCCESS)
 }
 

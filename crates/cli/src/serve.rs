@@ -100,7 +100,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     reload_on_hangup(&gw);
-    terminated().await;
+    crate::signals::terminated().await;
     eprintln!("laneway: draining (up to server.shutdown_grace)");
     let left = gw.drain().await;
     if left > 0 {
@@ -147,27 +147,5 @@ fn reload_on_hangup(gw: &Gateway) {
                 }
             }
         });
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn terminated() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod form;
 pub mod glob;
 pub mod id;
 pub mod secret;

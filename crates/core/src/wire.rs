@@ -97,7 +97,7 @@ impl Endpoint {
         matches!(self, Self::Messages | Self::CountTokens)
     }
 
-    /// Whether the body is a multipart form (read with [`peek_form`]), not JSON.
+    /// Whether the body is a multipart form (read with [`crate::form::peek_form`]), not JSON.
     pub const fn form(self) -> bool {
         matches!(
             self,
@@ -362,9 +362,6 @@ impl RequestMeta {
             .unwrap_or_else(|_| body.clone())
     }
 }
-
-mod form;
-pub use form::peek_form;
 
 #[cfg(test)]
 mod tests;

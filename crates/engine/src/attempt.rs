@@ -3,14 +3,13 @@
 //! health. It decides nothing about retries; `forward` does.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use laneway_admission::{Feedback, Permit};
-use laneway_core::wire::{Endpoint, RequestMeta};
+use laneway_core::wire::RequestMeta;
 use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::classify::{classify, is_quota_error, Outcome};
 use laneway_upstream::UpstreamBody;
@@ -18,33 +17,13 @@ use laneway_upstream::{Hints, UpstreamRequest};
 use tokio::time::Instant;
 
 use crate::error::{cancelled, deadline_exceeded};
+use crate::plan::Plan;
 use crate::render;
-use crate::table::Entry;
 use crate::topology::LaneLive;
-use crate::topology::{KeyLive, Topology};
-use crate::Engine;
 use crate::Error;
 
 /// Largest upstream error body read to classify it (a quota error versus a rate limit).
 const MAX_ERROR_BODY: usize = 1 << 20;
-
-/// Everything about the request that every attempt needs.
-pub struct Plan<'a> {
-    pub engine: &'a Arc<Engine>,
-    pub topo: &'a Topology,
-    pub entry: &'a Arc<Entry>,
-    pub key: &'a KeyLive,
-    pub meta: &'a RequestMeta,
-    pub body: &'a Bytes,
-    pub endpoint: Endpoint,
-    pub priority: i32,
-    pub tokens: u64,
-    pub deadline: Instant,
-    /// The only pool position the request may run on (see [`crate::route::Prepared::pin`]).
-    pub pin: Option<usize>,
-    /// Client headers passed upstream.
-    pub pass: Option<&'a HeaderMap>,
-}
 
 /// What one attempt's answer means for the request.
 pub enum Verdict {

@@ -3,29 +3,13 @@
 
 use std::sync::Arc;
 
+pub use crate::ids::RequestCtx;
+
 use http::{header, HeaderMap};
-use laneway_core::id::{accept_client_id, new_request_id};
 use laneway_core::{ApiError, ErrorCode, Secret};
 use subtle::ConstantTimeEq;
 
 use crate::topology::{KeyLive, Topology};
-
-/// Who a request is: the id the gateway assigned (the handle of the admin API, the panel and the
-/// log) and the client's own `x-request-id`, kept beside it.
-#[derive(Clone)]
-pub struct RequestCtx {
-    pub id: Arc<str>,
-    pub client_id: Option<Arc<str>>,
-}
-
-impl RequestCtx {
-    pub fn new(client_id: Option<&str>) -> Self {
-        Self {
-            id: Arc::from(new_request_id()),
-            client_id: client_id.and_then(accept_client_id).map(Arc::from),
-        }
-    }
-}
 
 /// The presented secret: `Authorization: Bearer …` (the scheme in any case, as RFC 9110 has
 /// it), else `api-key` / `x-api-key` (Azure-style and Anthropic-style clients). An

@@ -11,7 +11,7 @@ use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::RequestCtx;
+use crate::ids::RequestCtx;
 use crate::label::Label;
 use crate::ledger::{End, Ledger};
 use crate::relay::{relay, Relay};

@@ -13,8 +13,9 @@ use laneway_core::glob;
 use laneway_upstream::UpstreamBody;
 use tokio::time::Instant;
 
-use crate::attempt::{self, Plan, Verdict};
+use crate::attempt::{self, Verdict};
 use crate::ledger::Ledger;
+use crate::plan::Plan;
 use crate::retry;
 use crate::topology::{LaneLive, RouteLive};
 use crate::Error;

@@ -11,7 +11,7 @@ use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::Usage;
 use tokio::time::Instant;
 
-use crate::auth::RequestCtx;
+use crate::ids::RequestCtx;
 use crate::label::{Code, Label};
 use crate::observe::{Finished, Observe, ObserveLane};
 use crate::{Engine, Error};

@@ -12,11 +12,11 @@ use laneway_core::{ApiError, ErrorCode};
 use laneway_upstream::sse::UsageTap;
 use tokio::time::Instant;
 
-use crate::attempt::Plan;
 use crate::body::{Held, ProxyBody, Shape, Watch};
 use crate::forward::{forward, Forwarded};
 use crate::ledger::{End, Ledger};
 use crate::names;
+use crate::plan::Plan;
 use crate::route::Prepared;
 use crate::table::Entry;
 use crate::topology::{KeyLive, Topology};

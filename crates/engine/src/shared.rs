@@ -9,8 +9,8 @@ use laneway_admission::{AdmissionError, Feedback, Mode, Permit, RateKind, Scope}
 use laneway_store::{Side, Store, Terms, Verdict};
 use tokio::time::Instant;
 
-use crate::attempt::Plan;
 use crate::error::cancelled;
+use crate::plan::Plan;
 use crate::topology::{rates, LaneLive};
 use crate::Error;
 

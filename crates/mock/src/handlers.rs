@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 
@@ -20,53 +20,19 @@ use crate::stats::InFlight;
 use crate::wire::{base64_f32, vector_for, Vector, DEFAULT_DIMS, MAX_DIMS};
 use crate::MockConfig;
 
-pub fn router(state: Arc<MockState>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/models", get(models))
-        .route("/v1/responses", post(crate::api::create_response))
-        .route(
-            "/v1/responses/{id}",
-            get(crate::api::get_response).delete(crate::api::delete_response),
-        )
-        .route(
-            "/v1/responses/{id}/cancel",
-            post(crate::api::cancel_response),
-        )
-        .route(
-            "/v1/responses/{id}/input_items",
-            get(crate::api::input_items),
-        )
-        .route("/v1/messages", post(crate::api::create_message))
-        .route("/v1/messages/count_tokens", post(crate::api::count_tokens))
-        .route("/v1/moderations", post(crate::api::moderations))
-        .route("/v1/images/generations", post(crate::api::images))
-        .route("/v1/audio/speech", post(crate::api::speech))
-        .route("/v1/audio/transcriptions", post(crate::api::transcription))
-        .route("/v1/audio/translations", post(crate::api::transcription))
-        .route("/v1/images/edits", post(crate::api::image_edit))
-        .route("/mock/stats", get(stats))
-        .route("/mock/reset", post(reset))
-        .route("/mock/release", post(release))
-        .route("/mock/config", post(configure))
-        .with_state(state)
-}
-
-async fn chat(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+pub(crate) async fn chat(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
     handle(s, Kind::Chat, body).await
 }
 
-async fn completions(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+pub(crate) async fn completions(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
     handle(s, Kind::Text, body).await
 }
 
-async fn embeddings(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+pub(crate) async fn embeddings(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
     handle(s, Kind::Embedding, body).await
 }
 
-async fn models() -> Response {
+pub(crate) async fn models() -> Response {
     let data: Vec<_> = ["mock-1", "mock-large", "mock-embed"]
         .iter()
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "laneway-mock"}))
@@ -74,11 +40,11 @@ async fn models() -> Response {
     Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-async fn stats(State(s): State<Arc<MockState>>) -> Response {
+pub(crate) async fn stats(State(s): State<Arc<MockState>>) -> Response {
     Json(s.stats.snapshot()).into_response()
 }
 
-async fn reset(State(s): State<Arc<MockState>>) -> Response {
+pub(crate) async fn reset(State(s): State<Arc<MockState>>) -> Response {
     s.stats.reset();
     for b in [&s.rpm, &s.tpm].into_iter().flatten() {
         b.reset();
@@ -87,19 +53,22 @@ async fn reset(State(s): State<Arc<MockState>>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct ReleaseQuery {
+pub(crate) struct ReleaseQuery {
     n: Option<u64>,
 }
 
 /// `POST /mock/release?n=N`: lets N held requests (all without `n`) go on.
-async fn release(State(s): State<Arc<MockState>>, Query(q): Query<ReleaseQuery>) -> Response {
+pub(crate) async fn release(
+    State(s): State<Arc<MockState>>,
+    Query(q): Query<ReleaseQuery>,
+) -> Response {
     let released = s.release(q.n);
     let held = s.stats.held.load(Relaxed).saturating_sub(released);
     Json(serde_json::json!({"released": released, "held": held})).into_response()
 }
 
 /// `POST /mock/config {"max_concurrent": N|null, "hold": bool}`: changes a running mock.
-async fn configure(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
+pub(crate) async fn configure(State(s): State<Arc<MockState>>, body: Bytes) -> Response {
     let Ok(serde_json::Value::Object(v)) = serde_json::from_slice(&body) else {
         return error(
             StatusCode::BAD_REQUEST,

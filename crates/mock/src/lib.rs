@@ -17,6 +17,7 @@ mod bucket;
 mod handlers;
 mod messages;
 mod responses;
+mod routes;
 mod state;
 mod stats;
 mod wire;
@@ -177,7 +178,7 @@ impl MockServer {
         let addr = listener.local_addr()?;
         let state = Arc::new(state::MockState::new(config));
         let stop = CancellationToken::new();
-        let app = handlers::router(state.clone());
+        let app = routes::router(state.clone());
         let token = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

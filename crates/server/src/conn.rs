@@ -12,9 +12,8 @@
 //! closed to make room; only when every connection is busy is a new one answered 503. So idle
 //! or slow sockets can never stop the gateway from accepting real work.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,111 +22,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::App;
+use registry::Conn;
+pub use registry::Conns;
 use service::Service;
 use watched::Watched;
 
+mod registry;
 mod service;
 mod watched;
-
-/// Every open client connection of a gateway, across its serving threads.
-pub struct Conns {
-    epoch: Instant,
-    next_id: AtomicU64,
-    /// By id, so the first entry is the oldest. Touched once per connection, never per request.
-    open: Mutex<BTreeMap<u64, Arc<Conn>>>,
-    /// Responses whose body is still being written; shutdown waits for them.
-    responding: AtomicUsize,
-    /// Descriptors the process may hold, read once at start.
-    fd_limit: Option<u64>,
-}
-
-/// One connection's state, shared by its task, its I/O and its requests.
-struct Conn {
-    /// Requests whose head was read and whose response has not ended.
-    active: AtomicU32,
-    /// Milliseconds since the epoch when it last became idle (opened, or a response ended).
-    idle_since: AtomicU64,
-    /// Milliseconds since the epoch, plus one, when a new request head began; 0 while none.
-    head_since: AtomicU64,
-    served: AtomicBool,
-    evicted: AtomicBool,
-    /// Rung by an eviction only; the request path never wakes the watchdog.
-    wake: tokio::sync::Notify,
-}
-
-impl Default for Conns {
-    fn default() -> Self {
-        Self {
-            epoch: Instant::now(),
-            next_id: AtomicU64::new(0),
-            open: Mutex::default(),
-            responding: AtomicUsize::new(0),
-            fd_limit: open_files_limit(),
-        }
-    }
-}
-
-impl Conns {
-    fn ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Conn>>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn responding(&self) -> usize {
-        self.responding.load(Relaxed)
-    }
-
-    /// Connections allowed at once: the configured maximum, kept below the descriptor limit
-    /// with room left for upstream connections and files.
-    pub fn capacity(&self, configured: usize) -> usize {
-        match self.fd_limit {
-            Some(limit) => {
-                let reserve = (limit / 4).max(32);
-                let room = limit.saturating_sub(reserve).max(1);
-                configured.min(usize::try_from(room).unwrap_or(usize::MAX))
-            }
-            None => configured,
-        }
-    }
-
-    /// Closes the oldest connection that serves no request; false when every one is busy.
-    fn evict_one(&self) -> bool {
-        let open = self.lock();
-        let victim = open
-            .values()
-            .find(|c| c.active.load(Relaxed) == 0 && !c.evicted.load(Relaxed));
-        match victim {
-            Some(c) => {
-                c.evicted.store(true, Relaxed);
-                c.wake.notify_one();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// The soft `RLIMIT_NOFILE`, from `/proc/self/limits` where the platform has it.
-fn open_files_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
 
 /// Accepts until `shutdown`, handing each connection to its own task on `tasks`.
 pub async fn accept_loop(
@@ -264,23 +166,6 @@ async fn serve(
         let due = conn.deadline(conns, server.header_timeout, server.idle_timeout);
         if due.is_some_and(|d| d <= Instant::now()) {
             return;
-        }
-    }
-}
-
-impl Conn {
-    /// When the connection must be closed if nothing changes; `None` while serving a request.
-    fn deadline(&self, conns: &Conns, header: Duration, idle: Duration) -> Option<Instant> {
-        if self.active.load(Relaxed) > 0 {
-            return None;
-        }
-        let idle_since = conns.at(self.idle_since.load(Relaxed));
-        if !self.served.load(Relaxed) {
-            return Some(idle_since + header);
-        }
-        match self.head_since.load(Relaxed) {
-            0 => Some(idle_since + idle),
-            h => Some(conns.at(h - 1) + header),
         }
     }
 }

@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use laneway_core::wire::{self, Endpoint};
+use laneway_core::wire::Endpoint;
 use laneway_core::{ApiError, ErrorCode};
 
 use laneway_engine::auth::{client_key, RequestCtx};
@@ -254,7 +254,7 @@ async fn prepare(
     let mut p = if endpoint.form() {
         // A form goes upstream with its own content type: the boundary is in it.
         let content_type = parts.headers.get(header::CONTENT_TYPE);
-        let meta = wire::peek_form(
+        let meta = laneway_core::form::peek_form(
             &body,
             content_type.and_then(|v| v.to_str().ok()).unwrap_or(""),
         )?;

@@ -38,6 +38,16 @@ pub struct Storage {
     pub max_file_size: usize,
 }
 
+/// Which lane made each Responses API id (`responses.rs`).
+const RESPONSE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS response_lanes (
+  id TEXT PRIMARY KEY,
+  lane TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS files (
   id TEXT PRIMARY KEY,
@@ -96,7 +106,7 @@ impl Storage {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(crate::responses::SCHEMA)?;
+        conn.execute_batch(RESPONSE_SCHEMA)?;
         let s = Self {
             root: root.to_owned(),
             conn: Mutex::new(conn),

@@ -10,15 +10,6 @@ use crate::db::{Error, Storage};
 /// Ids remembered at most; older ones are forgotten (their calls then answer 404).
 pub const KEPT: i64 = 1_000_000;
 
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS response_lanes (
-  id TEXT PRIMARY KEY,
-  lane TEXT NOT NULL,
-  owner TEXT NOT NULL,
-  created_at INTEGER NOT NULL
-);
-";
-
 impl Storage {
     /// Records that `lane` made response `id` for the key `owner`.
     pub fn record_response(&self, id: &str, lane: &str, owner: &str) -> Result<(), Error> {

@@ -160,33 +160,35 @@ impl Lane {
     }
 }
 
-pub(super) fn spawn_timer(lane: Weak<Lane>, timer: Arc<Notify>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    rt.spawn(async move {
-        loop {
-            let notified = timer.notified();
-            let wake = {
-                let Some(lane) = lane.upgrade() else { return };
-                let due = lane.lock().next_wake;
-                match due {
-                    Some(at) if at <= Instant::now() => {
-                        lane.dispatch();
-                        lane.lock().next_wake
+impl Lane {
+    pub(super) fn spawn_timer(lane: Weak<Lane>, timer: Arc<Notify>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            loop {
+                let notified = timer.notified();
+                let wake = {
+                    let Some(lane) = lane.upgrade() else { return };
+                    let due = lane.lock().next_wake;
+                    match due {
+                        Some(at) if at <= Instant::now() => {
+                            lane.dispatch();
+                            lane.lock().next_wake
+                        }
+                        other => other,
                     }
-                    other => other,
-                }
-            };
-            match wake {
-                Some(at) => {
-                    tokio::select! {
-                        () = notified => {}
-                        () = tokio::time::sleep_until(at) => {}
+                };
+                match wake {
+                    Some(at) => {
+                        tokio::select! {
+                            () = notified => {}
+                            () = tokio::time::sleep_until(at) => {}
+                        }
                     }
+                    None => notified.await,
                 }
-                None => notified.await,
             }
-        }
-    });
+        });
+    }
 }

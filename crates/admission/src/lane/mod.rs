@@ -22,8 +22,12 @@ use crate::adaptive::{Adaptive, Sent};
 use crate::error::AdmissionError;
 use crate::health::Circuit;
 use crate::queue::FairQueue;
+use crate::rates::Blocked;
 use crate::rates::{RateSpec, Rates};
-use crate::waiter::Waiter;
+use crate::waiter::{Queue, Waiter as Waits};
+
+/// A request waiting for a slot on lanes.
+pub(crate) type Waiter = Waits<Lane>;
 use crate::Mode;
 
 mod dispatch;
@@ -31,7 +35,6 @@ mod operator;
 mod take;
 
 pub use operator::{Control, LaneSnapshot, LimitSource};
-pub(crate) use take::Busy;
 
 /// How a lane is limited. Rebuilt from the config on every (re)load.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +62,20 @@ pub const ADAPTIVE_CEILING: u32 = 256;
 /// request of a burst arrives, which with hundreds of new connections at once can trail its
 /// admission by tens of milliseconds. It costs a tenth of a second of burst once; the steady
 /// rate is unchanged. Limits without burst (tolerance of one interval) are not affected.
+/// Why the fast path failed.
+pub(crate) enum Busy {
+    /// Paused by an operator: wait in the queue (or on a pool mate), it is not an outage.
+    Held,
+    /// Cooling down or open until then; `open` when the circuit is open (the upstream fails).
+    Paused {
+        until: Instant,
+        open: bool,
+    },
+    Full,
+    Rate(Blocked),
+    Queue,
+}
+
 const UPSTREAM_JITTER: Duration = Duration::from_millis(100);
 
 struct State {
@@ -183,7 +200,7 @@ impl Lane {
             send_lag_us: std::sync::atomic::AtomicU64::new(0),
             timer: Arc::new(Notify::new()),
         });
-        dispatch::spawn_timer(Arc::downgrade(&lane), lane.timer.clone());
+        Lane::spawn_timer(Arc::downgrade(&lane), lane.timer.clone());
         lane
     }
 
@@ -199,10 +216,6 @@ impl Lane {
 
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn forget_waiter(&self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Whether the lane queues or refuses when it is at its limits.
@@ -321,5 +334,11 @@ impl Drop for Lane {
     fn drop(&mut self) {
         // Wakes the timer task so it sees the lane is gone and ends.
         self.timer.notify_one();
+    }
+}
+
+impl Queue for Lane {
+    fn forget_waiter(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -3,25 +3,11 @@
 
 use tokio::time::Instant;
 
-use super::{estimate_wait, Lane, UPSTREAM_JITTER};
+use super::{estimate_wait, Busy, Lane, UPSTREAM_JITTER};
 use crate::adaptive::Sent;
 use crate::error::{AdmissionError, Scope};
 use crate::gcra::Denied;
 use crate::rates::Blocked;
-
-/// Why the fast path failed.
-pub(crate) enum Busy {
-    /// Paused by an operator: wait in the queue (or on a pool mate), it is not an outage.
-    Held,
-    /// Cooling down or open until then; `open` when the circuit is open (the upstream fails).
-    Paused {
-        until: Instant,
-        open: bool,
-    },
-    Full,
-    Rate(Blocked),
-    Queue,
-}
 
 impl Lane {
     /// Free slots and whether rates allow a request now; used to rank pool members.

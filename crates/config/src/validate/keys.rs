@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 
-use super::Checker;
+use super::check::Checker;
 use crate::model::*;
 use crate::raw::RawKey;
 

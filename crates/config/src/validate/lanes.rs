@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::Checker;
+use super::check::Checker;
 use crate::model::*;
 use crate::raw::{RawLane, RawRoute};
 

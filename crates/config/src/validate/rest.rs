@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{parse_size, Checker};
+use super::check::{parse_size, Checker};
 use crate::model::*;
 use crate::raw::{RawLimitsStore, RawRetry, RawSize, RawStorage};
 

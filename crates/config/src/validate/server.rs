@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{parse_size, Checker, DEFAULT_LISTEN};
+use super::check::{parse_size, Checker, DEFAULT_LISTEN};
 use crate::model::ServerConfig;
 use crate::raw::{RawServer, RawSize};
 

@@ -15,7 +15,7 @@ use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::{Conn, Conns};
+use super::registry::{Conn, Conns};
 use crate::{server, App};
 
 /// What hyper calls for each request of one client connection.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Conn, Conns};
+use super::registry::{Conn, Conns};
 
 /// The connection's socket, noting when a request head starts to arrive.
 pub(super) struct Watched {

@@ -4,7 +4,7 @@
 
 use memchr::memmem;
 
-use super::{PeekError, RequestMeta};
+use crate::wire::{PeekError, RequestMeta};
 
 /// The boundary a `multipart/form-data` content type names.
 fn boundary(content_type: &str) -> Option<&str> {
