@@ -50,8 +50,9 @@
 //! # }
 //! ```
 //!
-//! Lanes in this process, built in code (or read with `laneway_config::Config::load`): this
-//! runs against an in-process mock lane, so it needs nothing else.
+//! Lanes in this process, built in code (or read with `laneway_config::Config::load`). Here
+//! the lane's upstream is Laneway's mock, started on a free port (`laneway mock` does the same
+//! from a shell; lanes of `kind = "mock"` are started only by the `laneway` binary):
 //!
 //! ```
 //! use laneway_batch::{Concurrency, ConfigBuilder, KeyBuilder, LaneBuilder, Request, Runner};
@@ -59,8 +60,10 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
+//! # let mock = laneway_mock::MockServer::start(([127, 0, 0, 1], 0).into(), laneway_mock::MockConfig::new()).await.unwrap();
+//! let upstream = mock.url(); // e.g. "http://127.0.0.1:8401/v1"
 //! let config = ConfigBuilder::new()
-//!     .lane(LaneBuilder::mock("local").concurrency(2))
+//!     .lane(LaneBuilder::new("local", &upstream).concurrency(2))
 //!     .route("mock-*", &["local"])
 //!     .key(KeyBuilder::new("app", "sk-app").rpm(600))
 //!     .build()

@@ -131,7 +131,10 @@ impl Runner {
         self
     }
 
-    /// Attempts per item on 429, 5xx and broken connections (default 3; 1 never retries).
+    /// Attempts per item on 429, 5xx and broken connections (default 3; 1 never retries). Through
+    /// lanes in this process the engine retries instead, by the config's `[retry]` and under
+    /// its retry budget; the runner then only waits out Laneway's "not yet" refusals (a full
+    /// queue, a key's rate), which are not attempts.
     pub fn attempts(mut self, n: u32) -> Self {
         self.sender.attempts = n.max(1);
         self
@@ -155,7 +158,13 @@ impl Runner {
     pub fn stream(&self, requests: Vec<Request>) -> impl Stream<Item = Item> + Send + '_ {
         let total = requests.len();
         let counters = Arc::new(Counters::default());
-        let gate = Arc::new(Gate::new(self.concurrency));
+        // Through lanes the engine's adaptive limits decide what runs upstream; the runner only
+        // keeps up to `max` items waiting in the lanes' fair queues, with no second controller.
+        let concurrency = match (&self.sender.target, self.concurrency) {
+            (Target::Lanes(_), Concurrency::Adaptive { max }) => Concurrency::Fixed(max),
+            (_, c) => c,
+        };
+        let gate = Arc::new(Gate::new(concurrency));
         let fail_fast = self.fail_fast;
         let items = futures_util::stream::iter(requests.into_iter().enumerate())
             .map(move |(index, req)| {

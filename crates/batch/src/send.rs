@@ -100,6 +100,15 @@ impl Sender {
                     signal(Signal::Other);
                     return Err(e);
                 }
+                Ok(Err(Failure::Later { error, after })) => {
+                    // The lanes had no room yet: not an attempt, the item waits its turn.
+                    if Instant::now() + after >= deadline {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(after).await;
+                    attempt -= 1;
+                    continue;
+                }
                 Ok(Err(Failure::Retry {
                     error,
                     hint,
@@ -162,17 +171,29 @@ impl Sender {
                 (status, headers, bytes, None)
             }
             Target::Lanes(app) => {
+                // The engine has retried already, under its retry budget, on the lanes' own
+                // adaptive limits: an answer that broke off is final here, as it is for a
+                // client of the gateway (a retry could duplicate what was produced).
                 let whole = app
                     .call_whole(endpoint, self.api_key.as_deref(), body, MAX_BODY)
                     .await
-                    .map_err(|e| Failure::Retry {
-                        error: Error::new(
+                    .map_err(|e| {
+                        Failure::Final(Error::new(
                             "connection_error",
                             format!("the answer broke off: {}", e.message),
-                        ),
-                        hint: None,
-                        overloaded: false,
+                        ))
                     })?;
+                if let Some(code) = whole.refused {
+                    return Err(lanes_refusal(code, &whole));
+                }
+                let status = whole.status;
+                if status.is_client_error() || status.is_server_error() {
+                    // The upstream's own error, after the engine's retries.
+                    let mut error = upstream_error(status.as_u16(), &whole.body);
+                    error.retry_after = Hints::from_headers(&whole.headers).retry_after;
+                    error.request_id = whole.id.as_deref().map(str::to_owned);
+                    return Err(Failure::Final(error));
+                }
                 (whole.status, whole.headers, whole.body, whole.id)
             }
         };
@@ -233,8 +254,42 @@ where
     Ok((parts.status, parts.headers, bytes))
 }
 
+/// Laneway's own refusal in lanes mode: "not yet" (no room in the lanes, a key's rate) waits
+/// and sends again; anything else is final: a bad request, a key not allowed, and
+/// `no_lane_available` (every lane's circuit is open because its upstream keeps failing, or its
+/// cooldown outlasts the item's deadline; the engine has waited out shorter ones already).
+fn lanes_refusal(code: laneway_core::ErrorCode, whole: &laneway_engine::Whole) -> Failure {
+    use laneway_core::ErrorCode as C;
+    let mut error = upstream_error(whole.status.as_u16(), &whole.body);
+    error.request_id = whole.id.as_deref().map(str::to_owned);
+    let after = Hints::from_headers(&whole.headers).retry_after;
+    error.retry_after = after;
+    let later = matches!(
+        code,
+        C::RateLimit
+            | C::ConcurrencyLimitExceeded
+            | C::QueueFull
+            | C::QueueTimeout
+            | C::StoreUnavailable
+    );
+    if later {
+        let after = after
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(20), MAX_PAUSE);
+        Failure::Later { error, after }
+    } else {
+        Failure::Final(error)
+    }
+}
+
 enum Failure {
     Final(Error),
+    /// The lanes in this process had no room yet: send again after `after`, not counted as an
+    /// attempt.
+    Later {
+        error: Error,
+        after: Duration,
+    },
     Retry {
         error: Error,
         hint: Option<Duration>,

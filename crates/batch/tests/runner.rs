@@ -286,3 +286,29 @@ async fn a_streamed_item_through_in_process_lanes_keeps_its_chunks_and_usage() {
     assert!(usage.completion_tokens > 0);
     assert_eq!(report.usage, usage);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_lanes_the_engine_retries_and_the_runner_does_not_retry_on_top() {
+    // Every answer is a 500: the engine tries each item `max_attempts` times, and the runner's
+    // own attempts (three by default) must not multiply that. Two items, four failures: below
+    // the five in a row that open the lane's circuit.
+    let mut cfg = MockConfig::new();
+    cfg.error_rate = 1.0;
+    let m = mock(cfg).await;
+    let config = laneway_config::Config::parse(&format!(
+        "[[lane]]\nname = \"m\"\nurl = \"{}\"\n[[route]]\nmodel = \"mock-*\"\nlanes = [\"m\"]\n\
+         [retry]\nmax_attempts = 2\nbudget = {{ ratio = 1.0, min_per_second = 100 }}\n\
+         backoff = {{ base = \"1ms\", max = \"2ms\" }}\n",
+        m.url()
+    ))
+    .unwrap();
+    let runner = Runner::with_lanes(config, None)
+        .await
+        .unwrap()
+        .concurrency(Concurrency::Adaptive { max: 4 });
+    let report = runner.run(chats(2)).await;
+    assert_eq!(report.failed, 2);
+    let e = report.items[0].result.clone().unwrap_err();
+    assert_eq!(e.status, Some(500), "{e:?}");
+    assert_eq!(m.stats().requests, 4, "{:?}", m.stats());
+}

@@ -117,17 +117,25 @@ pub struct Whole {
     pub body: Bytes,
     /// The request's id in the request table and the log; none when the key was refused.
     pub id: Option<Arc<str>>,
+    /// Laneway's own refusal, when it is one (not an upstream's answer): a caller tells
+    /// "not yet" (`queue_full`, `rate_limit`, …) from "never" by it.
+    pub refused: Option<ErrorCode>,
 }
 
 impl Whole {
     /// A refusal or an upstream's error answer, as a client would get it.
     fn refusal(e: Error, id: Option<Arc<str>>) -> Self {
+        let refused = match &e {
+            Error::Api(a) => Some(a.code),
+            Error::PassThrough(_) => None,
+        };
         let (parts, body) = render::error_for(Endpoint::ChatCompletions, e).into_parts();
         Self {
             status: parts.status,
             headers: parts.headers,
             body,
             id,
+            refused,
         }
     }
 }
@@ -160,6 +168,7 @@ impl Engine {
                     headers: http::HeaderMap::new(),
                     body,
                     id: Some(id),
+                    refused: None,
                 }),
                 Err(e) if e.code == ErrorCode::UpstreamUnreachable => Err(e),
                 Err(e) => Ok(Whole::refusal(e.into(), Some(id))),
