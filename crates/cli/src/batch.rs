@@ -42,8 +42,13 @@ pub struct Args {
     #[arg(long)]
     fail_fast: bool,
     /// Deadline per request, from sending to the end of the answer
-    #[arg(long, default_value = "10m")]
-    timeout: humantime::Duration,
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    timeout: std::time::Duration,
+}
+
+/// `--timeout`, in the grammar of every duration Laneway reads (`laneway_core::duration`).
+fn duration(v: &str) -> Result<std::time::Duration, String> {
+    laneway_core::duration::read(v).map_err(|e| format!("`{v}` is not a duration: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -154,7 +159,7 @@ async fn runner(a: &Args) -> anyhow::Result<Runner> {
     // One attempt per line: a gateway or the lanes already retry what is worth retrying.
     Ok(runner
         .concurrency(Concurrency::Fixed(a.concurrency))
-        .timeout(a.timeout.into())
+        .timeout(a.timeout)
         .attempts(1)
         .fail_fast(a.fail_fast))
 }

@@ -48,37 +48,92 @@ pub fn openai_format(d: Duration) -> String {
     out
 }
 
-/// `250ms`, `30s`, `6m0s`, `1h2m3.5s`, or a bare number of seconds (OpenAI's reset format and
-/// Laneway's own), saturating at [`CEILING`].
-pub fn parse(v: &str) -> Option<Duration> {
+/// Why a text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("it is empty")]
+    Empty,
+    #[error("`{0}` is not a number")]
+    Number(String),
+    #[error("`{0}` is not a unit (ms, s, m, h, d, …)")]
+    Unit(String),
+    #[error("a number needs a unit after it")]
+    NoUnit,
+    #[error("it is longer than a year")]
+    TooLong,
+}
+
+/// Seconds in one `unit`.
+fn unit_seconds(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" | "nsec" => 1e-9,
+        "us" | "µs" | "usec" => 1e-6,
+        "ms" | "msec" | "msecs" => 1e-3,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3_600.0,
+        "d" | "day" | "days" => 86_400.0,
+        _ => return None,
+    })
+}
+
+/// The one grammar of every duration Laneway reads: config values, the command line,
+/// `x-laneway-timeout`, admin input, upstreams' reset headers. Parts of a number and a unit,
+/// spaces allowed between them: `250ms`, `1.5s`, `6m0s`, `1h 30m`, `2 days`; a bare number is
+/// seconds (OpenAI's reset headers). Longer than [`CEILING`] is an error here; see [`parse`].
+pub fn read(v: &str) -> Result<Duration, DurationError> {
+    let v = v.trim();
     if v.is_empty() {
-        return None;
+        return Err(DurationError::Empty);
     }
     if let Ok(secs) = v.parse::<f64>() {
-        return from_secs_f64(secs);
+        if secs.is_nan() || secs < 0.0 {
+            return Err(DurationError::Number(v.to_owned()));
+        }
+        return within_ceiling(secs);
     }
     let mut total = 0.0_f64;
     let mut rest = v;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(split);
-        let n: f64 = num.parse().ok()?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| DurationError::Number(num.to_owned()))?;
+        let tail = tail.trim_start();
         let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
             .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        // f64 saturates to infinity, never wraps; `from_secs_f64` caps it.
+        if unit.is_empty() {
+            return Err(DurationError::NoUnit);
+        }
+        let scale = unit_seconds(unit).ok_or_else(|| DurationError::Unit(unit.to_owned()))?;
+        // f64 saturates to infinity, never wraps.
         total += n * scale;
-        rest = next;
+        rest = next.trim_start();
     }
-    from_secs_f64(total)
+    within_ceiling(total)
+}
+
+fn within_ceiling(secs: f64) -> Result<Duration, DurationError> {
+    if secs > CEILING.as_secs_f64() {
+        return Err(DurationError::TooLong);
+    }
+    from_secs_f64(secs).ok_or(DurationError::TooLong)
+}
+
+/// [`read`] for values from the request path: anything longer than a year is a year
+/// (saturating, so no value a client or an upstream sends fails for being large); `None` when
+/// the text is not a duration.
+pub fn parse(v: &str) -> Option<Duration> {
+    match read(v) {
+        Ok(d) => Some(d),
+        Err(DurationError::TooLong) => Some(CEILING),
+        Err(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +170,26 @@ mod tests {
         assert_eq!(parse(""), None);
         assert_eq!(parse("-1"), None);
         assert_eq!(parse("NaN"), None);
+    }
+
+    #[test]
+    fn one_grammar_reads_config_and_command_line_forms() {
+        let secs = Duration::from_secs;
+        for (text, d) in [
+            ("1h 30m", secs(5_400)),
+            ("2 days", secs(172_800)),
+            ("10 min", secs(600)),
+            ("  30s ", secs(30)),
+            ("500us", Duration::from_micros(500)),
+            ("1m 0.5s", Duration::from_millis(60_500)),
+        ] {
+            assert_eq!(read(text), Ok(d), "{text}");
+        }
+        assert_eq!(read("10 parsecs"), Err(DurationError::Unit("parsecs".into())));
+        assert_eq!(read("5 5s"), Err(DurationError::NoUnit));
+        assert_eq!(read("400d"), Err(DurationError::TooLong));
+        assert_eq!(parse("400d"), Some(CEILING));
+        assert_eq!(read(".s"), Err(DurationError::Number(".".into())));
     }
 
     #[test]

@@ -77,8 +77,8 @@ impl Checker<'_> {
         default: Duration,
     ) -> Duration {
         let Some(v) = value else { return default };
-        match humantime::parse_duration(v.0.trim()) {
-            Ok(d) if d > laneway_core::duration::CEILING => {
+        match laneway_core::duration::read(&v.0) {
+            Err(laneway_core::duration::DurationError::TooLong) => {
                 self.push(line, path, "must be at most a year");
                 default
             }
