@@ -154,69 +154,12 @@ async fn admit_lane(
 ) -> Result<waiter::Granted<Lane>, AdmissionError> {
     let now = Instant::now();
     let ordered = by_headroom(lanes, now, ask.tokens);
-    let mut first_refusal = None;
-    // A lane is down for this request when its circuit is open, or when it cools down past the
-    // time the request could wait. When every lane is down, waiting would only hide the outage:
-    // say so at once (the gateway then tries the route's fallbacks), with when the first lane
-    // reopens. A short cooldown is simply waited out in the queue.
-    let longest_wait = ordered
-        .iter()
-        .map(|l| l.queue_limits().1)
-        .max()
-        .unwrap_or(Duration::ZERO);
-    let wait_until = ask.deadline.min(now + longest_wait);
-    let mut all_down: Option<Instant> = Some(now + Duration::from_secs(86_400));
-    for lane in &ordered {
-        match lane.try_take(now, ask.tokens) {
-            Ok(sent) => return Ok((Arc::clone(lane), sent)),
-            Err(busy) => {
-                all_down = match (&busy, all_down) {
-                    (lane::Busy::Paused { until, open }, Some(min))
-                        if *open || *until > wait_until =>
-                    {
-                        Some(min.min(*until))
-                    }
-                    _ => None,
-                };
-                if first_refusal.is_none() {
-                    first_refusal = Some(lane.refusal(busy, now, ask.tokens));
-                }
-            }
-        }
-    }
-    if let Some(until) = all_down {
-        return Err(AdmissionError::NoLaneAvailable {
-            retry_after: until - now,
-        });
-    }
-    let queueing: Vec<Arc<Lane>> = ordered
-        .iter()
-        .filter(|l| l.mode() == Mode::Queue && l.fits(ask.tokens).is_ok())
-        .map(|l| Arc::clone(l))
-        .collect();
-    if queueing.is_empty() {
-        return Err(first_refusal.unwrap_or(AdmissionError::Cancelled));
-    }
-    let mut open: Vec<Arc<Lane>> = queueing
-        .iter()
-        .filter(|l| l.queued() < l.queue_limits().0)
-        .cloned()
-        .collect();
-    if open.is_empty() {
-        // Every queue is full: a key with fewer waiting than another takes that key's newest
-        // place, so a full queue refuses whoever holds more than its share.
-        if let Some(lane) = queueing.iter().find(|l| l.displace_for(ask.key.id)) {
-            open.push(Arc::clone(lane));
-        }
-    }
-    if open.is_empty() {
-        let lane = &queueing[0];
-        return Err(AdmissionError::QueueFull {
-            lane: lane.name().to_owned(),
-            max_len: lane.queue_limits().0,
-            retry_after: lane.wait_estimate(),
-        });
-    }
+    let first_refusal = match take_now(&ordered, ask, now) {
+        Taken::Granted(g) => return Ok(g),
+        Taken::AllDown(e) => return Err(e),
+        Taken::Busy(refusal) => refusal,
+    };
+    let open = queues_to_join(&ordered, ask, first_refusal)?;
     let timeout = open
         .iter()
         .map(|l| l.queue_limits().1)
@@ -244,6 +187,93 @@ async fn admit_lane(
     guard
         .wait(queue_deadline, ask.deadline, ask.cancel, &open)
         .await
+}
+
+/// What trying every lane at once gave.
+enum Taken {
+    Granted(waiter::Granted<Lane>),
+    /// Every lane is down for this request: say so now rather than wait.
+    AllDown(AdmissionError),
+    /// Busy; the first lane's refusal, for when the request may not queue.
+    Busy(Option<AdmissionError>),
+}
+
+/// A slot on the first lane (in headroom order) that has one now.
+fn take_now(ordered: &[&Arc<Lane>], ask: &Ask<'_>, now: Instant) -> Taken {
+    let mut first_refusal = None;
+    // A lane is down for this request when its circuit is open, or when it cools down past the
+    // time the request could wait. When every lane is down, waiting would only hide the outage:
+    // say so at once (the gateway then tries the route's fallbacks), with when the first lane
+    // reopens. A short cooldown is simply waited out in the queue.
+    let longest_wait = ordered
+        .iter()
+        .map(|l| l.queue_limits().1)
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let wait_until = ask.deadline.min(now + longest_wait);
+    let mut all_down: Option<Instant> = Some(now + Duration::from_secs(86_400));
+    for lane in ordered {
+        match lane.try_take(now, ask.tokens) {
+            Ok(sent) => return Taken::Granted((Arc::clone(*lane), sent)),
+            Err(busy) => {
+                all_down = match (&busy, all_down) {
+                    (lane::Busy::Paused { until, open }, Some(min))
+                        if *open || *until > wait_until =>
+                    {
+                        Some(min.min(*until))
+                    }
+                    _ => None,
+                };
+                if first_refusal.is_none() {
+                    first_refusal = Some(lane.refusal(busy, now, ask.tokens));
+                }
+            }
+        }
+    }
+    match all_down {
+        Some(until) => Taken::AllDown(AdmissionError::NoLaneAvailable {
+            retry_after: until - now,
+        }),
+        None => Taken::Busy(first_refusal),
+    }
+}
+
+/// The lanes whose queues the request joins: those that queue, fit it, and have room (or give
+/// a place up to it: a full queue refuses whoever holds more than its share).
+fn queues_to_join(
+    ordered: &[&Arc<Lane>],
+    ask: &Ask<'_>,
+    first_refusal: Option<AdmissionError>,
+) -> Result<Vec<Arc<Lane>>, AdmissionError> {
+    let queueing: Vec<Arc<Lane>> = ordered
+        .iter()
+        .filter(|l| l.mode() == Mode::Queue && l.fits(ask.tokens).is_ok())
+        .map(|l| Arc::clone(*l))
+        .collect();
+    if queueing.is_empty() {
+        return Err(first_refusal.unwrap_or(AdmissionError::Cancelled));
+    }
+    let mut open: Vec<Arc<Lane>> = queueing
+        .iter()
+        .filter(|l| l.queued() < l.queue_limits().0)
+        .cloned()
+        .collect();
+    if open.is_empty() {
+        // Every queue is full: a key with fewer waiting than another takes that key's newest
+        // place.
+        if let Some(lane) = queueing.iter().find(|l| l.displace_for(ask.key.id)) {
+            open.push(Arc::clone(lane));
+        }
+    }
+    if open.is_empty() {
+        let lane = &queueing[0];
+        return Err(AdmissionError::QueueFull {
+            lane: lane.name().to_owned(),
+            max_len: lane.queue_limits().0,
+            retry_after: lane.wait_estimate(),
+        });
+    }
+    Ok(open)
 }
 
 struct LeaveOnDrop<'a> {

@@ -145,55 +145,12 @@ impl Sender {
         // The lanes name the request themselves; a base URL's answer may, in a header.
         let (status, headers, bytes, named) = match &self.target {
             Target::Url { client, endpoints } => {
-                let endpoints = endpoints
-                    .as_ref()
-                    .map_err(|e| Failure::Final(Error::new("connection_error", e.to_string())))?;
-                let request = UpstreamRequest {
-                    target: endpoints.get(endpoint),
-                    body,
-                    pass: None,
-                    request_id: id,
-                    first_byte_timeout: Duration::from_secs(600),
-                };
-                let resp = client.send(request).await.map_err(|e| {
-                    let error = Error::new("connection_error", e.to_string());
-                    if e.retryable() {
-                        Failure::Retry {
-                            error,
-                            hint: None,
-                            overloaded: false,
-                        }
-                    } else {
-                        Failure::Final(error)
-                    }
-                })?;
-                let (status, headers, bytes) = read(resp).await?;
+                let (status, headers, bytes) =
+                    from_url(client, endpoints, endpoint, body, id).await?;
                 (status, headers, bytes, None)
             }
             Target::Lanes(app) => {
-                // The engine has retried already, under its retry budget, on the lanes' own
-                // adaptive limits: an answer that broke off is final here, as it is for a
-                // client of the gateway (a retry could duplicate what was produced).
-                let whole = app
-                    .call_whole(endpoint, self.api_key.as_deref(), body, MAX_BODY)
-                    .await
-                    .map_err(|e| {
-                        Failure::Final(Error::new(
-                            "connection_error",
-                            format!("the answer broke off: {}", e.message),
-                        ))
-                    })?;
-                if let Some(code) = whole.refused {
-                    return Err(lanes_refusal(code, &whole));
-                }
-                let status = whole.status;
-                if status.is_client_error() || status.is_server_error() {
-                    // The upstream's own error, after the engine's retries.
-                    let mut error = upstream_error(status.as_u16(), &whole.body);
-                    error.retry_after = Hints::from_headers(&whole.headers).retry_after;
-                    error.request_id = whole.id.as_deref().map(str::to_owned);
-                    return Err(Failure::Final(error));
-                }
+                let whole = from_lanes(app, endpoint, self.api_key.as_deref(), body).await?;
                 (whole.status, whole.headers, whole.body, whole.id)
             }
         };
@@ -231,6 +188,72 @@ impl Sender {
             }
         }
     }
+}
+
+/// One attempt at a base URL: the status, headers and whole body.
+async fn from_url(
+    client: &UpstreamClient,
+    endpoints: &Result<Arc<Endpoints>, UpstreamError>,
+    endpoint: Endpoint,
+    body: Bytes,
+    id: &str,
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), Failure> {
+    let endpoints = endpoints
+        .as_ref()
+        .map_err(|e| Failure::Final(Error::new("connection_error", e.to_string())))?;
+    let request = UpstreamRequest {
+        target: endpoints.get(endpoint),
+        body,
+        pass: None,
+        request_id: id,
+        first_byte_timeout: Duration::from_secs(600),
+    };
+    let resp = client.send(request).await.map_err(|e| {
+        let error = Error::new("connection_error", e.to_string());
+        if e.retryable() {
+            Failure::Retry {
+                error,
+                hint: None,
+                overloaded: false,
+            }
+        } else {
+            Failure::Final(error)
+        }
+    })?;
+    read(resp).await
+}
+
+/// The request through the lanes in this process: a success, or a final error. The engine has
+/// retried already, under its retry budget, on the lanes' own adaptive limits: an answer that
+/// broke off is final here, as it is for a client of the gateway (a retry could duplicate what
+/// was produced).
+async fn from_lanes(
+    engine: &Arc<Engine>,
+    endpoint: Endpoint,
+    api_key: Option<&str>,
+    body: Bytes,
+) -> Result<laneway_engine::Whole, Failure> {
+    let whole = engine
+        .call_whole(endpoint, api_key, body, MAX_BODY)
+        .await
+        .map_err(|e| {
+            Failure::Final(Error::new(
+                "connection_error",
+                format!("the answer broke off: {}", e.message),
+            ))
+        })?;
+    if let Some(code) = whole.refused {
+        return Err(lanes_refusal(code, &whole));
+    }
+    let status = whole.status;
+    if status.is_client_error() || status.is_server_error() {
+        // The upstream's own error, after the engine's retries.
+        let mut error = upstream_error(status.as_u16(), &whole.body);
+        error.retry_after = Hints::from_headers(&whole.headers).retry_after;
+        error.request_id = whole.id.as_deref().map(str::to_owned);
+        return Err(Failure::Final(error));
+    }
+    Ok(whole)
 }
 
 /// The whole answer, within [`MAX_BODY`].

@@ -91,55 +91,10 @@ async fn receive(
             })?;
         let Some(mut field) = field else { break };
         match field.name() {
-            Some("purpose") => {
-                // The upload route has no body limit, so a form field is read within a bound.
-                let mut text = Vec::new();
-                loop {
-                    let chunk = tokio::time::timeout(idle, field.chunk())
-                        .await
-                        .map_err(|_| timed_out(idle))?
-                        .map_err(|e| {
-                            invalid(format!("could not read `purpose`: {}", e.body_text()))
-                        })?;
-                    let Some(chunk) = chunk else { break };
-                    if text.len() + chunk.len() > MAX_FIELD {
-                        return Err(
-                            invalid(format!("`purpose` is longer than {MAX_FIELD} bytes"))
-                                .with_param("purpose"),
-                        );
-                    }
-                    text.extend_from_slice(&chunk);
-                }
-                purpose = Some(String::from_utf8_lossy(&text).trim().to_owned());
-            }
+            Some("purpose") => purpose = Some(read_purpose(&mut field, idle).await?),
             Some("file") if file.is_none() => {
                 let name = field.file_name().unwrap_or("upload.jsonl").to_owned();
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-                let s = storage.clone();
-                let writer = tokio::task::spawn_blocking(move || {
-                    let mut up = s.begin_upload()?;
-                    while let Some(chunk) = rx.blocking_recv() {
-                        up.write(&chunk)?;
-                    }
-                    Ok::<_, laneway_storage::Error>(up)
-                });
-                loop {
-                    let chunk = tokio::time::timeout(idle, field.chunk())
-                        .await
-                        .map_err(|_| timed_out(idle))?
-                        .map_err(|e| invalid(format!("the upload broke off: {}", e.body_text())))?;
-                    let Some(chunk) = chunk else { break };
-                    // The writer stopped (too large, disk full): its error says why.
-                    if tx.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                drop(tx);
-                let up = writer
-                    .await
-                    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-                    .map_err(|e| super::storage_error(&e))?;
-                file = Some((up, name));
+                file = Some((store_file(&mut field, storage, idle).await?, name));
             }
             _ => {}
         }
@@ -159,6 +114,62 @@ async fn receive(
         return Err(invalid("the file is empty".into()).with_param("file"));
     }
     Ok((up, name, purpose))
+}
+
+/// The `purpose` field, read within a bound (the upload route has no body limit).
+async fn read_purpose(
+    field: &mut axum::extract::multipart::Field<'_>,
+    idle: std::time::Duration,
+) -> Result<String, ApiError> {
+    let mut text = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(idle, field.chunk())
+            .await
+            .map_err(|_| timed_out(idle))?
+            .map_err(|e| invalid(format!("could not read `purpose`: {}", e.body_text())))?;
+        let Some(chunk) = chunk else { break };
+        if text.len() + chunk.len() > MAX_FIELD {
+            return Err(
+                invalid(format!("`purpose` is longer than {MAX_FIELD} bytes"))
+                    .with_param("purpose"),
+            );
+        }
+        text.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&text).trim().to_owned())
+}
+
+/// The `file` field, streamed through a writer thread into storage.
+async fn store_file(
+    field: &mut axum::extract::multipart::Field<'_>,
+    storage: &Arc<Storage>,
+    idle: std::time::Duration,
+) -> Result<Upload, ApiError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let s = storage.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut up = s.begin_upload()?;
+        while let Some(chunk) = rx.blocking_recv() {
+            up.write(&chunk)?;
+        }
+        Ok::<_, laneway_storage::Error>(up)
+    });
+    loop {
+        let chunk = tokio::time::timeout(idle, field.chunk())
+            .await
+            .map_err(|_| timed_out(idle))?
+            .map_err(|e| invalid(format!("the upload broke off: {}", e.body_text())))?;
+        let Some(chunk) = chunk else { break };
+        // The writer stopped (too large, disk full): its error says why.
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| super::storage_error(&e))
 }
 
 fn invalid(message: String) -> ApiError {

@@ -56,6 +56,54 @@ impl Batches {
     }
 }
 
+/// Checks every line of a validating batch's input: it starts, or fails with the problems.
+async fn validate_input(
+    app: &Arc<App>,
+    storage: &Arc<Storage>,
+    b: laneway_storage::Batch,
+) -> Result<(), laneway_core::ApiError> {
+    let owned = b.id.clone();
+    let topo = app.engine.topo.load_full();
+    let owner = b.owner.clone();
+    let input = b.input_file_id.clone();
+    let checked = blocking(storage, move |s| {
+        let f = s.file(&input, None)?;
+        let key = topo.key_named(&owner).cloned();
+        validate::check(&s.content_path(&f), &b.endpoint, |model| {
+            if topo.config.route_for(model).is_none() {
+                return Err((
+                    "model_not_found",
+                    format!("no route serves the model `{model}`"),
+                ));
+            }
+            match &key {
+                Some(k) if k.allows(model) => Ok(()),
+                _ => Err((
+                    "model_not_allowed",
+                    format!("the key `{owner}` may not use the model `{model}`"),
+                )),
+            }
+        })
+    })
+    .await;
+    match checked {
+        Ok(Ok(total)) => blocking(storage, move |s| s.start(&owned, total))
+            .await
+            .map(drop)?,
+        Ok(Err(problems)) => {
+            let problems: Vec<_> = problems.iter().map(validate::Problem::to_json).collect();
+            blocking(storage, move |s| s.fail_validation(&owned, &problems)).await?;
+        }
+        Err(e) => {
+            let problems = vec![
+                serde_json::json!({"code": "invalid_file", "message": e.message, "line": null}),
+            ];
+            blocking(storage, move |s| s.fail_validation(&owned, &problems)).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn drive(
     app: &Arc<App>,
     storage: &Arc<Storage>,
@@ -75,47 +123,7 @@ async fn drive(
         };
         let owned = id.to_owned();
         match b.status {
-            BatchStatus::Validating => {
-                let topo = app.engine.topo.load_full();
-                let owner = b.owner.clone();
-                let input = b.input_file_id.clone();
-                let checked = blocking(storage, move |s| {
-                    let f = s.file(&input, None)?;
-                    let key = topo.key_named(&owner).cloned();
-                    validate::check(&s.content_path(&f), &b.endpoint, |model| {
-                        if topo.config.route_for(model).is_none() {
-                            return Err((
-                                "model_not_found",
-                                format!("no route serves the model `{model}`"),
-                            ));
-                        }
-                        match &key {
-                            Some(k) if k.allows(model) => Ok(()),
-                            _ => Err((
-                                "model_not_allowed",
-                                format!("the key `{owner}` may not use the model `{model}`"),
-                            )),
-                        }
-                    })
-                })
-                .await;
-                match checked {
-                    Ok(Ok(total)) => blocking(storage, move |s| s.start(&owned, total))
-                        .await
-                        .map(drop)?,
-                    Ok(Err(problems)) => {
-                        let problems: Vec<_> =
-                            problems.iter().map(validate::Problem::to_json).collect();
-                        blocking(storage, move |s| s.fail_validation(&owned, &problems)).await?;
-                    }
-                    Err(e) => {
-                        let problems = vec![
-                            serde_json::json!({"code": "invalid_file", "message": e.message, "line": null}),
-                        ];
-                        blocking(storage, move |s| s.fail_validation(&owned, &problems)).await?;
-                    }
-                }
-            }
+            BatchStatus::Validating => validate_input(app, storage, b).await?,
             BatchStatus::InProgress => {
                 let end = items(app, storage, &b, endpoint, running).await?;
                 let (from, to) = match end {

@@ -72,11 +72,30 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("cannot start: {e}");
         }
     };
+    hint(&gw, demo, path.as_deref(), demo_dir.as_deref());
+    reload_on_hangup(&gw);
+    crate::signals::terminated().await;
+    eprintln!("laneway: draining (up to server.shutdown_grace)");
+    let left = gw.drain().await;
+    if left > 0 {
+        eprintln!("laneway: {left} requests were still running when the grace period ended");
+    }
+    remove_demo_dir(demo_dir.as_deref());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the operator sees at start: where to send requests, how to try one, the panel.
+fn hint(
+    gw: &Gateway,
+    demo: bool,
+    path: Option<&std::path::Path>,
+    demo_dir: Option<&std::path::Path>,
+) {
     let addr = gw.addr;
     println!("listening on http://{addr}");
     if demo {
         println!("Laneway demo: one in-process mock lane `mock` serves every model matching `mock-*`; no API key needed.");
-    } else if let Some(p) = &path {
+    } else if let Some(p) = path {
         println!("Laneway serving {}", p.display());
     }
     println!("  API:     http://{addr}/v1");
@@ -93,21 +112,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     println!("  panel:   http://{addr}/ui");
     println!("  metrics: http://{addr}/metrics");
-    if let Some(dir) = &demo_dir {
+    if let Some(dir) = demo_dir {
         println!(
             "  storage: {} (private to this run, removed at exit)",
             dir.display()
         );
     }
-    reload_on_hangup(&gw);
-    crate::signals::terminated().await;
-    eprintln!("laneway: draining (up to server.shutdown_grace)");
-    let left = gw.drain().await;
-    if left > 0 {
-        eprintln!("laneway: {left} requests were still running when the grace period ended");
-    }
-    remove_demo_dir(demo_dir.as_deref());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A model id the startup hint can name that some route serves: a lane's declared model that a

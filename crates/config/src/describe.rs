@@ -45,6 +45,14 @@ pub fn describe(c: &Config) -> String {
         humantime::format_duration(s.shutdown_grace),
         s.max_body
     );
+    lanes(&mut out, c);
+    routes(&mut out, c);
+    keys(&mut out, c);
+    rest(&mut out, c);
+    out
+}
+
+fn lanes(out: &mut String, c: &Config) {
     let _ = writeln!(out, "lanes ({}):", c.lanes.len());
     for l in &c.lanes {
         let _ = writeln!(
@@ -73,6 +81,9 @@ pub fn describe(c: &Config) -> String {
             on_limit(l.on_limit),
         );
     }
+}
+
+fn routes(out: &mut String, c: &Config) {
     let _ = writeln!(out, "routes ({}):", c.routes.len());
     for r in &c.routes {
         let names: Vec<&str> = r.lanes.iter().map(|&i| c.lanes[i].name.as_str()).collect();
@@ -82,6 +93,9 @@ pub fn describe(c: &Config) -> String {
         }
         out.push('\n');
     }
+}
+
+fn keys(out: &mut String, c: &Config) {
     if c.keys.is_empty() {
         let _ = writeln!(out, "keys: none (no API key is required)");
     } else {
@@ -103,6 +117,10 @@ pub fn describe(c: &Config) -> String {
             );
         }
     }
+}
+
+/// Retry, the limit store and storage.
+fn rest(out: &mut String, c: &Config) {
     let r = &c.retry;
     let _ = writeln!(
         out,
@@ -131,5 +149,4 @@ pub fn describe(c: &Config) -> String {
         c.storage.path.display(),
         c.storage.max_file_size
     );
-    out
 }

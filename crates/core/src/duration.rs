@@ -185,7 +185,10 @@ mod tests {
         ] {
             assert_eq!(read(text), Ok(d), "{text}");
         }
-        assert_eq!(read("10 parsecs"), Err(DurationError::Unit("parsecs".into())));
+        assert_eq!(
+            read("10 parsecs"),
+            Err(DurationError::Unit("parsecs".into()))
+        );
         assert_eq!(read("5 5s"), Err(DurationError::NoUnit));
         assert_eq!(read("400d"), Err(DurationError::TooLong));
         assert_eq!(parse("400d"), Some(CEILING));

@@ -139,38 +139,40 @@ fn json_bytes(shape: &Shape) -> Vec<u8> {
             a.usage = Some(shape.usage.wire());
             to_vec(&a, 320 + text.len() * shape.choices.max(1) as usize)
         }
-        Kind::Embedding => {
-            let data: Vec<Embedding> = shape
-                .vectors
-                .iter()
-                .enumerate()
-                .map(|(index, v)| Embedding {
-                    object: "embedding",
-                    index,
-                    embedding: match v {
-                        Vector::Floats(f) => Vector::Floats(f.clone()),
-                        Vector::Base64(b) => Vector::Base64(b.clone()),
-                    },
-                })
-                .collect();
-            let n = data.len();
-            let a: Answer<'_, ()> = Answer {
-                id: None,
-                object: "list",
-                created: None,
-                model,
-                system_fingerprint: None,
-                choices: None,
-                data: Some(data),
-                usage: Some(WireUsage {
-                    prompt_tokens: shape.usage.prompt,
-                    completion_tokens: None,
-                    total_tokens: shape.usage.prompt,
-                }),
-            };
-            to_vec(&a, 128 + 160 * n.max(1))
-        }
+        Kind::Embedding => embeddings_bytes(shape, model),
     }
+}
+
+fn embeddings_bytes(shape: &Shape, model: &str) -> Vec<u8> {
+    let data: Vec<Embedding> = shape
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| Embedding {
+            object: "embedding",
+            index,
+            embedding: match v {
+                Vector::Floats(f) => Vector::Floats(f.clone()),
+                Vector::Base64(b) => Vector::Base64(b.clone()),
+            },
+        })
+        .collect();
+    let n = data.len();
+    let a: Answer<'_, ()> = Answer {
+        id: None,
+        object: "list",
+        created: None,
+        model,
+        system_fingerprint: None,
+        choices: None,
+        data: Some(data),
+        usage: Some(WireUsage {
+            prompt_tokens: shape.usage.prompt,
+            completion_tokens: None,
+            total_tokens: shape.usage.prompt,
+        }),
+    };
+    to_vec(&a, 128 + 160 * n.max(1))
 }
 
 fn event(v: &impl Serialize) -> Bytes {

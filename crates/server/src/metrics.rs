@@ -93,6 +93,8 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    // Long: one registration per family, each a name and its help text: a list of data,
+    // read top to bottom as the README's table of metrics; split, it would only be scattered.
     fn default() -> Self {
         let mut registry = Registry::default();
         let m = Self {

@@ -140,12 +140,27 @@ fn check_line(
             Some("body"),
         )
     })?;
+    check_body(body.get(), n, model_ok)
+}
+
+/// A line's body: a JSON object with a model the batch may use, not streaming.
+fn check_body(
+    body: &str,
+    n: u64,
+    model_ok: &impl Fn(&str) -> Result<(), (&'static str, String)>,
+) -> Result<(), Problem> {
+    let bad = |code, message: String, param| Problem {
+        line: n,
+        code,
+        message,
+        param,
+    };
     #[derive(Deserialize)]
     struct Model {
         model: Option<String>,
         stream: Option<bool>,
     }
-    let m = serde_json::from_str::<Model>(body.get()).map_err(|_| {
+    let m = serde_json::from_str::<Model>(body).map_err(|_| {
         bad(
             "invalid_body",
             format!("line {n}: the body is not a JSON object"),

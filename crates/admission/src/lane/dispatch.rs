@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Lane, UPSTREAM_JITTER};
+use super::{Lane, State, UPSTREAM_JITTER};
 use crate::adaptive::Sent;
 use crate::error::{AdmissionError, Scope};
 use crate::gcra::Denied;
@@ -71,24 +71,44 @@ impl Lane {
         paused.filter(|_| hinted).map(|u| u - now)
     }
 
+    /// Grows an adaptive limit's slow start; when its next step is due. It grows only while the
+    /// slots it gave are in use upstream: on a loaded gateway granted requests take a while to
+    /// be sent, and answers (refusals too) a while to come back; growing meanwhile would only
+    /// run past the edge unseen.
+    fn ramp(&self, st: &mut State, now: Instant) -> Option<Instant> {
+        st.adaptive.as_ref()?;
+        let unsent = st
+            .in_flight
+            .saturating_sub(self.at_upstream.load(Ordering::Acquire));
+        let waiting = self.queued() > 0 && unsent.saturating_mul(4) <= st.in_flight;
+        let lag = Duration::from_micros(self.send_lag_us.load(Ordering::Relaxed));
+        let ramp = st.adaptive.as_mut().and_then(|a| a.grow(now, waiting, lag));
+        st.limit = st.configured_limit();
+        ramp
+    }
+
+    /// Refuses the head of the queue, which can never fit: only after a reload lowered the
+    /// limit below what this waiter needs.
+    fn refuse_head(&self, st: &mut State, tokens: u64) {
+        if let Some(w) = st.queue.pop() {
+            if w.claim() {
+                let limit = st.spec.rates.tpm.unwrap_or(0);
+                let scope = Scope::Lane(self.name.clone());
+                let _ = w.send(Err(AdmissionError::NeverFits {
+                    scope,
+                    needed: tokens,
+                    limit,
+                }));
+            }
+        }
+    }
+
     /// Serves waiters while capacity allows, in fair order; arms the timer when a rate limit or
     /// a pause is what holds the head of the queue back.
     pub fn dispatch(self: &Arc<Self>) {
         let now = Instant::now();
         let mut st = self.lock();
-        // Slow start grows only while the slots it gave are in use upstream: on a loaded
-        // gateway granted requests take a while to be sent, and answers (refusals too) a
-        // while to come back; growing meanwhile would only run past the edge unseen.
-        let mut ramp = None;
-        if st.adaptive.is_some() {
-            let unsent = st
-                .in_flight
-                .saturating_sub(self.at_upstream.load(Ordering::Acquire));
-            let waiting = self.queued() > 0 && unsent.saturating_mul(4) <= st.in_flight;
-            let lag = Duration::from_micros(self.send_lag_us.load(Ordering::Relaxed));
-            ramp = st.adaptive.as_mut().and_then(|a| a.grow(now, waiting, lag));
-            st.limit = st.configured_limit();
-        }
+        let ramp = self.ramp(&mut st, now);
         let wake = loop {
             if st.held {
                 break None;
@@ -120,18 +140,7 @@ impl Lane {
                     denied: Denied::Never,
                     ..
                 }) => {
-                    // Only after a reload lowered the limit below what this waiter needs.
-                    if let Some(w) = st.queue.pop() {
-                        if w.claim() {
-                            let limit = st.spec.rates.tpm.unwrap_or(0);
-                            let scope = Scope::Lane(self.name.clone());
-                            let _ = w.send(Err(AdmissionError::NeverFits {
-                                scope,
-                                needed: tokens,
-                                limit,
-                            }));
-                        }
-                    }
+                    self.refuse_head(&mut st, tokens);
                     continue;
                 }
             }

@@ -29,42 +29,7 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
             );
         }
         let kind = l.kind.unwrap_or(LaneKind::OpenAi);
-        let url = match (&l.url, kind) {
-            (Some(u), _) => {
-                let u = u.0.trim_end_matches('/').to_string();
-                if !c.clean(line, &format!("{p}.url"), &u) {
-                    // Said already.
-                } else if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
-                    c.push(
-                        line,
-                        format!("{p}.url"),
-                        format!(
-                            "`{}` is not an http:// or https:// URL",
-                            laneway_core::redact_url(&u)
-                        ),
-                    );
-                } else if !has_host(&u) {
-                    c.push(
-                        line,
-                        format!("{p}.url"),
-                        format!(
-                            "`{}` does not parse as a URL with a host",
-                            laneway_core::redact_url(&u)
-                        ),
-                    );
-                }
-                u
-            }
-            (None, LaneKind::Mock) => String::new(),
-            (None, _) => {
-                c.push(
-                    line,
-                    format!("{p}.url"),
-                    "is required (the upstream's base URL, e.g. \"https://api.example.com/v1\")",
-                );
-                String::new()
-            }
-        };
+        let url = lane_url(c, line, &p, l, kind);
         let mut limits = c.limits(
             line,
             &p,
@@ -76,20 +41,7 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
         if kind == LaneKind::Local && limits.max_concurrent.is_none() {
             limits.max_concurrent = Some(LOCAL_CONCURRENCY);
         }
-        let queue = match &l.queue {
-            None => QueueConfig::default(),
-            Some(q) => QueueConfig {
-                max_len: q
-                    .max_len
-                    .map_or(QueueConfig::default().max_len, |n| n as usize),
-                timeout: c.duration(
-                    line,
-                    &format!("{p}.queue.timeout"),
-                    q.timeout.as_ref(),
-                    QueueConfig::default().timeout,
-                ),
-            },
-        };
+        let queue = lane_queue(c, line, &p, l);
         lanes.push(LaneConfig {
             name,
             url,
@@ -121,6 +73,70 @@ pub(super) fn lanes(c: &mut Checker<'_>, raw: &[toml::Spanned<RawLane>]) -> Vec<
         });
     }
     lanes
+}
+
+/// The lane's base URL, checked: `http(s)://` with a host; none for a mock lane.
+fn lane_url(
+    c: &mut Checker<'_>,
+    line: Option<usize>,
+    p: &str,
+    l: &RawLane,
+    kind: LaneKind,
+) -> String {
+    match (&l.url, kind) {
+        (Some(u), _) => {
+            let u = u.0.trim_end_matches('/').to_string();
+            if !c.clean(line, &format!("{p}.url"), &u) {
+                // Said already.
+            } else if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+                c.push(
+                    line,
+                    format!("{p}.url"),
+                    format!(
+                        "`{}` is not an http:// or https:// URL",
+                        laneway_core::redact_url(&u)
+                    ),
+                );
+            } else if !has_host(&u) {
+                c.push(
+                    line,
+                    format!("{p}.url"),
+                    format!(
+                        "`{}` does not parse as a URL with a host",
+                        laneway_core::redact_url(&u)
+                    ),
+                );
+            }
+            u
+        }
+        (None, LaneKind::Mock) => String::new(),
+        (None, _) => {
+            c.push(
+                line,
+                format!("{p}.url"),
+                "is required (the upstream's base URL, e.g. \"https://api.example.com/v1\")",
+            );
+            String::new()
+        }
+    }
+}
+
+/// The lane's queue: its length and how long a request may wait in it.
+fn lane_queue(c: &mut Checker<'_>, line: Option<usize>, p: &str, l: &RawLane) -> QueueConfig {
+    match &l.queue {
+        None => QueueConfig::default(),
+        Some(q) => QueueConfig {
+            max_len: q
+                .max_len
+                .map_or(QueueConfig::default().max_len, |n| n as usize),
+            timeout: c.duration(
+                line,
+                &format!("{p}.queue.timeout"),
+                q.timeout.as_ref(),
+                QueueConfig::default().timeout,
+            ),
+        },
+    }
 }
 
 pub(super) fn routes(

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use laneway_core::Secret;
+
 use super::check::{parse_size, Checker, DEFAULT_LISTEN};
 use crate::model::ServerConfig;
 use crate::raw::{RawServer, RawSize};
@@ -38,55 +40,8 @@ pub(super) fn server(c: &mut Checker<'_>, raw: Option<&toml::Spanned<RawServer>>
     };
     let log_format = s.log_format.unwrap_or_default();
     let auth = s.auth.unwrap_or_default();
-    let admin_key = match &s.admin_key {
-        Some(k) if k.0.is_empty() => {
-            c.push(
-                line,
-                "server.admin_key",
-                "is empty; remove it to turn the admin API off",
-            );
-            None
-        }
-        Some(k) => c.secret(line, "server.admin_key", k),
-        None => None,
-    };
-    let metrics_key = s
-        .metrics_key
-        .as_ref()
-        .and_then(|k| c.secret(line, "server.metrics_key", k));
-    if let (Some(a), Some(m)) = (&admin_key, &metrics_key) {
-        if a == m {
-            c.push(
-                line,
-                "server.metrics_key",
-                "equals server.admin_key: the scraper would hold the admin API; give each its own secret",
-            );
-        }
-    }
-    let max_connections = match s.max_connections {
-        None => 10_000,
-        Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
-        Some(_) => {
-            c.push(
-                line,
-                "server.max_connections",
-                format!("must be between 1 and {MAX_CONNECTIONS}"),
-            );
-            10_000
-        }
-    };
-    let max_model_labels = match s.max_model_labels {
-        None => 100,
-        Some(n) if n <= 10_000 => n as usize,
-        Some(_) => {
-            c.push(
-                line,
-                "server.max_model_labels",
-                "must be between 0 and 10000 (each distinct value is a metrics series)",
-            );
-            100
-        }
-    };
+    let (admin_key, metrics_key) = operator_keys(c, line, s);
+    let (max_connections, max_model_labels) = bounds(c, line, s);
     let secs = Duration::from_secs;
     ServerConfig {
         max_model_labels,
@@ -128,4 +83,67 @@ pub(super) fn server(c: &mut Checker<'_>, raw: Option<&toml::Spanned<RawServer>>
         metrics_key,
         auth,
     }
+}
+
+/// The admin and metrics keys; the same secret for both is refused.
+fn operator_keys(
+    c: &mut Checker<'_>,
+    line: Option<usize>,
+    s: &RawServer,
+) -> (Option<Secret<String>>, Option<Secret<String>>) {
+    let admin_key = match &s.admin_key {
+        Some(k) if k.0.is_empty() => {
+            c.push(
+                line,
+                "server.admin_key",
+                "is empty; remove it to turn the admin API off",
+            );
+            None
+        }
+        Some(k) => c.secret(line, "server.admin_key", k),
+        None => None,
+    };
+    let metrics_key = s
+        .metrics_key
+        .as_ref()
+        .and_then(|k| c.secret(line, "server.metrics_key", k));
+    if let (Some(a), Some(m)) = (&admin_key, &metrics_key) {
+        if a == m {
+            c.push(
+                line,
+                "server.metrics_key",
+                "equals server.admin_key: the scraper would hold the admin API; give each its own secret",
+            );
+        }
+    }
+    (admin_key, metrics_key)
+}
+
+/// `max_connections` and `max_model_labels`, within their bounds.
+fn bounds(c: &mut Checker<'_>, line: Option<usize>, s: &RawServer) -> (usize, usize) {
+    let max_connections = match s.max_connections {
+        None => 10_000,
+        Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
+        Some(_) => {
+            c.push(
+                line,
+                "server.max_connections",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            );
+            10_000
+        }
+    };
+    let max_model_labels = match s.max_model_labels {
+        None => 100,
+        Some(n) if n <= 10_000 => n as usize,
+        Some(_) => {
+            c.push(
+                line,
+                "server.max_model_labels",
+                "must be between 0 and 10000 (each distinct value is a metrics series)",
+            );
+            100
+        }
+    };
+    (max_connections, max_model_labels)
 }
