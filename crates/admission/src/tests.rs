@@ -70,11 +70,23 @@ async fn ask(
     .await
 }
 
-/// Lets spawned tasks run until they are all blocked.
-async fn settle() {
-    for _ in 0..10 {
+/// Lets the spawned tasks run until `cond` holds. Every test here runs on one thread with time
+/// paused, so a task that can make progress does within a few turns; the bound only turns a
+/// bug into a failure instead of a hang.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
         tokio::task::yield_now().await;
     }
+    panic!("never happened: {what}");
+}
+
+/// Returns once no other task can run: with time paused the clock moves (here by a
+/// millisecond) only when every task is blocked. For asserting that something did not happen.
+async fn all_blocked() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -86,12 +98,12 @@ async fn queued_requests_are_served_in_order_as_slots_free() {
     let p2 = ask(std::slice::from_ref(&l), &k, &c).await.unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for i in 0..3 {
-        let (l, k, c, tx) = (l.clone(), k.clone(), c.clone(), tx.clone());
+        let (l2, k, c, tx) = (l.clone(), k.clone(), c.clone(), tx.clone());
         tokio::spawn(async move {
-            let p = ask(&[l], &k, &c).await.unwrap();
+            let p = ask(&[l2], &k, &c).await.unwrap();
             tx.send((i, p)).unwrap();
         });
-        settle().await;
+        until("the waiter queues", || l.snapshot().queued == i + 1).await;
     }
     assert_eq!(l.snapshot().queued, 3);
     assert_eq!(l.snapshot().in_flight, 2);
@@ -135,7 +147,7 @@ async fn a_full_queue_refuses_and_a_timeout_expires() {
         let (l, k, c) = (l.clone(), k.clone(), c.clone());
         waiting.push(tokio::spawn(async move { ask(&[l], &k, &c).await.err() }));
     }
-    settle().await;
+    until("three wait", || l.snapshot().queued == 3).await;
     let full = ask(std::slice::from_ref(&l), &k, &c).await.err().unwrap();
     assert!(
         matches!(full, AdmissionError::QueueFull { max_len: 3, .. }),
@@ -162,7 +174,7 @@ async fn cancel_and_disconnect_leave_the_queue_at_once() {
     let cancelled = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.err() });
     let (l3, k3, c3) = (l.clone(), k.clone(), c.clone());
     let abandoned = tokio::spawn(async move { ask(&[l3], &k3, &c3).await.is_ok() });
-    settle().await;
+    until("both wait", || l.snapshot().queued == 2).await;
     assert_eq!(l.snapshot().queued, 2);
     cancel.cancel();
     assert_eq!(cancelled.await.unwrap(), Some(AdmissionError::Cancelled));
@@ -314,7 +326,10 @@ async fn a_pool_uses_the_lane_with_headroom_and_the_first_that_frees() {
             .await
             .map(|p| p.lane().name().to_owned())
     });
-    settle().await;
+    until("it waits in both lanes", || {
+        (a.queued(), b.queued()) == (1, 1)
+    })
+    .await;
     assert_eq!((a.queued(), b.queued()), (1, 1), "waits in both lanes");
     let freed = p2.lane().name().to_owned();
     drop(p2);
@@ -350,7 +365,7 @@ async fn weights_share_a_contended_lane() {
             });
         }
     }
-    settle().await;
+    until("all two hundred wait", || l.snapshot().queued == 200).await;
     drop(gate);
     let mut served = [0; 3];
     for _ in 0..80 {
@@ -438,7 +453,7 @@ async fn failures_open_the_circuit_then_one_probe_runs() {
             .await
             .map(|p| p.lane().name().to_owned())
     });
-    settle().await;
+    all_blocked().await;
     assert_eq!(l.snapshot().queued, 1, "half-open: one probe at a time");
     l.feedback(Feedback::Success {
         latency: Duration::from_millis(50),
@@ -519,9 +534,9 @@ async fn a_reloaded_key_limit_counts_the_requests_already_running() {
     k.reconfigure(spec(1));
     let (l2, k2, c2) = (l.clone(), k.clone(), c.clone());
     let waiting = tokio::spawn(async move { ask(&[l2], &k2, &c2).await.is_ok() });
-    settle().await;
+    all_blocked().await;
     drop(p1);
-    settle().await;
+    all_blocked().await;
     assert!(
         !waiting.is_finished(),
         "one still runs, and the new limit is 1"
@@ -595,11 +610,11 @@ async fn serial_runs_one_at_a_time_and_parallel_restores_the_limit() {
     ];
     assert_eq!(l.set_control(Control::Serial), Some(1));
     let mut rx = waiters(&l, &k, &c, 3);
-    settle().await;
+    until("three wait", || l.snapshot().queued == 3).await;
     assert_eq!(l.snapshot().queued, 3, "two run, none may join them");
     drop(first);
     let p = rx.recv().await.unwrap();
-    settle().await;
+    all_blocked().await;
     let s = l.snapshot();
     assert_eq!((s.in_flight, s.queued), (1, 2), "one at a time");
     assert_eq!(
@@ -630,10 +645,10 @@ async fn a_paused_lane_starts_nothing_until_resumed() {
     assert!(l.set_paused(true));
     assert!(!l.set_paused(true), "pausing a paused lane changes nothing");
     let mut rx = waiters(&l, &k, &c, 2);
-    settle().await;
+    until("both wait", || l.snapshot().queued == 2).await;
     drop(running);
     advance(Duration::from_secs(5)).await;
-    settle().await;
+    all_blocked().await;
     let s = l.snapshot();
     assert!(s.paused);
     assert_eq!(
@@ -708,7 +723,7 @@ async fn the_wait_estimate_follows_the_measured_service_rate() {
         ask(std::slice::from_ref(&l), &k, &c).await.unwrap(),
     ];
     let _rx = waiters(&l, &k, &c, 3);
-    settle().await;
+    until("three wait", || l.snapshot().queued == 3).await;
     let etas: Vec<u128> = l
         .waiting_with_eta()
         .iter()
@@ -760,14 +775,14 @@ async fn predicted_waits_match_a_steady_queue() {
     }
     // A steady lane: its two slots were taken 100 ms apart, so one frees every 100 ms.
     let running = vec![serve_for(&l, 102, hold)];
-    settle().await;
+    until("the first runs", || l.snapshot().in_flight == 1).await;
     advance(Duration::from_millis(100)).await;
     let mut all = running;
     all.push(serve_for(&l, 103, hold));
-    settle().await;
+    until("both run", || l.snapshot().in_flight == 2).await;
     for tag in 0..8 {
         all.push(serve_for(&l, tag, hold));
-        settle().await;
+        until("it queues", || l.snapshot().queued == tag as usize + 1).await;
     }
     let predicted: std::collections::HashMap<u64, Duration> =
         l.waiting_with_eta().into_iter().collect();

@@ -1,12 +1,9 @@
 //! Limits shared by replicas through a real `redis-server` (Debian's), started on a free port.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use laneway_server::Gateway;
-use tokio::time::Instant;
 
 use crate::util::*;
 
@@ -17,6 +14,16 @@ struct Redis {
 }
 
 impl Redis {
+    /// Sends the server process a signal: `STOP` freezes it (connections stay open, nothing is
+    /// answered), `CONT` lets it go on.
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig}");
+    }
+
     async fn start() -> Self {
         Self::on(free_port()).await
     }
@@ -82,6 +89,14 @@ async fn ready(g: &Gateway) -> bool {
     .await
 }
 
+/// The answer to a request that must not hang: a store that fails is an error within its own
+/// timeout, and the bound here is only there to fail a hang instead of waiting for it.
+async fn answered<F: std::future::Future<Output = reqwest::Response>>(f: F) -> reqwest::Response {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("the request hung")
+}
+
 async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
     let r = client().get(url(addr, "/readyz")).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
@@ -89,30 +104,27 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_a_key_rate_limit() {
+    // Ten a minute, all of it available at once: thirty requests sent together through both
+    // replicas find ten in the fleet's bucket, not ten in each. The next one would refill only
+    // six seconds later, far beyond the burst; counting, not timing, decides.
     let redis = Redis::start().await;
     let m = mock(mock_cfg()).await;
     let toml = config(
         &redis.url(),
         "",
-        "[[key]]\nname = \"team\"\nkey = \"sk-team\"\nrate_limit = { requests_per_second = 20, burst_size = 1 }",
+        "[[key]]\nname = \"team\"\nkey = \"sk-team\"\nrpm = 10",
     );
     let (a, b) = (
         gateway(&toml, &m.url()).await,
         gateway(&toml, &m.url()).await,
     );
     assert!(ready(&a).await && ready(&b).await);
-    let ok = Arc::new(AtomicUsize::new(0));
     let c = client();
-    let start = Instant::now();
-    let run = Duration::from_secs(3);
-    let mut tasks = Vec::new();
-    for addr in [a.addr, b.addr, a.addr, b.addr] {
-        let (c, ok) = (c.clone(), ok.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..20_000 {
-                if start.elapsed() >= run {
-                    break;
-                }
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let c = c.clone();
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            tokio::spawn(async move {
                 let r = c
                     .post(url(addr, "/v1/chat/completions"))
                     .bearer_auth("sk-team")
@@ -121,26 +133,25 @@ async fn two_replicas_share_a_key_rate_limit() {
                     .await
                     .unwrap();
                 match r.status().as_u16() {
-                    200 => {
-                        ok.fetch_add(1, Ordering::Relaxed);
+                    200 => true,
+                    429 => {
+                        assert_eq!(error_code(r).await, "rate_limit");
+                        false
                     }
-                    429 => assert_eq!(error_code(r).await, "rate_limit"),
                     s => panic!("unexpected status {s}"),
                 }
-            }
-        }));
-    }
+            })
+        })
+        .collect();
+    let mut accepted = 0;
     for t in tasks {
-        t.await.unwrap();
+        accepted += usize::from(t.await.unwrap());
     }
-    let secs = start.elapsed().as_secs_f64();
-    let ok = ok.load(Ordering::Relaxed) as f64;
-    // 20 a second in all, whichever replica the requests reach: not 40.
-    let per_second = ok / secs;
-    assert!(
-        (19.0..=21.0 + 1.0 / secs).contains(&per_second),
-        "{ok} accepted in {secs:.2} s: {per_second:.1}/s"
+    assert_eq!(
+        accepted, 10,
+        "the fleet's ten a minute, not ten per replica"
     );
+    assert_eq!(m.stats().requests, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,14 +249,15 @@ async fn a_killed_replica_frees_its_slots_within_the_lease() {
     );
     child.kill().unwrap(); // SIGKILL: no release, only the leases' expiry
     let _ = child.wait();
-    let killed = Instant::now();
     m.set_hold(false);
     m.release(None);
-    assert_eq!(waiting.await.unwrap(), 200);
-    let took = killed.elapsed();
-    assert!(
-        took < Duration::from_secs(2) + Duration::from_millis(1500),
-        "capacity came back after {took:?}"
+    // Only the leases' expiry can let it in: nothing else frees the dead replica's slots.
+    let served = tokio::time::timeout(Duration::from_secs(60), waiting).await;
+    assert_eq!(
+        served
+            .expect("the dead replica's slots never came back")
+            .unwrap(),
+        200
     );
     for d in doomed {
         assert!(d.await.unwrap().is_err(), "a killed replica answered");
@@ -275,20 +287,16 @@ async fn redis_stopped_mid_load_fails_open_or_closed_and_both_recover() {
         200
     );
     drop(redis);
-    // Until the probe notices, a request finds out by itself within the store's timeout.
+    // Until the probe notices, a request finds out by itself: an answer, never a hang.
     for _ in 0..20 {
-        let t = Instant::now();
         assert_eq!(
-            chat(&c, open.addr, &chat_body("mock-1")).await.status(),
+            answered(chat(&c, open.addr, &chat_body("mock-1")))
+                .await
+                .status(),
             200
         );
-        let r = chat(&c, closed.addr, &chat_body("mock-1")).await;
+        let r = answered(chat(&c, closed.addr, &chat_body("mock-1"))).await;
         let status = r.status().as_u16();
-        assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "a request took {:?}",
-            t.elapsed()
-        );
         if status == 503 {
             assert!(r.headers().contains_key("retry-after"));
             assert_eq!(error_code(r).await, "store_unavailable");
@@ -334,13 +342,7 @@ async fn unreachable_slow_or_foreign_stores_are_errors_not_hangs() {
             &m.url(),
         )
         .await;
-        let t = Instant::now();
-        let r = chat(&c, g.addr, &chat_body("mock-1")).await;
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "{store}: {:?}",
-            t.elapsed()
-        );
+        let r = answered(chat(&c, g.addr, &chat_body("mock-1"))).await;
         assert_eq!(error_code(r).await, "store_unavailable", "{store}");
         let (code, body) = readyz(g.addr).await;
         assert_eq!(code, 503);
@@ -352,7 +354,8 @@ async fn unreachable_slow_or_foreign_stores_are_errors_not_hangs() {
         );
     }
 
-    // A Redis that stops answering for two seconds: requests are served within the timeout.
+    // A Redis that stops answering (its process stopped, held until the test lets it go):
+    // requests are served on local limits, not held with it.
     let redis = Redis::start().await;
     let g = gateway(
         &config(
@@ -364,27 +367,19 @@ async fn unreachable_slow_or_foreign_stores_are_errors_not_hangs() {
     )
     .await;
     assert!(ready(&g).await);
-    let sleeper = std::thread::spawn({
-        let port = redis.port;
-        move || {
-            Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "2"])
-                .output()
-        }
-    });
+    redis.signal("STOP");
     let went_down = until(Duration::from_secs(5), || async {
         !g.app.store.as_ref().unwrap().is_up()
     })
     .await;
     assert!(went_down, "a store that stopped answering was not noticed");
-    let t = Instant::now();
-    assert_eq!(chat(&c, g.addr, &chat_body("mock-1")).await.status(), 200);
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
-    let slept = sleeper.join().unwrap().unwrap();
-    assert!(
-        String::from_utf8_lossy(&slept.stdout).contains("OK"),
-        "{slept:?}"
+    assert_eq!(
+        answered(chat(&c, g.addr, &chat_body("mock-1")))
+            .await
+            .status(),
+        200
     );
+    redis.signal("CONT");
     assert!(ready(&g).await);
 
     // Keys of another layout under the prefix: refused with a message that says what to do.
