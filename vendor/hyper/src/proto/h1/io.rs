@@ -731,21 +731,23 @@ mod tests {
         );
     }
 
+    // Laneway's change: the adaptive strategy starts at FIRST_READ_SIZE (1 KiB), not 8 KiB;
+    // these are hyper's tests with the sizes scaled to it.
     #[test]
     fn read_strategy_adaptive_increments() {
         let mut strategy = ReadStrategy::default();
-        assert_eq!(strategy.next(), 8192);
+        assert_eq!(strategy.next(), 1024);
 
         // Grows if record == next
-        strategy.record(8192);
-        assert_eq!(strategy.next(), 16384);
+        strategy.record(1024);
+        assert_eq!(strategy.next(), 2048);
 
-        strategy.record(16384);
-        assert_eq!(strategy.next(), 32768);
+        strategy.record(2048);
+        assert_eq!(strategy.next(), 4096);
 
         // Enormous records still increment at same rate
         strategy.record(usize::MAX);
-        assert_eq!(strategy.next(), 65536);
+        assert_eq!(strategy.next(), 8192);
 
         let max = strategy.max();
         while strategy.next() < max {
@@ -760,51 +762,51 @@ mod tests {
     #[test]
     fn read_strategy_adaptive_decrements() {
         let mut strategy = ReadStrategy::default();
-        strategy.record(8192);
-        assert_eq!(strategy.next(), 16384);
+        strategy.record(1024);
+        assert_eq!(strategy.next(), 2048);
 
         strategy.record(1);
         assert_eq!(
             strategy.next(),
-            16384,
+            2048,
             "first smaller record doesn't decrement yet"
         );
-        strategy.record(8192);
-        assert_eq!(strategy.next(), 16384, "record was with range");
+        strategy.record(1024);
+        assert_eq!(strategy.next(), 2048, "record was with range");
 
         strategy.record(1);
         assert_eq!(
             strategy.next(),
-            16384,
+            2048,
             "in-range record should make this the 'first' again"
         );
 
         strategy.record(1);
-        assert_eq!(strategy.next(), 8192, "second smaller record decrements");
+        assert_eq!(strategy.next(), 1024, "second smaller record decrements");
 
         strategy.record(1);
-        assert_eq!(strategy.next(), 8192, "first doesn't decrement");
+        assert_eq!(strategy.next(), 1024, "first doesn't decrement");
         strategy.record(1);
-        assert_eq!(strategy.next(), 8192, "doesn't decrement under minimum");
+        assert_eq!(strategy.next(), 1024, "doesn't decrement under minimum");
     }
 
     #[test]
     fn read_strategy_adaptive_stays_the_same() {
         let mut strategy = ReadStrategy::default();
-        strategy.record(8192);
-        assert_eq!(strategy.next(), 16384);
+        strategy.record(1024);
+        assert_eq!(strategy.next(), 2048);
 
-        strategy.record(8193);
+        strategy.record(1025);
         assert_eq!(
             strategy.next(),
-            16384,
+            2048,
             "first smaller record doesn't decrement yet"
         );
 
-        strategy.record(8193);
+        strategy.record(1025);
         assert_eq!(
             strategy.next(),
-            16384,
+            2048,
             "with current step does not decrement"
         );
     }
@@ -817,7 +819,7 @@ mod tests {
                 strategy.record(usize::MAX);
             }
             let mut next = strategy.next();
-            while next > 8192 {
+            while next > FIRST_READ_SIZE {
                 strategy.record(1);
                 strategy.record(1);
                 next = strategy.next();
@@ -897,6 +899,10 @@ mod tests {
         let b = |s: &str| Cursor::new(s.as_bytes().to_vec());
 
         let mut write_buf = WriteBuf::<Cursor<Vec<u8>>>::new(WriteStrategy::Flatten);
+        // Laneway's change: the head buffer is empty until the first write (its own test is
+        // below); given hyper's size here, the flattening is tested as hyper tests it.
+        assert_eq!(write_buf.headers.bytes.capacity(), 0);
+        write_buf.headers.bytes.reserve(INIT_BUFFER_SIZE);
 
         write_buf.buffer(b("hello "));
         write_buf.buffer(b("world, "));
@@ -908,7 +914,7 @@ mod tests {
 
         assert_eq!(write_buf.chunk(), b", ");
         assert_eq!(write_buf.headers.pos, 11);
-        assert_eq!(write_buf.headers.bytes.capacity(), INIT_BUFFER_SIZE);
+        assert!(write_buf.headers.bytes.capacity() >= INIT_BUFFER_SIZE);
 
         // there's still room in the headers buffer, so just push on the end
         write_buf.buffer(b("it's hyper!"));
