@@ -83,6 +83,21 @@ impl ErrorCode {
         }
     }
 
+    /// The code of a refusal known only by its status (a web framework's rejection of a path
+    /// or a query): the code with that status where there is one, else the general one.
+    pub const fn for_status(status: u16) -> Self {
+        match status {
+            401 => Self::InvalidApiKey,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict,
+            408 => Self::RequestTimeout,
+            413 => Self::PayloadTooLarge,
+            400..=499 => Self::InvalidRequest,
+            _ => Self::Internal,
+        }
+    }
+
     /// Whether the same request sent again later may succeed: Laneway's capacity, rate and
     /// availability refusals and timeouts, not a request that is wrong or not allowed.
     pub const fn retryable(self) -> bool {

@@ -16,7 +16,6 @@ use laneway_upstream::UpstreamBody;
 use laneway_upstream::{Hints, UpstreamRequest};
 use tokio::time::Instant;
 
-use crate::error::{cancelled, deadline_exceeded};
 use crate::plan::Plan;
 use crate::render;
 use crate::topology::LaneLive;
@@ -87,10 +86,9 @@ pub async fn once(
     };
     let client = plan.engine.client();
     permit.begin();
-    let sent = tokio::select! {
-        r = client.send(request) => r,
-        () = entry.cancel.cancelled() => return (Verdict::Final(cancelled()), permit),
-        () = tokio::time::sleep_until(plan.deadline) => return (Verdict::Final(deadline_exceeded()), permit),
+    let sent = match entry.within(plan.deadline, client.send(request)).await {
+        Ok(sent) => sent,
+        Err(stop) => return (Verdict::Final(stop.into()), permit),
     };
     let latency = now.elapsed();
     let resp = match sent {
@@ -142,10 +140,10 @@ async fn judge_error(
     let entry = plan.entry;
     let status = resp.status();
     let (parts, incoming) = resp.into_parts();
-    let read = tokio::select! {
-        b = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect() => b,
-        () = entry.cancel.cancelled() => return Verdict::Final(cancelled()),
-        () = tokio::time::sleep_until(plan.deadline) => return Verdict::Final(deadline_exceeded()),
+    let body = http_body_util::Limited::new(incoming, MAX_ERROR_BODY).collect();
+    let read = match entry.within(plan.deadline, body).await {
+        Ok(read) => read,
+        Err(stop) => return Verdict::Final(stop.into()),
     };
     let Ok(bytes) = read.map(|c| c.to_bytes()) else {
         // An error answer that cannot be read whole is not passed on cut short.

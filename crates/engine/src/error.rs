@@ -130,6 +130,15 @@ impl Error {
     }
 }
 
+impl From<crate::table::Stop> for Error {
+    fn from(s: crate::table::Stop) -> Self {
+        match s {
+            crate::table::Stop::Operator => cancelled(),
+            crate::table::Stop::Deadline => deadline_exceeded(),
+        }
+    }
+}
+
 /// An operator stopped the request.
 pub fn cancelled() -> Error {
     ApiError::new(

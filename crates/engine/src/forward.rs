@@ -175,9 +175,13 @@ async fn serve_route(
             return Err(Failure::route_down(error));
         };
         plan.engine.observer().retry(&lane.label, reason);
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = plan.entry.cancel.cancelled() => return Err(Failure::last(crate::error::cancelled())),
+        // The delay ends before the deadline (`retry::delay` saw to it); only a stop cuts it.
+        if let Err(stop) = plan
+            .entry
+            .within(plan.deadline, tokio::time::sleep(delay))
+            .await
+        {
+            return Err(Failure::last(stop.into()));
         }
     }
 }

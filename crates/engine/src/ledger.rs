@@ -48,6 +48,15 @@ pub enum End {
     Panicked,
 }
 
+impl From<crate::table::Stop> for End {
+    fn from(s: crate::table::Stop) -> Self {
+        match s {
+            crate::table::Stop::Operator => Self::Operator,
+            crate::table::Stop::Deadline => Self::Deadline,
+        }
+    }
+}
+
 impl End {
     /// How a request refused with `e` ends: an operator's stop and a passed deadline are
     /// counted as cancellations, everything else as an answer.

@@ -152,10 +152,9 @@ impl Relay {
         ledger.status = parts.status.as_u16();
         ledger.code = std::borrow::Cow::Borrowed("ok");
         let entry = &registration.entry;
-        let read = tokio::select! {
-            r = read_whole(incoming, limit) => r.map_err(|e| (End::UpstreamBroke, Some(e.message))),
-            () = entry.cancel.cancelled() => Err((End::Operator, None)),
-            () = tokio::time::sleep_until(deadline) => Err((End::Deadline, None)),
+        let read = match entry.within(deadline, read_whole(incoming, limit)).await {
+            Ok(r) => r.map_err(|e| (End::UpstreamBroke, Some(e.message))),
+            Err(stop) => Err((End::from(stop), None)),
         };
         let body = read.and_then(|bytes| {
             let out = tap
@@ -221,10 +220,5 @@ fn tap(headers: &HeaderMap, strip_usage: bool) -> (bool, UsageTap) {
 
 /// Ends the body early on an operator stop or at the deadline.
 fn watch(entry: Arc<Entry>, deadline: Instant) -> Watch {
-    Box::pin(async move {
-        tokio::select! {
-            () = entry.cancel.cancelled() => End::Operator,
-            () = tokio::time::sleep_until(deadline) => End::Deadline,
-        }
-    })
+    Box::pin(async move { End::from(entry.stopped(deadline).await) })
 }

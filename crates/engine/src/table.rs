@@ -36,7 +36,37 @@ pub struct Entry {
     pub waits: tokio::sync::Notify,
 }
 
+/// Why a request ended before its work did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An operator stopped or cancelled it.
+    Operator,
+    /// Its deadline passed.
+    Deadline,
+}
+
 impl Entry {
+    /// Resolves when an operator stops the request or `deadline` passes: the one place both
+    /// are watched.
+    pub async fn stopped(&self, deadline: Instant) -> Stop {
+        tokio::select! {
+            () = self.cancel.cancelled() => Stop::Operator,
+            () = tokio::time::sleep_until(deadline) => Stop::Deadline,
+        }
+    }
+
+    /// Runs `work` unless the request is stopped first (see [`Entry::stopped`]).
+    pub async fn within<T>(
+        &self,
+        deadline: Instant,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            r = work => Ok(r),
+            s = self.stopped(deadline) => Err(s),
+        }
+    }
+
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Label)>> {
         self.started.lock().unwrap_or_else(|p| p.into_inner())
     }

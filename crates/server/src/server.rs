@@ -149,16 +149,7 @@ async fn shape_error(resp: Response) -> Shaped {
             .unwrap_or(0);
         text.truncate(cut);
     }
-    let code = match status.as_u16() {
-        401 => ErrorCode::InvalidApiKey,
-        404 => ErrorCode::NotFound,
-        405 => ErrorCode::MethodNotAllowed,
-        409 => ErrorCode::Conflict,
-        408 => ErrorCode::RequestTimeout,
-        413 => ErrorCode::PayloadTooLarge,
-        400..=499 => ErrorCode::InvalidRequest,
-        _ => ErrorCode::Internal,
-    };
+    let code = ErrorCode::for_status(status.as_u16());
     if text.is_empty() {
         text = status
             .canonical_reason()
