@@ -75,7 +75,7 @@ impl ProxyBody {
             self.ledger
                 .engine()
                 .responses
-                .record(id, lane.label.clone(), self.ledger.key.clone());
+                .record(id, lane.label.clone(), self.ledger.entry.key());
         }
         self.ledger.close(end, usage);
         self.permit = None;
@@ -153,7 +153,7 @@ impl Body for ProxyBody {
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::warn!(id = %this.ledger.id, error = %e, "upstream body failed");
+                    tracing::warn!(id = %this.ledger.entry.id, error = %e, "upstream body failed");
                     return this.early_end(End::UpstreamBroke, None);
                 }
                 Poll::Ready(None) => {

@@ -60,9 +60,8 @@ pub async fn send(
     who: Caller<'_>,
 ) -> Inside {
     let ctx = RequestCtx::new(None);
-    let mut ledger = Ledger::new(engine.clone(), &ctx);
-    ledger.key = who.key.label.clone();
-    ledger.batch = who.batch;
+    let mut ledger = Ledger::new(engine.clone(), &ctx, who.batch);
+    ledger.entry.set_key(&who.key.label);
     let options = (who.timeout, who.priority);
     let relayed = match routed(engine, topo, endpoint, body, who.key, &mut ledger, options) {
         Ok(p) => {

@@ -237,5 +237,4 @@ fn started(plan: &Plan<'_>, lane: &LaneLive, permit: &Permit, attempt: u32, ledg
     ledger.lane = Some(record);
     ledger.queue_wait = Some(ledger.queue_wait.unwrap_or_default() + permit.queued_for);
     ledger.upstream_start = Some(Instant::now());
-    ledger.attempts = attempt;
 }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::ids::RequestCtx;
 use crate::label::{Code, Label};
 use crate::observe::{Finished, Observe, ObserveLane};
+use crate::table::Entry;
 use crate::{Engine, Error};
 
 /// What requests record against the lane that served them, made once per lane: its name, the
@@ -87,22 +88,17 @@ impl End {
     }
 }
 
+/// How one request is accounted for: its record (the facts, shared with the table) and what
+/// only its end needs (the lane that served it, the waits, the status and code).
 pub struct Ledger {
     engine: Arc<Engine>,
-    pub id: Arc<str>,
-    pub client_id: Option<Arc<str>>,
-    pub key: Label,
-    pub model: Label,
+    pub entry: Arc<Entry>,
     /// The lane that served it, once one did.
     pub lane: Option<Arc<LaneRecord>>,
-    created: Instant,
     pub queue_wait: Option<Duration>,
     pub upstream_start: Option<Instant>,
-    pub attempts: u32,
     pub status: u16,
     pub code: Code,
-    /// A Batch API item: counted in `laneway_batch_items`, not `laneway_requests`.
-    pub batch: bool,
     closed: bool,
 }
 
@@ -117,23 +113,23 @@ impl Ledger {
         &self.engine
     }
 
-    pub fn new(engine: Arc<Engine>, ctx: &RequestCtx) -> Self {
+    /// The ledger of a request that has just arrived (`batch` for a Batch API item).
+    pub fn new(engine: Arc<Engine>, ctx: &RequestCtx, batch: bool) -> Self {
         Self {
             engine,
-            id: ctx.id.clone(),
-            client_id: ctx.client_id.clone(),
-            key: dash(),
-            model: dash(),
+            entry: Entry::new(ctx, batch),
             lane: None,
-            created: Instant::now(),
             queue_wait: None,
             upstream_start: None,
-            attempts: 0,
             status: 0,
             code: Cow::Borrowed(""),
-            batch: false,
             closed: false,
         }
+    }
+
+    /// The request's id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.entry.id
     }
 
     /// Records the end of the request.
@@ -156,12 +152,14 @@ impl Ledger {
             End::Deadline => Some("deadline"),
             _ => None,
         };
+        let e = &self.entry;
+        let key = e.key();
         self.engine.observer().finished(&Finished {
             lane: &lane,
-            key: &self.key,
-            model: &self.model,
+            key: &key,
+            model: &e.model_label(),
             code: &code,
-            batch: self.batch,
+            batch: e.batch,
             cancelled,
         });
         let upstream = self.upstream_start.map(|s| s.elapsed());
@@ -174,18 +172,18 @@ impl Ledger {
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
         tracing::info!(
             target: "laneway::request",
-            id = %self.id,
-            client_request_id = self.client_id.as_deref().unwrap_or(""),
-            key = %self.key,
-            model = %self.model,
+            id = %e.id,
+            client_request_id = e.client_id.as_deref().unwrap_or(""),
+            key = %key,
+            model = %e.model(),
             lane = %lane,
             status = self.status,
             code = %code,
             queue_ms = ms(self.queue_wait),
             upstream_ms = ms(upstream),
-            total_ms = self.created.elapsed().as_millis() as u64,
-            attempts = self.attempts,
-            batch = self.batch,
+            total_ms = e.created.elapsed().as_millis() as u64,
+            attempts = e.attempt.load(std::sync::atomic::Ordering::Relaxed),
+            batch = e.batch,
             prompt_tokens = usage.map_or(0, |u| u.prompt_tokens),
             completion_tokens = usage.map_or(0, |u| u.completion_tokens),
             "request finished"

@@ -118,7 +118,9 @@ pub fn routed_meta(
         .with_param("model")
     })?;
     let route = &topo.routes[route_index];
-    ledger.model = route.models.label(&meta.model);
+    ledger
+        .entry
+        .set_model(&meta.model, route.models.label(&meta.model), meta.stream);
     if !key.allows(&meta.model) {
         return Err(ApiError::new(
             ErrorCode::ModelNotAllowed,
@@ -141,13 +143,8 @@ pub fn routed_meta(
         .prompt_token_estimate()
         .saturating_add(meta.max_tokens.unwrap_or(default_max));
 
-    let registration = engine.table.register(
-        ledger.id.clone(),
-        ledger.client_id.clone(),
-        key.label.clone(),
-        meta.model.clone(),
-        meta.stream,
-    );
+    ledger.entry.set_key(&key.label);
+    let registration = engine.table.register(&ledger.entry);
     Ok(Prepared {
         meta,
         body,

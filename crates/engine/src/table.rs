@@ -1,12 +1,13 @@
-//! The request table: every request inside the gateway, queued or running, with what the admin
-//! API and the panel show and the token an operator uses to cancel or stop it.
+//! The request's record ([`Entry`]: its facts, where it stands, the operator's token) and the
+//! request table: every request inside the gateway, queued or running, for the admin API and
+//! the panel.
 //!
 //! Sharded by request tag so that registering and removing requests never contends on one lock;
 //! the admin view walks the shards one at a time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -16,14 +17,22 @@ use crate::label::Label;
 
 const SHARDS: usize = 32;
 
+/// One request's record, made when it arrives and shared by everything that handles it: its
+/// ledger (what is logged and counted at its end), the table (what operators see), the waiting
+/// stream. Facts learned on the way (the key, the model) are set once.
 pub struct Entry {
     pub tag: u64,
     pub id: Arc<str>,
     /// The client's own `x-request-id`, shown beside the gateway's id.
     pub client_id: Option<Arc<str>>,
-    pub key: Label,
-    pub model: String,
-    pub stream: bool,
+    /// The key that sent it, once it was checked.
+    key: OnceLock<Label>,
+    /// The model it asked for, and that model as a metrics label (bounded per route), once it
+    /// was routed.
+    model: OnceLock<(Label, Label)>,
+    stream: AtomicBool,
+    /// A Batch API item: counted apart from interactive requests.
+    pub batch: bool,
     pub created: Instant,
     /// When and where the request got a lane slot; `None` while it waits (again, when a retry
     /// waits for another lane).
@@ -45,7 +54,63 @@ pub enum Stop {
     Deadline,
 }
 
+fn dash() -> Label {
+    static DASH: OnceLock<Label> = OnceLock::new();
+    DASH.get_or_init(|| Arc::new("-".to_owned())).clone()
+}
+
+/// Tags are never reused; they order the table and name a request in a lane's queue.
+static NEXT_TAG: AtomicU64 = AtomicU64::new(0);
+
 impl Entry {
+    /// The record of a request that has just arrived, `batch` for a Batch API item.
+    pub fn new(ctx: &crate::ids::RequestCtx, batch: bool) -> Arc<Self> {
+        Arc::new(Self {
+            tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
+            id: ctx.id.clone(),
+            client_id: ctx.client_id.clone(),
+            key: OnceLock::new(),
+            model: OnceLock::new(),
+            stream: AtomicBool::new(false),
+            batch,
+            created: Instant::now(),
+            started: Mutex::new(None),
+            attempt: AtomicU32::new(0),
+            cancel: CancellationToken::new(),
+            waits: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Notes the key that sent the request (once; a second key is ignored).
+    pub fn set_key(&self, key: &Label) {
+        let _ = self.key.set(key.clone());
+    }
+
+    /// The key's name as a label; `-` before it was checked.
+    pub fn key(&self) -> Label {
+        self.key.get().cloned().unwrap_or_else(dash)
+    }
+
+    /// Notes the model the request asked for, its metrics label, and whether it streams.
+    pub fn set_model(&self, model: &str, label: Label, stream: bool) {
+        let _ = self.model.set((Arc::new(model.to_owned()), label));
+        self.stream.store(stream, Ordering::Relaxed);
+    }
+
+    /// The model it asked for; `-` before it was routed.
+    pub fn model(&self) -> Label {
+        self.model.get().map_or_else(dash, |(m, _)| m.clone())
+    }
+
+    /// The model as a metrics label (see `topology::ModelLabels`); `-` before it was routed.
+    pub fn model_label(&self) -> Label {
+        self.model.get().map_or_else(dash, |(_, l)| l.clone())
+    }
+
+    pub fn stream(&self) -> bool {
+        self.stream.load(Ordering::Relaxed)
+    }
+
     /// Resolves when an operator stops the request or `deadline` passes: the one place both
     /// are watched.
     pub async fn stopped(&self, deadline: Instant) -> Stop {
@@ -81,7 +146,7 @@ impl Entry {
 
     pub fn set_waiting(&self) {
         *self.slot() = None;
-        if self.stream {
+        if self.stream() {
             self.waits.notify_one();
         }
     }
@@ -102,7 +167,6 @@ impl Entry {
 #[derive(Default)]
 pub struct Table {
     shards: [Mutex<HashMap<u64, Arc<Entry>>>; SHARDS],
-    next: AtomicU64,
 }
 
 /// Removes the entry from the table when dropped.
@@ -146,32 +210,12 @@ impl Table {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(
-        self: &Arc<Self>,
-        id: Arc<str>,
-        client_id: Option<Arc<str>>,
-        key: Label,
-        model: String,
-        stream: bool,
-    ) -> Registration {
-        let tag = self.next.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(Entry {
-            tag,
-            id,
-            client_id,
-            key,
-            model,
-            stream,
-            created: Instant::now(),
-            started: Mutex::new(None),
-            attempt: AtomicU32::new(0),
-            cancel: CancellationToken::new(),
-            waits: tokio::sync::Notify::new(),
-        });
-        self.shard(tag).insert(tag, entry.clone());
+    /// Puts `entry` where operators see it, until the registration is dropped.
+    pub fn register(self: &Arc<Self>, entry: &Arc<Entry>) -> Registration {
+        self.shard(entry.tag).insert(entry.tag, entry.clone());
         Registration {
             table: self.clone(),
-            entry,
+            entry: entry.clone(),
         }
     }
 

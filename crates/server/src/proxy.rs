@@ -51,12 +51,12 @@ pub(crate) async fn handle(app: Arc<App>, endpoint: Endpoint, req: Request) -> R
         .get::<RequestCtx>()
         .cloned()
         .unwrap_or_else(|| RequestCtx::new(None));
-    let mut ledger = Ledger::new(app.engine().clone(), &ctx);
+    let mut ledger = Ledger::new(app.engine().clone(), &ctx, false);
     let key = match client_key(&topo, req.headers()) {
         Ok(k) => k,
         Err(e) => return refused(&app, ledger, e.into(), endpoint),
     };
-    ledger.key = key.label.clone();
+    ledger.entry.set_key(&key.label);
     let mut response = match prepare(app.engine(), &topo, endpoint, req, &key, &mut ledger).await {
         Err(e) => refused(&app, ledger, e, endpoint),
         Ok(p) if !p.meta.stream => {

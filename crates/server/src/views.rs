@@ -89,9 +89,9 @@ pub fn views(app: &App) -> Vec<RequestView> {
                     "queued"
                 },
                 lane: started.as_ref().map(|(_, l)| l.to_string()),
-                key: e.key.to_string(),
-                model: e.model.clone(),
-                stream: e.stream,
+                key: e.key().to_string(),
+                model: e.model().to_string(),
+                stream: e.stream(),
                 queued_ms,
                 running_ms: started
                     .as_ref()
