@@ -26,6 +26,7 @@ pub mod lane;
 pub mod permit;
 pub mod queue;
 pub mod rates;
+pub mod shared;
 mod waiter;
 
 use std::sync::Arc;

@@ -111,8 +111,13 @@ impl Runner {
     pub async fn with_engine_parts(
         config: laneway_config::Config,
         api_key: Option<&str>,
-        parts: laneway_engine::Parts,
+        mut parts: laneway_engine::Parts,
     ) -> std::io::Result<Self> {
+        if parts.limits.is_none() {
+            // Limits shared with gateways and other programs through the config's store.
+            parts.limits = laneway_store::from_config(&config.limits)?
+                .map(|s| Arc::new(s) as Arc<dyn laneway_admission::shared::SharedLimits>);
+        }
         let app = laneway_engine::Engine::new(config, parts).await?;
         let mut r = Self::new("http://in-process.invalid/v1", api_key);
         r.sender.target = Target::Lanes(app);

@@ -216,7 +216,7 @@ async fn admit(
                 let lane = &plan.topo.lanes[route.lanes[position]];
                 // Boxed: the shared store's round trip is a large future that only replicas
                 // sharing their limits need; inline, every request would carry its space.
-                Box::pin(crate::shared::hold(plan, store, lane, &mut permit))
+                Box::pin(crate::shared::hold(plan, &**store, lane, &mut permit))
                     .await
                     .map_err(Failure::last)?;
             }

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use laneway_admission::shared::SharedLimits;
 use laneway_config::Config;
 use laneway_upstream::UpstreamClient;
 
@@ -72,6 +73,9 @@ pub struct Parts {
     pub mocks: Option<Arc<dyn MockLanes>>,
     /// Where response ids are kept beyond this process's memory.
     pub ids: Option<Arc<dyn IdRecord>>,
+    /// The limits shared with other replicas; required when the config's `[limits]` names a
+    /// store (`laneway_store::from_config` opens the Redis one).
+    pub limits: Option<Arc<dyn SharedLimits>>,
 }
 
 /// The engine of a running gateway or library: the live topology and what outlives a reload.
@@ -79,8 +83,8 @@ pub struct Engine {
     pub topo: ArcSwap<Topology>,
     /// Every request inside, queued or running.
     pub table: Arc<table::Table>,
-    /// The limit store shared with other replicas; `None` with `store = "memory"`.
-    pub store: Option<laneway_store::Store>,
+    /// The limits shared with other replicas; `None` with `store = "memory"`.
+    pub store: Option<Arc<dyn SharedLimits>>,
     /// Which lane made each Responses API id.
     pub responses: ResponseLanes,
     observer: Arc<dyn Observe>,
@@ -89,19 +93,13 @@ pub struct Engine {
 
 impl Engine {
     pub async fn new(config: Config, parts: Parts) -> std::io::Result<Arc<Self>> {
-        let store = match &config.limits.store {
-            laneway_config::LimitStore::Memory => None,
-            laneway_config::LimitStore::Redis(url) => Some(
-                laneway_store::Store::open(laneway_store::Options {
-                    url: url.expose().clone(),
-                    prefix: config.limits.prefix.clone(),
-                    timeout: config.limits.timeout,
-                    lease: config.limits.lease,
-                    fail_open: config.limits.fail_open,
-                })
-                .map_err(std::io::Error::other)?,
-            ),
-        };
+        if config.limits.is_shared() && parts.limits.is_none() {
+            // Its lanes count no rates of their own: they are the store's.
+            return Err(std::io::Error::other(
+                "[limits] names a shared store, but none was opened for this engine",
+            ));
+        }
+        let store = parts.limits;
         let topo = Topology::build(config, None, parts.mocks.as_deref()).await?;
         Ok(Arc::new(Self {
             topo: ArcSwap::from_pointee(topo),
@@ -144,5 +142,24 @@ impl Engine {
             c.get_or_init(|| UpstreamClient::new(Duration::from_secs(10)))
                 .clone()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_config_with_a_shared_store_needs_one_given() {
+        // Lanes of such a config count no rates themselves: without the store they would
+        // enforce none.
+        let config = Config::parse(
+            "[[lane]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/v1\"\nrpm = 10\n\
+             [[route]]\nmodel = \"*\"\nlanes = [\"a\"]\n\
+             [limits]\nstore = \"redis://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let e = Engine::new(config, Parts::default()).await.err().unwrap();
+        assert!(e.to_string().contains("shared store"), "{e}");
     }
 }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use laneway_admission::shared::{SharedLimits, Side, Terms, Verdict};
 use laneway_admission::{AdmissionError, Feedback, Mode, Permit, RateKind, Scope};
-use laneway_store::{Side, Store, Terms, Verdict};
 use tokio::time::Instant;
 
 use crate::error::cancelled;
@@ -21,7 +21,7 @@ const DOWN_RETRY: Duration = Duration::from_secs(1);
 /// Takes the request's share of the shared limits and attaches it to `permit`.
 pub async fn hold(
     plan: &Plan<'_>,
-    store: &Store,
+    store: &dyn SharedLimits,
     live: &LaneLive,
     permit: &mut Permit,
 ) -> Result<(), Error> {
@@ -43,7 +43,7 @@ pub async fn hold(
         let verdict = store.admit(lane, key_terms, permit.tokens()).await;
         let (side, wait) = match verdict {
             Verdict::Granted(h) => {
-                permit.hold_shared(Box::new(h), start.elapsed());
+                permit.hold_shared(h, start.elapsed());
                 return Ok(());
             }
             Verdict::Local => return Ok(()),

@@ -66,6 +66,9 @@ pub struct App {
     pub standings: views::StandingCache,
     /// The Batch API (files and batches), beside the server.
     pub batches: Arc<Api>,
+    /// The limit store shared with other replicas (the engine holds it too, as a trait
+    /// object); here for its health and gauges. `None` with `store = "memory"`.
+    pub store: Option<laneway_store::Store>,
 }
 
 impl Deref for App {
@@ -84,10 +87,14 @@ impl App {
     ) -> std::io::Result<Arc<Self>> {
         let metrics = Arc::new(metrics::Metrics::default());
         let batches = Batches::new(config.storage.clone());
+        let store = laneway_store::from_config(&config.limits)?;
         let parts = Parts {
             observer: Some(metrics.clone()),
             mocks,
             ids: Some(batches.id_record()),
+            limits: store
+                .clone()
+                .map(|s| Arc::new(s) as Arc<dyn laneway_admission::shared::SharedLimits>),
         };
         let engine = Engine::new(config, parts).await?;
         Ok(Arc::new(Self {
@@ -97,6 +104,7 @@ impl App {
             }),
             engine,
             metrics,
+            store,
             config_path,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),

@@ -26,42 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use laneway_admission::{RateKind, RateSpec};
-
 pub use hold::Hold;
 
-/// One scope's terms: a lane's or a key's name, concurrency limit in force and rates.
-#[derive(Debug, Clone, Copy)]
-pub struct Terms<'a> {
-    pub name: &'a str,
-    pub limit: Option<u32>,
-    pub rates: RateSpec,
-}
-
-/// Which scope a shared limit refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    Lane,
-    Key,
-}
-
-/// What the store says of a request.
-pub enum Verdict {
-    Granted(Hold),
-    /// Every shared concurrency slot of that side is held; wait with [`Store::freed`].
-    Full(Side),
-    /// A shared rate refuses until `after` (`kind` is `None` for a shared cooldown).
-    Wait {
-        side: Side,
-        kind: Option<RateKind>,
-        after: Duration,
-    },
-    /// The store is down and serving on local limits was allowed (`on_store_error = "open"`):
-    /// this replica's own rate limits passed.
-    Local,
-    /// The store did not answer (or is known to be down) and the config says to refuse: why.
-    Down(String),
-}
+pub use laneway_admission::shared::{Side, Terms, Verdict};
 
 /// The options of a shared store.
 #[derive(Debug, Clone)]
@@ -169,7 +136,7 @@ impl Store {
         let micros =
             |v: Option<&i64>| Duration::from_micros(v.map_or(0, |&v| v.max(0).unsigned_abs()));
         match reply.first() {
-            Some(0) => Verdict::Granted(ask.granted(s.clone())),
+            Some(0) => Verdict::Granted(Box::new(ask.granted(s.clone()))),
             Some(1) => Verdict::Full(if reply.get(2) == Some(&2) {
                 Side::Key
             } else {
@@ -247,5 +214,50 @@ impl Store {
     /// Leases this replica holds now.
     pub fn held(&self) -> usize {
         self.shared.holds.len()
+    }
+}
+
+/// The engine's view of this store.
+impl laneway_admission::shared::SharedLimits for Store {
+    fn admit<'a>(
+        &'a self,
+        lane: Terms<'a>,
+        key: Option<Terms<'a>>,
+        tokens: u64,
+    ) -> laneway_admission::shared::Pending<'a, Verdict> {
+        Box::pin(Store::admit(self, lane, key, tokens))
+    }
+
+    fn freed<'a>(
+        &'a self,
+        side: Side,
+        name: &'a str,
+    ) -> laneway_admission::shared::Pending<'a, ()> {
+        Box::pin(Store::freed(self, side, name))
+    }
+
+    fn cool<'a>(
+        &'a self,
+        lane: &'a str,
+        pause: Duration,
+    ) -> laneway_admission::shared::Pending<'a, ()> {
+        Box::pin(Store::cool(self, lane, pause))
+    }
+}
+
+/// The store a config names (`[limits] store = "redis://…"`), opened; `None` for the memory
+/// store.
+pub fn from_config(limits: &laneway_config::LimitStoreConfig) -> std::io::Result<Option<Store>> {
+    match &limits.store {
+        laneway_config::LimitStore::Memory => Ok(None),
+        laneway_config::LimitStore::Redis(url) => Store::open(Options {
+            url: url.expose().clone(),
+            prefix: limits.prefix.clone(),
+            timeout: limits.timeout,
+            lease: limits.lease,
+            fail_open: limits.fail_open,
+        })
+        .map(Some)
+        .map_err(std::io::Error::other),
     }
 }
