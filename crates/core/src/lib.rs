@@ -15,6 +15,7 @@ pub mod error;
 pub mod form;
 pub mod glob;
 pub mod id;
+pub mod record;
 pub mod secret;
 pub mod wire;
 

@@ -42,6 +42,9 @@ pub struct Shape {
 
 pub struct ProxyBody {
     inner: UpstreamBody,
+    /// A response id being recorded beyond this process, and the answer's last bytes, held
+    /// until it is: the client's next turn may go to another replica.
+    recording: Option<(crate::responses::Pending<'static, ()>, Option<Bytes>)>,
     tap: UsageTap,
     permit: Option<Permit>,
     _registration: Registration,
@@ -55,6 +58,7 @@ impl ProxyBody {
     pub fn new(inner: UpstreamBody, tap: UsageTap, held: Held, shape: Shape) -> Self {
         Self {
             inner,
+            recording: None,
             tap,
             permit: Some(held.permit),
             _registration: held.registration,
@@ -72,13 +76,36 @@ impl ProxyBody {
             p.settle_tokens(u.total());
         }
         if let (Some(id), Some(lane)) = (self.tap.take_response_id(), &self.ledger.lane) {
-            self.ledger
-                .engine()
-                .responses
-                .record(id, lane.label.clone(), self.ledger.entry.key());
+            let responses = &self.ledger.engine().responses;
+            let (lane, key) = (lane.label.clone(), self.ledger.entry.key());
+            if end == End::Answered {
+                self.recording = responses.record_durably(id, lane, key).map(|f| (f, None));
+            } else {
+                responses.record(id, lane, key);
+            }
         }
         self.ledger.close(end, usage);
         self.permit = None;
+    }
+
+    /// The answer's last bytes, once a response id it carries is recorded.
+    fn last(
+        &mut self,
+        bytes: Option<Bytes>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.recording {
+            Some((recording, held)) => {
+                *held = bytes;
+                if recording.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let held = held.take();
+                self.recording = None;
+                Poll::Ready(held.map(|b| Ok(Frame::data(b))))
+            }
+            None => Poll::Ready(bytes.map(|b| Ok(Frame::data(b)))),
+        }
     }
 
     /// Ends the body before the upstream did. A stream gets a final error event (whole events
@@ -115,6 +142,14 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some((recording, held)) = &mut this.recording {
+            if recording.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let held = held.take();
+            this.recording = None;
+            return Poll::Ready(held.map(|b| Ok(Frame::data(b))));
+        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -144,7 +179,7 @@ impl Body for ProxyBody {
                                 (Some(a), Some(b)) => Some([a, b].concat().into()),
                                 (a, b) => a.or(b),
                             };
-                            return Poll::Ready(all.map(|b| Ok(Frame::data(b))));
+                            return this.last(all, cx);
                         }
                         if let Some(out) = out {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -164,14 +199,14 @@ impl Body for ProxyBody {
                     }
                     let rest = this.tap.finish();
                     this.finish(End::Answered);
-                    return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));
+                    return this.last(rest, cx);
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.recording.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

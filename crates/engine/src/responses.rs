@@ -7,8 +7,6 @@
 //! them and only that key may use them.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use crate::label::Label;
@@ -16,19 +14,7 @@ use crate::label::Label;
 /// Ids kept in memory; older ones are read from the record.
 const IN_MEMORY: usize = 100_000;
 
-/// A future of the record.
-pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Where response ids are kept beyond this process's memory. Failures are the record's to
-/// log: a lost id costs a client its pinning, never its request.
-pub trait IdRecord: Send + Sync {
-    /// Records that `lane` made `id` for `key`.
-    fn record(&self, id: String, lane: Label, key: Label) -> Pending<'_, ()>;
-    /// The lane and the key of `id`, if recorded.
-    fn find(&self, id: String) -> Pending<'_, Option<(String, String)>>;
-    /// Forgets `id`.
-    fn forget(&self, id: String) -> Pending<'_, ()>;
-}
+pub use laneway_core::record::{IdRecord, Pending};
 
 /// Which lane made each response id, and for which key.
 pub struct ResponseLanes {
@@ -54,18 +40,34 @@ impl ResponseLanes {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records that `lane` made `id` for `key` in memory, and gives the future that keeps it
+    /// in the record (none without one). The relayed body holds its last bytes until it is
+    /// done, so a client that continues the response at once, through any replica, finds it.
+    pub fn record_durably(
+        &self,
+        id: String,
+        lane: Label,
+        key: Label,
+    ) -> Option<Pending<'static, ()>> {
+        self.remember(&id, &lane, &key);
+        let record = self.record.clone()?;
+        Some(Box::pin(async move { record.record(id, lane, key).await }))
+    }
+
+    fn remember(&self, id: &str, lane: &Label, key: &Label) {
+        let mut r = self.recent();
+        if r.order.len() >= IN_MEMORY {
+            if let Some(old) = r.order.pop_front() {
+                r.by_id.remove(&old);
+            }
+        }
+        r.order.push_back(id.to_owned());
+        r.by_id.insert(id.to_owned(), (lane.clone(), key.clone()));
+    }
+
     /// Records that `lane` made `id` for `key`: in memory now, in the record shortly.
     pub fn record(&self, id: String, lane: Label, key: Label) {
-        {
-            let mut r = self.recent();
-            if r.order.len() >= IN_MEMORY {
-                if let Some(old) = r.order.pop_front() {
-                    r.by_id.remove(&old);
-                }
-            }
-            r.order.push_back(id.clone());
-            r.by_id.insert(id.clone(), (lane.clone(), key.clone()));
-        }
+        self.remember(&id, &lane, &key);
         // Outside a runtime (a test dropping a body by hand) the memory record stands alone.
         if let (Some(record), Ok(handle)) = (&self.record, tokio::runtime::Handle::try_current()) {
             let record = record.clone();

@@ -91,7 +91,12 @@ impl App {
         let parts = Parts {
             observer: Some(metrics.clone()),
             mocks,
-            ids: Some(batches.id_record()),
+            // With a shared store every replica finds the lane of an id any replica made; on one
+            // machine the storage database keeps them across restarts.
+            ids: Some(match &store {
+                Some(s) => Arc::new(s.clone()) as Arc<dyn laneway_core::record::IdRecord>,
+                None => batches.id_record(),
+            }),
             limits: store
                 .clone()
                 .map(|s| Arc::new(s) as Arc<dyn laneway_admission::shared::SharedLimits>),

@@ -19,6 +19,7 @@
 mod fallback;
 mod health;
 mod hold;
+mod ids;
 mod scripts;
 mod wake;
 

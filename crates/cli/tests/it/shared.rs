@@ -465,3 +465,60 @@ async fn an_upstream_pause_learned_by_one_replica_holds_the_others() {
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(m.stats().rejected_429, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_made_through_one_replica_continues_on_its_lane_through_the_other() {
+    // Two accounts (two mocks) behind two replicas that share a store: a response lives in the
+    // account that made it, and each mock answers 404 for an id it did not make.
+    let redis = Redis::start().await;
+    let (m1, m2) = (mock(mock_cfg()).await, mock(mock_cfg()).await);
+    let toml = format!(
+        "[limits]\nstore = \"{}\"\ntimeout = \"100ms\"\nlease = \"2s\"\n[server]\nauth = \"none\"\n\
+         [[lane]]\nname = \"one\"\nurl = \"{}\"\n[[lane]]\nname = \"two\"\nurl = \"{}\"\n\
+         [[route]]\nmodel = \"mock-*\"\nlanes = [\"one\", \"two\"]\n",
+        redis.url(),
+        m1.url(),
+        m2.url()
+    );
+    let (a, b) = (gateway(&toml, "").await, gateway(&toml, "").await);
+    assert!(ready(&a).await && ready(&b).await);
+    let c = client();
+    let lane_of =
+        |r: &reqwest::Response| r.headers()["x-laneway-lane"].to_str().unwrap().to_owned();
+    let mut made = Vec::new();
+    for i in 0..8 {
+        let r = c
+            .post(url(a.addr, "/v1/responses"))
+            .json(&serde_json::json!({"model": "mock-1", "input": format!("turn one of {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let lane = lane_of(&r);
+        let v: serde_json::Value = r.json().await.unwrap();
+        made.push((v["id"].as_str().unwrap().to_owned(), lane));
+    }
+    let lanes: std::collections::HashSet<_> = made.iter().map(|(_, l)| l.clone()).collect();
+    assert_eq!(lanes.len(), 2, "both accounts made responses: {made:?}");
+    for (id, lane) in &made {
+        let r = c
+            .post(url(b.addr, "/v1/responses"))
+            .json(&serde_json::json!({"model": "mock-1", "input": "turn two", "previous_response_id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(&lane_of(&r), lane, "{id} continued on another lane");
+        let got = c
+            .get(url(b.addr, &format!("/v1/responses/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.status(),
+            200,
+            "{id} was not found through the other replica"
+        );
+        assert_eq!(&lane_of(&got), lane);
+    }
+}
