@@ -200,6 +200,9 @@ pub struct RequestView {
     /// Lanes the request waits for (its route's pool), while queued.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pool: Vec<String>,
+    /// The replica that holds it, in a fleet sharing a store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 impl Table {

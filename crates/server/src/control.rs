@@ -92,7 +92,9 @@ pub async fn pause(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     auth::admin(&app, &headers)?;
-    set_paused(&app, &name, true)
+    let r = set_paused(&app, &name, true)?;
+    tell_fleet(&app, "pause", &name, None).await;
+    Ok(r)
 }
 
 /// `POST /admin/lanes/{name}/resume`
@@ -102,7 +104,38 @@ pub async fn resume(
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     auth::admin(&app, &headers)?;
-    set_paused(&app, &name, false)
+    let r = set_paused(&app, &name, false)?;
+    tell_fleet(&app, "resume", &name, None).await;
+    Ok(r)
+}
+
+/// Does to the lane of every other replica what was just done here.
+async fn tell_fleet(app: &App, op: &str, lane: &str, body: Option<String>) {
+    if let Some(f) = &app.fleet {
+        f.ask(op, None, Some(lane), body, 0).await;
+    }
+}
+
+/// An action on a lane published by another replica of the fleet, done here.
+pub(crate) fn act_here(app: &App, a: &crate::fleet::Action) {
+    let Some(name) = a.lane.as_deref() else {
+        return;
+    };
+    let Ok(l) = lane(app, name) else { return };
+    match a.op.as_str() {
+        op @ ("pause" | "drain" | "resume") if l.set_paused(op != "resume") => {
+            let action = if op == "resume" { "resume" } else { "pause" };
+            record(app, name, action, "fleet");
+        }
+        "patch" => {
+            let body = a.body.as_deref().unwrap_or_default().as_bytes();
+            if let Ok(control) = parse_control(body) {
+                l.set_control(control);
+                record(app, name, "concurrency", &format!("{control:?} (fleet)"));
+            }
+        }
+        _ => {}
+    }
 }
 
 #[derive(Deserialize)]
@@ -136,6 +169,7 @@ pub async fn drain(
     if l.set_paused(true) {
         record(&app, &name, "drain", "");
     }
+    tell_fleet(&app, "drain", &name, None).await;
     let deadline = tokio::time::Instant::now() + wait;
     // Admin-only and rare: a short poll is simpler than a notification on every release.
     while l.snapshot().in_flight > 0 && tokio::time::Instant::now() < deadline {
@@ -192,6 +226,8 @@ pub async fn patch(
     if changed {
         record(&app, &name, "concurrency", &format!("{control:?}"));
     }
+    let body = String::from_utf8_lossy(&body).into_owned();
+    tell_fleet(&app, "patch", &name, Some(body)).await;
     Ok(Json(Changed {
         changed,
         lane: lane_view(&l),

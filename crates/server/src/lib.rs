@@ -25,6 +25,7 @@ pub mod auth;
 pub mod catalog;
 pub mod conn;
 pub mod control;
+pub mod fleet;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
@@ -69,6 +70,8 @@ pub struct App {
     /// The limit store shared with other replicas (the engine holds it too, as a trait
     /// object); here for its health and gauges. `None` with `store = "memory"`.
     pub store: Option<laneway_store::Store>,
+    /// This replica's part in a fleet sharing the store: one admin view, actions for all.
+    pub fleet: Option<fleet::Fleet>,
 }
 
 impl Deref for App {
@@ -109,6 +112,7 @@ impl App {
             }),
             engine,
             metrics,
+            fleet: store.clone().map(fleet::Fleet::new),
             store,
             config_path,
             draining: AtomicBool::new(false),
@@ -206,6 +210,7 @@ impl Gateway {
         let addr = listener.local_addr()?;
         let app = App::new(config, config_path, mocks).await?;
         laneway_batches::resume(&app.batches).await?;
+        fleet::spawn(&app, admin::act_here);
         let shutdown = CancellationToken::new();
         let router = server::router(app.clone());
         if workers == 0 {

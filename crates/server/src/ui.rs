@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::respond::Refusal;
-use crate::views::{lane_views, views};
+use crate::views::{fleet_lane_views, fleet_views};
 use crate::App;
 
 const PAGE: &str = include_str!("../assets/panel.html");
@@ -61,7 +61,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// One snapshot of every lane and request, as an event.
 fn snapshot(app: &App) -> Event {
-    let body = json!({"lanes": lane_views(app), "requests": views(app)});
+    let body = json!({"lanes": fleet_lane_views(app), "requests": fleet_views(app)});
     Event::default().data(body.to_string())
 }
 

@@ -63,9 +63,11 @@ impl StandingCache {
     }
 }
 
+/// This replica's requests.
 pub fn views(app: &App) -> Vec<RequestView> {
     let now = Instant::now();
     let pos = positions(app);
+    let replica = app.fleet.as_ref().map(|f| f.replica().to_owned());
     app.table
         .all()
         .into_iter()
@@ -99,9 +101,36 @@ pub fn views(app: &App) -> Vec<RequestView> {
                 attempt: e.attempt.load(std::sync::atomic::Ordering::Relaxed),
                 position,
                 pool,
+                replica: replica.clone(),
             }
         })
         .collect()
+}
+
+/// Every request of the fleet: this replica's, then the others' as they last published them.
+pub fn fleet_views(app: &App) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = views(app)
+        .into_iter()
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .collect();
+    if let Some(f) = &app.fleet {
+        out.extend(f.requests());
+    }
+    out
+}
+
+/// Every lane as this replica sees it, with the other replicas' requests on it added.
+pub fn fleet_lane_views(app: &App) -> Vec<LaneView> {
+    let mut lanes = lane_views(app);
+    if let Some(f) = &app.fleet {
+        for load in f.lane_loads() {
+            if let Some(l) = lanes.iter_mut().find(|l| l.name == load.name) {
+                l.in_flight = l.in_flight.saturating_add(load.in_flight);
+                l.queued = l.queued.saturating_add(load.queued);
+            }
+        }
+    }
+    lanes
 }
 
 #[derive(Serialize)]

@@ -17,6 +17,7 @@
 //! - `wake`: the subscription that wakes waiters when a slot frees on another replica.
 
 mod fallback;
+mod fleet;
 mod health;
 mod hold;
 mod ids;
@@ -56,6 +57,10 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     holds: hold::Registry,
     wake: wake::Wake,
+    /// The channel operators' actions are published on.
+    fleet_channel: String,
+    /// The actions received on it, for whoever listens in this replica.
+    actions: tokio::sync::broadcast::Sender<String>,
     /// This replica's own rate limits, used while the store is down and `fail_open`.
     fallback: Option<fallback::Fallback>,
 }
@@ -100,6 +105,8 @@ impl Store {
         let shared = Arc::new(Shared {
             conn,
             wake: wake::Wake::new(format!("{ns}:free")),
+            fleet_channel: format!("{ns}:fleet"),
+            actions: tokio::sync::broadcast::channel(256).0,
             prefix: o.prefix,
             ns,
             timeout: o.timeout,

@@ -1,5 +1,6 @@
 //! Wakes a replica's waiters when a shared slot frees on any replica: the release script
 //! publishes on the store's `free` channel when it frees a full set, and every replica listens.
+//! The same subscription carries operators' actions for the fleet (`fleet`).
 //! Waiters also poll, so a message lost while the subscription reconnects costs a poll
 //! interval, not a hang.
 
@@ -66,10 +67,12 @@ pub fn spawn_subscriber(shared: Weak<Shared>, client: redis::Client) {
         loop {
             let Some(s) = shared.upgrade() else { return };
             let (timeout, channel) = (s.timeout, s.wake.channel.clone());
+            let fleet = s.fleet_channel.clone();
             drop(s);
             let connected = tokio::time::timeout(timeout.max(Duration::from_millis(200)), async {
                 let mut ps = client.get_async_pubsub().await?;
                 ps.subscribe(&channel).await?;
+                ps.subscribe(&fleet).await?;
                 Ok::<_, redis::RedisError>(ps)
             })
             .await;
@@ -77,8 +80,14 @@ pub fn spawn_subscriber(shared: Weak<Shared>, client: redis::Client) {
                 let mut messages = ps.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Some(s) = shared.upgrade() else { return };
-                    if let Ok(topic) = msg.get_payload::<String>() {
-                        s.wake.deliver(&topic);
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if msg.get_channel_name() == fleet {
+                        // Nobody listening is fine: the replica has no admin API running.
+                        let _ = s.actions.send(payload);
+                    } else {
+                        s.wake.deliver(&payload);
                     }
                 }
             }

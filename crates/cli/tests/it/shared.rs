@@ -522,3 +522,96 @@ async fn a_response_made_through_one_replica_continues_on_its_lane_through_the_o
         assert_eq!(&lane_of(&got), lane);
     }
 }
+
+/// `/admin/requests` of a replica, with the admin key.
+async fn fleet_requests(c: &reqwest::Client, g: &Gateway) -> Vec<serde_json::Value> {
+    c.get(url(g.addr, "/admin/requests"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_shows_and_acts_on_the_requests_of_the_other() {
+    let redis = Redis::start().await;
+    let m = held_mock().await;
+    let toml = config(
+        &redis.url(),
+        "concurrency_limit = { max_concurrent_requests = 1 }",
+        "[server]\nauth = \"none\"\nadmin_key = \"adm\"",
+    );
+    let (a, b) = (
+        gateway(&toml, &m.url()).await,
+        gateway(&toml, &m.url()).await,
+    );
+    assert!(ready(&a).await && ready(&b).await);
+    let on_a = a.app.fleet.as_ref().unwrap().replica().to_owned();
+    let c = client();
+    let occupant = tokio::spawn({
+        let c = c.clone();
+        async move { chat(&c, a.addr, &chat_body("mock-1")).await }
+    });
+    stats_until(&m, |s| s.held == 1).await;
+    let queued = tokio::spawn({
+        let c = c.clone();
+        async move { chat(&c, a.addr, &chat_body("mock-1")).await }
+    });
+    // B lists both of A's requests, each with A as its replica.
+    let seen = until(Duration::from_secs(10), || async {
+        fleet_requests(&c, &b).await.len() == 2
+    })
+    .await;
+    let listed = fleet_requests(&c, &b).await;
+    assert!(seen, "B never listed A's two requests: {listed:?}");
+    assert!(
+        listed.iter().all(|r| r["replica"] == on_a.as_str()),
+        "{listed:?}"
+    );
+    let waiting = listed.iter().find(|r| r["state"] == "queued").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Cancelled through B: its client, on A, is told so.
+    let r = c
+        .post(url(b.addr, &format!("/admin/requests/{waiting}/cancel")))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let cancelled = queued.await.unwrap();
+    assert_eq!(cancelled.status(), 503);
+    assert_eq!(error_code(cancelled).await, "request_cancelled");
+    // Stop all through B stops what runs on A.
+    let r: serde_json::Value = c
+        .post(url(b.addr, "/admin/stop-all"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["stopped"], 1, "{r}");
+    let stopped = occupant.await.unwrap();
+    assert_eq!(stopped.status(), 503);
+    // Pausing a lane through B pauses it on A too.
+    let r = c
+        .post(url(b.addr, "/admin/lanes/m/pause"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let paused = until(Duration::from_secs(10), || async {
+        a.app.topo.load().lanes[0].lane.snapshot().paused
+    })
+    .await;
+    assert!(paused, "A's lane was not paused");
+    m.set_hold(false);
+    m.release(None);
+}
