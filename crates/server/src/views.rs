@@ -41,7 +41,7 @@ pub fn positions(app: &App) -> HashMap<u64, Standing> {
 /// [`positions`] computed at most every 250 ms and shared, so many waiting streams asking
 /// where they stand cost one computation per interval, not one each.
 /// Standings by request tag, as of when they were computed.
-type Standings = (Instant, Arc<HashMap<u64, Standing>>);
+pub type Standings = (Instant, Arc<HashMap<u64, Standing>>);
 
 #[derive(Default)]
 pub struct StandingCache(std::sync::Mutex<Option<Standings>>);
@@ -49,18 +49,41 @@ pub struct StandingCache(std::sync::Mutex<Option<Standings>>);
 impl StandingCache {
     const FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
-    pub fn get(&self, app: &App) -> Arc<HashMap<u64, Standing>> {
+    /// The standings, and when they were computed.
+    pub fn get(&self, app: &App) -> Standings {
         let now = Instant::now();
         if let Some((at, map)) = &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
             if now.duration_since(*at) < Self::FRESH {
-                return map.clone();
+                return (*at, map.clone());
             }
         }
         // Computed outside the lock: two callers may both compute, neither waits on the other.
         let map = Arc::new(positions(app));
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, map.clone()));
-        map
+        (now, map)
     }
+}
+
+/// Where the request `tag` stands now, computed for it alone: for a stream that started waiting
+/// after the shared standings were computed.
+pub fn standing_of(app: &App, tag: u64) -> Option<(usize, std::time::Duration)> {
+    let topo = app.topo.load();
+    let mut best: Option<(usize, std::time::Duration)> = None;
+    for l in &topo.lanes {
+        let found = l
+            .lane
+            .waiting_with_eta()
+            .into_iter()
+            .enumerate()
+            .find(|(_, (t, _))| *t == tag);
+        if let Some((i, (_, eta))) = found {
+            best = Some(match best {
+                Some((p, e)) => (p.min(i + 1), e.min(eta)),
+                None => (i + 1, eta),
+            });
+        }
+    }
+    best
 }
 
 /// This replica's requests.

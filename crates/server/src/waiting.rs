@@ -126,21 +126,28 @@ fn standing(app: &App, entry: &Entry, last: &mut Option<(usize, Instant)>) -> Op
     if entry.is_running() {
         return None;
     }
-    let map = app.standings.get(app);
-    let s = map.get(&entry.tag)?;
+    let (computed, map) = app.standings.get(app);
     let now = Instant::now();
+    // Shared standings are up to 250 ms old: their wait has shrunk by as much since. A stream
+    // that started waiting after they were computed is looked up on its own.
+    let (position, eta) = match map.get(&entry.tag) {
+        Some(s) => (
+            s.position,
+            s.eta.saturating_sub(now.duration_since(computed)),
+        ),
+        None => crate::views::standing_of(app, entry.tag)?,
+    };
     let due = match *last {
         None => true,
-        Some((pos, at)) => pos != s.position || now.duration_since(at) >= HEARTBEAT,
+        Some((pos, at)) => pos != position || now.duration_since(at) >= HEARTBEAT,
     };
     if !due {
         return None;
     }
-    *last = Some((s.position, now));
-    let eta_ms = u64::try_from(s.eta.as_millis()).unwrap_or(u64::MAX);
+    *last = Some((position, now));
+    let eta_ms = u64::try_from(eta.as_millis()).unwrap_or(u64::MAX);
     Some(Bytes::from(format!(
-        ": queued position={} eta_ms={eta_ms}\n\n",
-        s.position
+        ": queued position={position} eta_ms={eta_ms}\n\n"
     )))
 }
 
