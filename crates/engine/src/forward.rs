@@ -142,7 +142,10 @@ async fn serve_route(
         if !failed.contains(&position) {
             lane.budget.deposit(retry);
         }
-        let (verdict, permit) = attempt::once(plan, lane, model, permit).await;
+        // Boxed: inline, the attempt's state (the upstream call, several KiB) would be part of
+        // this future while the request only waits in a queue, and ten thousand waiting
+        // requests would each hold it.
+        let (verdict, permit) = Box::pin(attempt::once(plan, lane, model, permit)).await;
         let (error, hint, reason) = match verdict {
             Verdict::Success {
                 response,
