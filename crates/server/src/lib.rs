@@ -33,6 +33,8 @@ pub mod reload;
 pub mod respond;
 pub mod responses;
 pub mod server;
+#[cfg(test)]
+mod sizes_tests;
 pub mod ui;
 pub mod views;
 pub mod waiting;

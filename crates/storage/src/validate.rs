@@ -79,6 +79,17 @@ pub fn check(
     })
 }
 
+impl Problem {
+    fn at(line: u64, code: &'static str, message: String, param: Option<&'static str>) -> Self {
+        Self {
+            line,
+            code,
+            message,
+            param,
+        }
+    }
+}
+
 fn check_line(
     raw: &[u8],
     n: u64,
@@ -86,12 +97,7 @@ fn check_line(
     seen: &mut HashSet<String>,
     model_ok: &impl Fn(&str) -> Result<(), (&'static str, String)>,
 ) -> Result<(), Problem> {
-    let bad = |code, message: String, param| Problem {
-        line: n,
-        code,
-        message,
-        param,
-    };
+    let bad = |code, message: String, param| Problem::at(n, code, message, param);
     let l: InputLine = serde_json::from_slice(raw).map_err(|e| {
         bad(
             "invalid_json",
@@ -149,12 +155,7 @@ fn check_body(
     n: u64,
     model_ok: &impl Fn(&str) -> Result<(), (&'static str, String)>,
 ) -> Result<(), Problem> {
-    let bad = |code, message: String, param| Problem {
-        line: n,
-        code,
-        message,
-        param,
-    };
+    let bad = |code, message: String, param| Problem::at(n, code, message, param);
     #[derive(Deserialize)]
     struct Model {
         model: Option<String>,
