@@ -56,7 +56,7 @@ pub(crate) async fn reading(
     headers: &HeaderMap,
     what: &str,
     id: &str,
-) -> Result<(Option<String>, Arc<laneway_storage::Storage>), Response> {
+) -> Result<(Option<String>, Arc<dyn laneway_storage::Store>), Response> {
     let owner = caller(app, headers).map_err(fail)?.owner();
     match app.batches.existing().await {
         Ok(Some(s)) => Ok((owner, s)),
@@ -151,15 +151,14 @@ pub async fn create(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
                 f.id, f.purpose
             )));
         }
-        let secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-        s.create_batch(
-            &owner,
-            &c.endpoint,
-            &f.id,
-            secs,
-            &c.completion_window,
-            c.metadata.as_ref(),
-        )
+        s.create_batch(&laneway_storage::NewBatch {
+            owner: &owner,
+            endpoint: &c.endpoint,
+            input_file_id: &f.id,
+            window_secs: i64::try_from(window.as_secs()).unwrap_or(i64::MAX),
+            window: &c.completion_window,
+            metadata: c.metadata.as_ref(),
+        })
     })
     .await;
     match created {

@@ -11,7 +11,7 @@ use axum::Json;
 use bytes::Bytes;
 use laneway_core::{ApiError, ErrorCode};
 use laneway_storage::files::Upload;
-use laneway_storage::Storage;
+use laneway_storage::Store;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -47,7 +47,7 @@ pub async fn upload(State(app): State<Arc<App>>, req: Request) -> Response {
     match receive(req, &storage, idle).await {
         Ok((upload, filename, purpose)) => {
             let done = blocking(&storage, move |s| {
-                upload.finish(s, &owner, &filename, &purpose)
+                s.keep_upload(upload, &owner, &filename, &purpose)
             })
             .await;
             match done {
@@ -68,7 +68,7 @@ pub async fn upload(State(app): State<Arc<App>>, req: Request) -> Response {
 /// Reads the form: the file streamed through a writer thread into storage, the purpose checked.
 async fn receive(
     req: Request,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn Store>,
     idle: std::time::Duration,
 ) -> Result<(Upload, String, String), ApiError> {
     let mut form = Multipart::from_request(req, &()).await.map_err(|e| {
@@ -142,7 +142,7 @@ async fn read_purpose(
 /// The `file` field, streamed through a writer thread into storage.
 async fn store_file(
     field: &mut axum::extract::multipart::Field<'_>,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn Store>,
     idle: std::time::Duration,
 ) -> Result<Upload, ApiError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
@@ -255,7 +255,7 @@ pub async fn delete(
     }
 }
 
-/// `GET /v1/files/{id}/content`: streamed from disk.
+/// `GET /v1/files/{id}/content`: streamed from the store as it is read.
 pub async fn content(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -267,12 +267,21 @@ pub async fn content(
     };
     let opened = blocking(&storage, move |s| {
         let f = s.file(&id, owner.as_deref())?;
-        Ok((std::fs::File::open(s.content_path(&f))?, f.bytes))
+        Ok((s.content(&f)?, f.bytes))
     })
     .await;
     match opened {
-        Ok((file, bytes)) => {
-            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+        Ok((mut reader, bytes)) => {
+            // A blocking thread copies the content into a pipe the body reads; a client that
+            // goes away closes the pipe and ends the copy.
+            let (rx, tx) = tokio::io::duplex(64 << 10);
+            tokio::task::spawn_blocking(move || {
+                let mut tx = tokio_util::io::SyncIoBridge::new(tx);
+                if let Err(e) = std::io::copy(&mut reader, &mut tx) {
+                    tracing::debug!(error = %e, "a file download ended early");
+                }
+            });
+            let stream = tokio_util::io::ReaderStream::new(rx);
             let mut r = Response::new(Body::from_stream(stream));
             let h = r.headers_mut();
             h.insert(

@@ -8,6 +8,9 @@ use laneway_engine::responses::{IdRecord, Pending};
 
 use crate::Opener;
 
+/// Longest wait for the record before an answer ends anyway.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) struct StoredIds(pub(crate) Arc<Opener>);
 
 impl IdRecord for StoredIds {
@@ -17,10 +20,15 @@ impl IdRecord for StoredIds {
                 return;
             };
             let written =
-                tokio::task::spawn_blocking(move || storage.record_response(&id, &lane, &key))
-                    .await;
-            if let Ok(Err(e)) = written {
-                tracing::warn!(error = %e, "could not record a response id's lane");
+                tokio::task::spawn_blocking(move || storage.record_response(&id, &lane, &key));
+            // The answer's last bytes wait for this: a store that hangs must not hold them
+            // long (the id is in this replica's memory all the same).
+            match tokio::time::timeout(RECORD_WAIT, written).await {
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "could not record a response id's lane");
+                }
+                Err(_) => tracing::warn!("recording a response id's lane took longer than 2s"),
+                _ => {}
             }
         })
     }

@@ -1,10 +1,13 @@
-//! The OpenAI Batch API: files and batches kept in SQLite under `[storage] path`
-//! (`laneway-storage`), items sent through the same lanes, limits and fair queues as interactive
-//! requests at a priority below all of them.
+//! The OpenAI Batch API: files and batches kept in a [`Store`] (`laneway-storage`: SQLite under
+//! `[storage] path`, or PostgreSQL under `[storage] url` for a fleet), items sent through the
+//! same lanes, limits and fair queues as interactive requests at a priority below all of them.
+//! Every replica sharing a database drives its unfinished batches; items are leased one replica
+//! at a time, and those of a replica that died are taken over when their lease runs out.
 //!
 //! - [`files`]: `/v1/files`, uploads streamed to disk.
 //! - [`api`]: `/v1/batches` and `/admin/batches`.
 //! - [`run`]: one batch from validation to its output files; resumed after a restart.
+//! - [`claims`]: a batch's items claimed, run and recorded; the fleet's leases and takeovers.
 //! - [`item`]: one item through the request path.
 //!
 //! Durability rests on one rule: an item's result is recorded, once, by its `custom_id`, in
@@ -12,6 +15,7 @@
 //! batch ends. A gateway killed at any moment runs again only the items it had not recorded.
 
 mod api;
+mod claims;
 mod files;
 mod item;
 mod run;
@@ -22,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use laneway_config::StorageConfig;
 use laneway_core::{ApiError, ErrorCode};
-use laneway_storage::Storage;
+use laneway_storage::{Postgres, Storage, Store};
 use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +47,7 @@ pub struct Api {
 /// The storage, opened on first use; shared with the response-id record.
 pub(crate) struct Opener {
     config: StorageConfig,
-    storage: OnceCell<Arc<Storage>>,
+    storage: OnceCell<Arc<dyn Store>>,
 }
 
 /// The Batch API's state.
@@ -56,6 +60,10 @@ pub struct Batches {
     slots: Arc<Semaphore>,
     /// Set when the gateway drains: batches stop taking items and carry on after a restart.
     stopping: CancellationToken,
+    /// Whom this process's item leases are for.
+    holder: String,
+    /// Whether the tasks that renew leases and look for batches to take over were started.
+    tending: std::sync::atomic::AtomicBool,
 }
 
 impl Batches {
@@ -70,11 +78,13 @@ impl Batches {
             running: Mutex::default(),
             slots,
             stopping: CancellationToken::new(),
+            holder: laneway_storage::new_id("replica-"),
+            tending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// The storage, opened on first use.
-    pub(crate) async fn storage(&self) -> Result<Arc<Storage>, ApiError> {
+    pub(crate) async fn storage(&self) -> Result<Arc<dyn Store>, ApiError> {
         self.opener.storage().await
     }
 
@@ -85,7 +95,7 @@ impl Batches {
 
     /// The storage for reading: `None` when nothing was ever stored (no `[storage]` section, no
     /// directory), so listing batches does not create the directory.
-    pub(crate) async fn existing(&self) -> Result<Option<Arc<Storage>>, ApiError> {
+    pub(crate) async fn existing(&self) -> Result<Option<Arc<dyn Store>>, ApiError> {
         if self.opener.storage.get().is_none()
             && !self.config.configured
             && !self.config.path.exists()
@@ -131,13 +141,16 @@ impl Batches {
 }
 
 impl Opener {
-    pub(crate) async fn storage(&self) -> Result<Arc<Storage>, ApiError> {
+    pub(crate) async fn storage(&self) -> Result<Arc<dyn Store>, ApiError> {
         self.storage
             .get_or_try_init(|| async {
-                let (path, max) = (self.config.path.clone(), self.config.max_file_size);
-                let opened = tokio::task::spawn_blocking(move || Storage::open(&path, max)).await;
+                let config = self.config.clone();
+                let opened = tokio::task::spawn_blocking(move || open(&config)).await;
                 match opened {
-                    Ok(Ok(s)) => Ok(Arc::new(s)),
+                    Ok(Ok(s)) => {
+                        tracing::info!(storage = %s.describe(), "the Batch API's storage is open");
+                        Ok(s)
+                    }
                     Ok(Err(e)) => Err(storage_error(&e)),
                     Err(e) => Err(ApiError::new(ErrorCode::Internal, e.to_string())),
                 }
@@ -145,6 +158,19 @@ impl Opener {
             .await
             .cloned()
     }
+}
+
+/// Opens the store the config names: PostgreSQL under `url` (uploads spooled under `path`),
+/// else SQLite under `path`.
+fn open(config: &StorageConfig) -> Result<Arc<dyn Store>, laneway_storage::Error> {
+    Ok(match &config.url {
+        Some(url) => Arc::new(Postgres::open(
+            url,
+            config.max_file_size,
+            config.path.join("spool"),
+        )?),
+        None => Arc::new(Storage::open(&config.path, config.max_file_size)?),
+    })
 }
 
 /// The Batch API's routes: `/v1/files`, `/v1/batches` and `/admin/batches`.
@@ -192,13 +218,10 @@ pub async fn resume(app: &Arc<Api>) -> std::io::Result<()> {
     if !b.config.configured && !b.config.path.exists() {
         return Ok(());
     }
-    let storage = b.storage().await.map_err(|e| {
-        std::io::Error::other(format!(
-            "cannot open the storage at {}: {}",
-            b.config.path.display(),
-            e.message
-        ))
-    })?;
+    let storage = b
+        .storage()
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot open the storage: {}", e.message)))?;
     let unfinished = {
         let s = storage.clone();
         tokio::task::spawn_blocking(move || s.unfinished())
@@ -210,16 +233,17 @@ pub async fn resume(app: &Arc<Api>) -> std::io::Result<()> {
         tracing::info!(batch = %batch.id, status = batch.status.as_str(), "resuming a batch");
         run::launch(app, storage.clone(), batch.id);
     }
+    run::tend(app, &storage);
     Ok(())
 }
 
 /// Runs blocking storage work off the async threads and maps its errors to responses.
 pub(crate) async fn blocking<T: Send + 'static>(
-    storage: &Arc<Storage>,
-    f: impl FnOnce(&Storage) -> Result<T, laneway_storage::Error> + Send + 'static,
+    storage: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> Result<T, laneway_storage::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let s = storage.clone();
-    match tokio::task::spawn_blocking(move || f(&s)).await {
+    match tokio::task::spawn_blocking(move || f(&*s)).await {
         Ok(r) => r.map_err(|e| storage_error(&e)),
         Err(e) => Err(ApiError::new(ErrorCode::Internal, e.to_string())),
     }
@@ -241,7 +265,11 @@ pub(crate) fn storage_error(e: &laneway_storage::Error) -> ApiError {
             ErrorCode::PayloadTooLarge,
             format!("the file is larger than storage.max_file_size ({n} bytes)"),
         ),
-        E::Sql(_) | E::Io(_) => {
+        E::Unavailable(m) => ApiError::new(
+            ErrorCode::StoreUnavailable,
+            format!("{m}; files and batches are safe, retry shortly"),
+        ),
+        E::Sql(_) | E::Io(_) | E::Pg(_) | E::Schema(_) => {
             tracing::error!("storage: {e}");
             ApiError::new(ErrorCode::Internal, format!("{e}"))
         }

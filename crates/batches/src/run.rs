@@ -1,23 +1,25 @@
 //! Driving one batch through its lifecycle: validating → in_progress → finalizing → completed
-//! (or failed, expired, cancelling → cancelled). Every step reads the stored status first, so a
-//! restarted gateway picks a batch up wherever the previous process left it.
+//! (or failed, expired, cancelling → cancelled). Every step reads the stored status first and
+//! every move is conditional on it, so a restarted gateway picks a batch up wherever the
+//! previous process left it, and several replicas may drive one batch side by side.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use bytes::Bytes;
 use laneway_core::wire::Endpoint;
-use laneway_storage::{validate, BatchStatus, ItemResult, Storage};
-use tokio::task::JoinSet;
+use laneway_core::ErrorCode;
+use laneway_storage::{validate, BatchStatus, Item, Store};
 use tokio_util::sync::CancellationToken;
 
-use super::item::{self, Outcome};
+use super::claims::{items, End};
 use super::{blocking, Batches, Running};
 use crate::Api as App;
 
+pub(crate) use super::claims::tend;
+
 /// Starts driving `id` on the current runtime, once per batch and process.
-pub(crate) fn launch(app: &Arc<App>, storage: Arc<Storage>, id: String) {
+pub(crate) fn launch(app: &Arc<App>, storage: Arc<dyn Store>, id: String) {
+    tend(app, &storage);
     let running = {
         let mut running = app.batches.running();
         if running.contains_key(&id) {
@@ -35,13 +37,21 @@ pub(crate) fn launch(app: &Arc<App>, storage: Arc<Storage>, id: String) {
     };
     let app = app.clone();
     tokio::spawn(async move {
-        if let Err(e) = drive(&app, &storage, &id, &running).await {
-            tracing::error!(batch = %id, "the batch failed: {}", e.message);
-            let why = vec![
-                serde_json::json!({"code": e.code.as_str(), "message": e.message, "line": null}),
-            ];
-            let owned = id.clone();
-            let _ = blocking(&storage, move |s| s.fail_validation(&owned, &why)).await;
+        match drive(&app, &storage, &id, &running).await {
+            Ok(()) => {}
+            // Nothing is wrong with the batch: it is taken up again when the store is back
+            // (by this replica's search for unfinished batches, or at the next start).
+            Err(e) if e.code == ErrorCode::StoreUnavailable => {
+                tracing::warn!(batch = %id, "the batch waits for its store: {}", e.message);
+            }
+            Err(e) => {
+                tracing::error!(batch = %id, "the batch failed: {}", e.message);
+                let why = vec![
+                    serde_json::json!({"code": e.code.as_str(), "message": e.message, "line": null}),
+                ];
+                let owned = id.clone();
+                let _ = blocking(&storage, move |s| s.fail_validation(&owned, &why)).await;
+            }
         }
         app.batches.running().remove(&id);
     });
@@ -59,7 +69,7 @@ impl Batches {
 /// Checks every line of a validating batch's input: it starts, or fails with the problems.
 async fn validate_input(
     app: &Arc<App>,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn Store>,
     b: laneway_storage::Batch,
 ) -> Result<(), laneway_core::ApiError> {
     let owned = b.id.clone();
@@ -69,7 +79,7 @@ async fn validate_input(
     let checked = blocking(storage, move |s| {
         let f = s.file(&input, None)?;
         let key = topo.key_named(&owner).cloned();
-        validate::check(&s.content_path(&f), &b.endpoint, |model| {
+        validate::check_reader(s.content(&f)?, &b.endpoint, |model| {
             if topo.config.route_for(model).is_none() {
                 return Err((
                     "model_not_found",
@@ -87,9 +97,7 @@ async fn validate_input(
     })
     .await;
     match checked {
-        Ok(Ok(total)) => blocking(storage, move |s| s.start(&owned, total))
-            .await
-            .map(drop)?,
+        Ok(Ok(_)) => store_items(storage, owned).await?,
         Ok(Err(problems)) => {
             let problems: Vec<_> = problems.iter().map(validate::Problem::to_json).collect();
             blocking(storage, move |s| s.fail_validation(&owned, &problems)).await?;
@@ -106,7 +114,7 @@ async fn validate_input(
 
 async fn drive(
     app: &Arc<App>,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn Store>,
     id: &str,
     running: &Arc<Running>,
 ) -> Result<(), laneway_core::ApiError> {
@@ -125,12 +133,19 @@ async fn drive(
         match b.status {
             BatchStatus::Validating => validate_input(app, storage, b).await?,
             BatchStatus::InProgress => {
+                if !b.items_loaded {
+                    // A batch started before items were stored: they are stored now.
+                    store_items(storage, owned.clone()).await?;
+                }
                 let end = items(app, storage, &b, endpoint, running).await?;
                 let (from, to) = match end {
                     End::Done => (BatchStatus::InProgress, BatchStatus::Finalizing),
                     // The status moved on its own (cancelling) or stays for the next start.
                     End::Stopped => {
                         if app.batches.stopping.is_cancelled() {
+                            // Draining: what this replica held is free for the others now.
+                            let holder = app.batches.holder.clone();
+                            blocking(storage, move |s| s.release(&holder)).await?;
                             return Ok(());
                         }
                         continue;
@@ -159,7 +174,7 @@ async fn drive(
 /// Writes the output files and ends the batch in `to`.
 async fn finish(
     app: &Arc<App>,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn Store>,
     id: &str,
     to: BatchStatus,
 ) -> Result<(), laneway_core::ApiError> {
@@ -170,150 +185,19 @@ async fn finish(
     Ok(())
 }
 
-enum End {
-    /// Every item has its result.
-    Done,
-    /// Cancelled, or the gateway is draining: no new items were taken.
-    Stopped,
-    Expired,
-}
-
-/// Runs every item not yet recorded, at most `storage.batch_concurrency` at once across all
-/// batches, and waits for the ones started.
-async fn items(
-    app: &Arc<App>,
-    storage: &Arc<Storage>,
-    b: &laneway_storage::Batch,
-    endpoint: Endpoint,
-    running: &Arc<Running>,
-) -> Result<End, laneway_core::ApiError> {
-    let token = &running.token;
-    let (id, input) = (b.id.clone(), b.input_file_id.clone());
-    let recorded = blocking(storage, move |s| s.recorded(&id)).await?;
-    let path = blocking(storage, move |s| Ok(s.content_path(&s.file(&input, None)?))).await?;
-    let lines = blocking(storage, move |_| validate::requests(&path)).await?;
-    // A reader thread feeds the items in input order, a few ahead of the senders.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, String, String)>(64);
-    tokio::task::spawn_blocking(move || {
-        for item in lines.filter(|(_, cid, _)| !recorded.contains(cid)) {
-            if tx.blocking_send(item).is_err() {
-                break;
-            }
-        }
-    });
-    let expires = tokio::time::sleep_until(expiry(b.expires_at()));
-    tokio::pin!(expires);
-    let mut tasks = JoinSet::new();
-    let mut end = loop {
-        let slot = tokio::select! {
-            () = token.cancelled() => break End::Stopped,
-            () = &mut expires => break End::Expired,
-            slot = app.batches.slots.clone().acquire_owned() => slot,
-        };
-        let Ok(slot) = slot else { break End::Stopped };
-        let next = tokio::select! {
-            () = token.cancelled() => break End::Stopped,
-            () = &mut expires => break End::Expired,
-            next = rx.recv() => next,
-        };
-        let Some((line, custom_id, body)) = next else {
-            break End::Done;
-        };
-        let (app, storage, running) = (app.clone(), storage.clone(), running.clone());
-        let owner = b.owner.clone();
-        let id = b.id.clone();
-        tasks.spawn(async move {
-            let _slot = slot;
-            one(
-                &app, &storage, &id, &owner, endpoint, line, custom_id, body, &running,
-            )
-            .await
-        });
-        while let Some(done) = tasks.try_join_next() {
-            if let Ok(Err(e)) = done {
-                token.cancel();
-                return Err(e);
-            }
-        }
-    };
-    // Started items finish, unless the window closes first.
-    loop {
-        if matches!(end, End::Expired) {
-            // Nothing more runs: waiting items are withdrawn, running ones aborted.
-            token.cancel();
-            running.abort.cancel();
-        }
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                None => break,
-                Some(Ok(Err(e))) => return Err(e),
-                Some(_) => {}
-            },
-            () = &mut expires, if matches!(end, End::Done) => end = End::Expired,
-        }
-    }
-    Ok(end)
-}
-
-/// The batch's expiry as a point on the runtime's clock.
-fn expiry(expires_at: i64) -> tokio::time::Instant {
-    let left = expires_at.saturating_sub(laneway_storage::now()).max(0);
-    let left = Duration::from_secs(u64::try_from(left).unwrap_or(0).min(400 * 24 * 3600));
-    tokio::time::Instant::now() + left
-}
-
-/// Sends one item until it has an answer to record, then records it.
-#[allow(clippy::too_many_arguments)]
-async fn one(
-    app: &Arc<App>,
-    storage: &Arc<Storage>,
-    batch_id: &str,
-    owner: &str,
-    endpoint: Endpoint,
-    line: u64,
-    custom_id: String,
-    body: String,
-    running: &Running,
-) -> Result<(), laneway_core::ApiError> {
-    let body = Bytes::from(body);
-    let (status, answer, request_id) = loop {
-        let attempt = tokio::select! {
-            o = item::run(app, endpoint, owner, body.clone(), &running.token) => o,
-            // Past the batch's window even running items end (their upstream call is closed).
-            () = running.abort.cancelled() => return Ok(()),
-        };
-        match attempt {
-            Outcome::Done {
-                status,
+/// Stores the items of a checked batch and starts it (if no one else did).
+async fn store_items(storage: &Arc<dyn Store>, id: String) -> Result<(), laneway_core::ApiError> {
+    blocking(storage, move |s| {
+        let b = s.batch(&id, None)?;
+        let f = s.file(&b.input_file_id, None)?;
+        let mut items =
+            validate::requests_from(s.content(&f)?).map(|(line, custom_id, body)| Item {
+                line,
+                custom_id,
                 body,
-                request_id,
-                lane,
-            } => {
-                if let Some(l) = lane {
-                    running
-                        .lanes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(l);
-                }
-                break (status, body, request_id);
-            }
-            Outcome::Withdrawn => return Ok(()),
-            Outcome::Later(after) => tokio::select! {
-                () = running.token.cancelled() => return Ok(()),
-                () = tokio::time::sleep(after) => {}
-            },
-        }
-    };
-    let result = ItemResult {
-        line,
-        ok: (200..300).contains(&status),
-        output: item::output_line(&custom_id, status, &answer, &request_id),
-        custom_id,
-    };
-    let id = batch_id.to_owned();
-    if blocking(storage, move |s| s.record(&id, &result)).await? {
-        running.done.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
+            });
+        s.start(&id, &mut items)
+    })
+    .await
+    .map(drop)
 }

@@ -143,10 +143,19 @@ fn rest(out: &mut String, c: &Config) {
         humantime::format_duration(c.limits.timeout),
         humantime::format_duration(c.limits.lease)
     );
-    let _ = writeln!(
-        out,
-        "storage: {} (files up to {} bytes)",
-        c.storage.path.display(),
-        c.storage.max_file_size
-    );
+    let _ = match &c.storage.url {
+        Some(url) => writeln!(
+            out,
+            "storage: PostgreSQL {} (files up to {} bytes, item lease {})",
+            laneway_core::redact_url(url),
+            c.storage.max_file_size,
+            humantime::format_duration(c.storage.lease)
+        ),
+        None => writeln!(
+            out,
+            "storage: {} (files up to {} bytes)",
+            c.storage.path.display(),
+            c.storage.max_file_size
+        ),
+    };
 }

@@ -280,6 +280,7 @@ impl LimitStoreConfig {
 
 impl StorageConfig {
     pub const DEFAULT_BATCH_CONCURRENCY: usize = 32;
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,6 +291,12 @@ pub struct StorageConfig {
     /// Batch items in flight at once across every batch (waiting in a lane queue or running);
     /// they count toward the lanes' `queue.max_len`.
     pub batch_concurrency: usize,
+    /// `postgres://…`: files, batches and response ids in PostgreSQL, shared by every replica
+    /// that names the same database; `None`: SQLite under `path`.
+    pub url: Option<String>,
+    /// How long a replica holds a batch item it claimed without renewing the claim; a replica
+    /// that dies has its items taken over by the others once this has passed.
+    pub lease: Duration,
     /// Whether the config has a `[storage]` section. Without one the directory is opened at
     /// start only if it exists, else on the first Batch API call, so a gateway that never sees
     /// a batch leaves no directory behind.

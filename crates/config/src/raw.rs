@@ -206,4 +206,6 @@ pub struct RawStorage {
     pub path: Option<EnvString>,
     pub max_file_size: Option<RawSize>,
     pub batch_concurrency: Option<u64>,
+    pub url: Option<EnvString>,
+    pub lease: Option<EnvString>,
 }

@@ -11,12 +11,21 @@ pub enum Error {
     Sql(#[from] rusqlite::Error),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error("storage: {0}")]
+    Pg(#[from] tokio_postgres::Error),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
     #[error("the file is larger than storage.max_file_size ({0} bytes)")]
     TooLarge(usize),
+    /// The database cannot be reached (PostgreSQL down, a network cut): the call may succeed
+    /// later; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database's schema is newer than this Laneway knows.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl Error {
@@ -92,6 +101,62 @@ CREATE TABLE IF NOT EXISTS results (
 );
 ";
 
+/// The schema version this Laneway writes: 1 files, batches and results; 2 items with their
+/// leases.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Changes from version 1 to 2.
+const ITEMS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS items (
+  batch_id TEXT NOT NULL,
+  custom_id TEXT NOT NULL,
+  line INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  holder TEXT,
+  lease_until INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (batch_id, custom_id)
+);
+CREATE INDEX IF NOT EXISTS items_by_line ON items (batch_id, line);
+ALTER TABLE batches ADD COLUMN items_loaded INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Brings the schema to [`SCHEMA_VERSION`] (SQLite's `user_version`), in one transaction;
+/// refuses a database written by a newer Laneway.
+fn migrate(conn: &Connection) -> Result<(), Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Schema(format!(
+            "the database's schema is version {version}, newer than this Laneway's {SCHEMA_VERSION}; run a newer Laneway"
+        )));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let mut steps = String::from("BEGIN;");
+    if version < 1 {
+        steps.push_str(SCHEMA);
+        steps.push_str(RESPONSE_SCHEMA);
+    }
+    if version < 2 {
+        steps.push_str(ITEMS_SCHEMA);
+    }
+    steps.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"));
+    conn.execute_batch(&steps)?;
+    Ok(())
+}
+
+/// The schema version of the SQLite database under `root`, if there is one.
+pub fn sqlite_version(root: &Path) -> Result<Option<i64>, Error> {
+    let path = root.join("laneway.db");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(Some(
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+    ))
+}
+
 impl Storage {
     /// Opens (creating if missing) the storage under `root`. Leftovers of a process that died
     /// mid-write (partial uploads, unrecorded output files) are removed.
@@ -105,8 +170,9 @@ impl Storage {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(RESPONSE_SCHEMA)?;
+        migrate(&conn)?;
+        // One process owns this file: items its previous run held are free again at once.
+        conn.execute("UPDATE items SET holder = NULL, lease_until = 0", [])?;
         let s = Self {
             root: root.to_owned(),
             conn: Mutex::new(conn),
@@ -137,6 +203,10 @@ impl Storage {
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
     }
 
     pub(crate) fn file_path(&self, id: &str) -> PathBuf {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use rusqlite::{params, OptionalExtension, Row};
 use serde_json::{json, Value};
 
+use crate::batches::object::Cols;
 use crate::db::{Error, Storage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,18 +37,24 @@ impl FileObject {
     }
 
     fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Self::from_cols(r)
+    }
+
+    /// A file from a row of [`COLUMNS`].
+    pub(crate) fn from_cols<R: Cols>(r: &R) -> Result<Self, R::E> {
+        let text = |i: usize| -> Result<String, R::E> { Ok(r.text(i)?.unwrap_or_default()) };
         Ok(Self {
-            id: r.get(0)?,
-            owner: r.get(1)?,
-            filename: r.get(2)?,
-            purpose: r.get(3)?,
-            bytes: r.get::<_, i64>(4)?.max(0).unsigned_abs(),
-            created_at: r.get(5)?,
+            id: text(0)?,
+            owner: text(1)?,
+            filename: text(2)?,
+            purpose: text(3)?,
+            bytes: r.int(4)?.unwrap_or(0).max(0).unsigned_abs(),
+            created_at: r.int(5)?.unwrap_or(0),
         })
     }
 }
 
-const COLUMNS: &str = "id, owner, filename, purpose, bytes, created_at";
+pub(crate) const COLUMNS: &str = "id, owner, filename, purpose, bytes, created_at";
 
 /// A file being written: bytes go to `files/{id}.part`; dropped unfinished, it is removed.
 pub struct Upload {
@@ -141,6 +148,44 @@ impl Upload {
     }
 }
 
+impl Upload {
+    /// An upload spooled to `part`, a fresh private file.
+    pub(crate) fn spool(id: String, part: PathBuf, file: File, limit: u64) -> Self {
+        Self {
+            id,
+            part,
+            file: Some(file),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// The finished spool file, for a store that copies it elsewhere; removed when dropped.
+    pub(crate) fn into_spooled(mut self) -> Result<Spooled, Error> {
+        if let Some(mut f) = self.file.take() {
+            f.flush()?;
+        }
+        Ok(Spooled {
+            id: std::mem::take(&mut self.id),
+            path: std::mem::take(&mut self.part),
+            bytes: self.bytes,
+        })
+    }
+}
+
+/// A finished upload's spool file.
+pub(crate) struct Spooled {
+    pub id: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if self.file.is_some() {
@@ -155,13 +200,8 @@ impl Storage {
         let id = crate::new_id("file-");
         let part = self.file_path(&format!("{id}.part"));
         let file = crate::private::create_file(&part)?;
-        Ok(Upload {
-            id,
-            part,
-            file: Some(file),
-            bytes: 0,
-            limit: u64::try_from(self.max_file_size).unwrap_or(u64::MAX),
-        })
+        let limit = u64::try_from(self.max_file_size).unwrap_or(u64::MAX);
+        Ok(Upload::spool(id, part, file, limit))
     }
 
     /// Files `owner` may see (all of them for `None`, the admin), newest first.

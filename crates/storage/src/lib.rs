@@ -1,9 +1,10 @@
-//! Durable storage for the Batch API: files and batches in one SQLite database (WAL mode) under
-//! `[storage] path`, each file's content in `files/` beside it, and every finished batch item
-//! recorded once by its `custom_id`, so a gateway killed at any moment resumes without losing or
-//! repeating an item.
+//! Durable storage for the Batch API and the response-id record, behind one trait
+//! ([`Store`]): SQLite (WAL mode) under `[storage] path` for one machine, each file's content
+//! in `files/` beside it; or PostgreSQL under `[storage] url` for a fleet, contents in the
+//! database. Every finished batch item is recorded once by its `custom_id`, so a gateway killed
+//! at any moment resumes without losing or repeating an item.
 //!
-//! Everything here is blocking (SQLite and file I/O); the gateway calls it from
+//! Everything here is blocking (SQL and file I/O); the gateway calls it from
 //! `spawn_blocking`. One connection behind a mutex serialises writers, which SQLite does anyway.
 //!
 //! # Layout
@@ -11,21 +12,29 @@
 //! - [`files`]: uploads streamed to disk, listing, reading, deleting.
 //! - [`batches`]: batches, their lifecycle, item results and the output files.
 //! - [`validate`]: checking a batch input file line by line.
+//! - [`store`]: the trait; `sqlite` and `pg` its two engines; `items`: SQLite's item leases.
 
 pub mod batches;
 mod db;
 pub mod files;
+mod items;
+mod pg;
 pub mod private;
 #[cfg(all(test, unix))]
 mod private_tests;
 mod responses;
+mod sqlite;
+pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod validate;
 
 pub use batches::{Batch, BatchStatus, Counts, ItemResult};
-pub use db::{Error, Storage};
+pub use db::{sqlite_version, Error, Storage, SCHEMA_VERSION};
 pub use files::FileObject;
+pub use pg::schema::VERSION as POSTGRES_SCHEMA_VERSION;
+pub use pg::Postgres;
+pub use store::{Item, NewBatch, Store};
 
 /// Seconds since the Unix epoch, as OpenAI's objects carry them.
 pub fn now() -> i64 {

@@ -3,7 +3,7 @@
 //! batch's endpoint, a body without a model, or a model no route serves.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -47,7 +47,16 @@ pub fn check(
     endpoint: &str,
     model_ok: impl Fn(&str) -> Result<(), (&'static str, String)>,
 ) -> Result<Result<u64, Vec<Problem>>, Error> {
-    let reader = BufReader::new(std::fs::File::open(path)?);
+    check_reader(std::fs::File::open(path)?, endpoint, model_ok)
+}
+
+/// [`check`] over any reader of the file's content (a file on disk, a database's chunks).
+pub fn check_reader(
+    content: impl Read,
+    endpoint: &str,
+    model_ok: impl Fn(&str) -> Result<(), (&'static str, String)>,
+) -> Result<Result<u64, Vec<Problem>>, Error> {
+    let reader = BufReader::new(content);
     let mut seen = HashSet::new();
     let mut problems = Vec::new();
     let mut count = 0u64;
@@ -188,11 +197,16 @@ fn check_body(
 
 /// The requests of a checked input file, in order: (line number, custom_id, body).
 pub fn requests(path: &Path) -> Result<impl Iterator<Item = (u64, String, String)>, Error> {
-    let reader = BufReader::new(std::fs::File::open(path)?);
-    Ok(reader.split(b'\n').enumerate().filter_map(|(i, line)| {
+    Ok(requests_from(std::fs::File::open(path)?))
+}
+
+/// [`requests`] over any reader of the file's content.
+pub fn requests_from(content: impl Read) -> impl Iterator<Item = (u64, String, String)> {
+    let reader = BufReader::new(content);
+    reader.split(b'\n').enumerate().filter_map(|(i, line)| {
         let line = line.ok()?;
         let l: InputLine = serde_json::from_slice(&line).ok()?;
         let n = u64::try_from(i).unwrap_or(u64::MAX).saturating_add(1);
         Some((n, l.custom_id?, l.body?.get().to_owned()))
-    }))
+    })
 }

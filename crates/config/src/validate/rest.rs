@@ -212,10 +212,47 @@ pub(super) fn storage(
             StorageConfig::DEFAULT_BATCH_CONCURRENCY
         }
     };
+    let url = s.url.as_ref().map(|u| u.0.clone());
+    if let Some(u) = &url {
+        if let Err(e) = postgres_url(u) {
+            c.push(line, "storage.url", e);
+        }
+    }
+    let lease = c.duration(
+        line,
+        "storage.lease",
+        s.lease.as_ref(),
+        StorageConfig::DEFAULT_LEASE,
+    );
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lease) {
+        c.push(line, "storage.lease", "must be between 1s and 10m");
+    }
     StorageConfig {
         path: PathBuf::from(path),
         max_file_size,
         batch_concurrency,
+        url,
+        lease,
         configured: raw.is_some(),
+    }
+}
+
+/// Whether `u` names a PostgreSQL database: `postgres://` or `postgresql://`, with a host or a
+/// socket directory (`?host=/run/postgresql`). Checked here so that a typo is a config error
+/// with its line, not a Batch API that is never up.
+fn postgres_url(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("postgres://")
+        .or_else(|| u.strip_prefix("postgresql://"));
+    match rest {
+        None => Err(format!(
+            "`{}` is not a PostgreSQL URL; write postgres://user:password@host:5432/database",
+            laneway_core::redact_url(u)
+        )),
+        Some(r) if r.len() > 2048 => Err("is longer than 2048 characters".into()),
+        Some(r) if r.is_empty() || r.starts_with('?') && !r.contains("host=") => {
+            Err("names no host; write postgres://user@host/database or ?host=/socket/dir".into())
+        }
+        Some(_) => Ok(()),
     }
 }

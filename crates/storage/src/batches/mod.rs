@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::db::{Error, Storage};
 use crate::files::FileObject;
 
-mod object;
+pub(crate) mod object;
 
 use object::COLUMNS;
 pub use object::{Batch, BatchStatus, Counts, ItemResult};
@@ -138,6 +138,11 @@ impl Storage {
                 r.output
             ],
         )?;
+        // Its item (if the batch stored them) is done: no replica claims it again.
+        tx.execute(
+            "DELETE FROM items WHERE batch_id = ?1 AND custom_id = ?2",
+            params![batch_id, r.custom_id],
+        )?;
         if n == 1 {
             let col = if r.ok { "completed" } else { "failed" };
             tx.execute(
@@ -205,12 +210,27 @@ impl Storage {
                 params![f.id, f.owner, f.filename, f.purpose, i64::try_from(f.bytes).unwrap_or(i64::MAX), f.created_at],
             )?;
         }
-        tx.execute(
-            &format!("UPDATE batches SET status = ?1, {} = ?2, output_file_id = ?3, error_file_id = ?4 WHERE id = ?5", to.column()),
-            params![to.as_str(), crate::now(), out_file.map(|f| f.id), err_file.map(|f| f.id), id],
+        let from = crate::store::ends_from(to)
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let ended = tx.execute(
+            &format!("UPDATE batches SET status = ?1, {} = ?2, output_file_id = ?3, error_file_id = ?4 WHERE id = ?5 AND status IN ({from})", to.column()),
+            params![to.as_str(), crate::now(), out_file.as_ref().map(|f| &f.id), err_file.as_ref().map(|f| &f.id), id],
         )?;
+        if ended == 0 {
+            // Already ended (by another driver of the batch): what was written goes.
+            drop(tx);
+            for f in out_file.iter().chain(err_file.iter()) {
+                let _ = std::fs::remove_file(self.file_path(&f.id));
+            }
+            drop(conn);
+            return self.batch(id, None);
+        }
         // The output files hold them now.
         tx.execute("DELETE FROM results WHERE batch_id = ?1", params![id])?;
+        tx.execute("DELETE FROM items WHERE batch_id = ?1", params![id])?;
         tx.commit()?;
         drop(conn);
         self.batch(id, None)

@@ -30,7 +30,7 @@ impl BatchStatus {
         }
     }
 
-    pub(super) fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "validating" => Self::Validating,
             "in_progress" => Self::InProgress,
@@ -44,7 +44,7 @@ impl BatchStatus {
     }
 
     /// The timestamp column set when a batch enters this status.
-    pub(super) fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::Validating => "created_at",
             Self::Failed => "failed_at",
@@ -87,43 +87,66 @@ pub struct Batch {
     /// created, in_progress, expires, finalizing, completed, failed, expired, cancelling, cancelled
     pub times: [Option<i64>; 9],
     pub counts: Counts,
+    /// Whether its items are stored (they are from the moment it starts).
+    pub items_loaded: bool,
 }
 
-pub(super) const COLUMNS: &str = "id, owner, endpoint, input_file_id, completion_window, status, metadata, errors, \
+pub(crate) const COLUMNS: &str = "id, owner, endpoint, input_file_id, completion_window, status, metadata, errors, \
     output_file_id, error_file_id, created_at, in_progress_at, expires_at, finalizing_at, completed_at, \
-    failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed";
+    failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, items_loaded";
 
-fn count(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
-    Ok(r.get::<_, i64>(i)?.max(0).unsigned_abs())
+/// A row of any engine's database, read by column number.
+pub(crate) trait Cols {
+    type E;
+    fn text(&self, i: usize) -> Result<Option<String>, Self::E>;
+    fn int(&self, i: usize) -> Result<Option<i64>, Self::E>;
+}
+
+impl Cols for Row<'_> {
+    type E = rusqlite::Error;
+    fn text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
 }
 
 impl Batch {
-    pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        let json_col = |i: usize| -> rusqlite::Result<Option<Value>> {
-            Ok(r.get::<_, Option<String>>(i)?
-                .and_then(|s| serde_json::from_str(&s).ok()))
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Self::from_cols(r)
+    }
+
+    /// A batch from a row of [`COLUMNS`].
+    pub(crate) fn from_cols<R: Cols>(r: &R) -> Result<Self, R::E> {
+        let text = |i: usize| -> Result<String, R::E> { Ok(r.text(i)?.unwrap_or_default()) };
+        let json_col = |i: usize| -> Result<Option<Value>, R::E> {
+            Ok(r.text(i)?.and_then(|s| serde_json::from_str(&s).ok()))
         };
+        let count =
+            |i: usize| -> Result<u64, R::E> { Ok(r.int(i)?.unwrap_or(0).max(0).unsigned_abs()) };
         let mut times = [None; 9];
         for (k, t) in times.iter_mut().enumerate() {
-            *t = r.get(10 + k)?;
+            *t = r.int(10 + k)?;
         }
         Ok(Self {
-            id: r.get(0)?,
-            owner: r.get(1)?,
-            endpoint: r.get(2)?,
-            input_file_id: r.get(3)?,
-            completion_window: r.get(4)?,
-            status: BatchStatus::parse(&r.get::<_, String>(5)?),
+            id: text(0)?,
+            owner: text(1)?,
+            endpoint: text(2)?,
+            input_file_id: text(3)?,
+            completion_window: text(4)?,
+            status: BatchStatus::parse(&text(5)?),
             metadata: json_col(6)?,
             errors: json_col(7)?,
-            output_file_id: r.get(8)?,
-            error_file_id: r.get(9)?,
+            output_file_id: r.text(8)?,
+            error_file_id: r.text(9)?,
             times,
             counts: Counts {
-                total: count(r, 19)?,
-                completed: count(r, 20)?,
-                failed: count(r, 21)?,
+                total: count(19)?,
+                completed: count(20)?,
+                failed: count(21)?,
             },
+            items_loaded: r.int(22)?.unwrap_or(0) != 0,
         })
     }
 
