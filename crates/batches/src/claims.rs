@@ -56,7 +56,9 @@ pub(crate) async fn items(
         let Ok(slot) = slot else { break End::Stopped };
         if claimed.is_empty() {
             let want = app.batches.slots.available_permits().saturating_add(1);
-            claimed.extend(claim(app, storage, &b.id, want).await?);
+            let got = claim(app, storage, &b.id, want).await?;
+            let inflight = running.inflight();
+            claimed.extend(got.into_iter().filter(|i| !inflight.contains(&i.custom_id)));
         }
         let Some(next) = claimed.pop_front() else {
             drop(slot);
@@ -74,9 +76,13 @@ pub(crate) async fn items(
         };
         let (app, storage, running) = (app.clone(), storage.clone(), running.clone());
         let (owner, id) = (b.owner.clone(), b.id.clone());
+        running.inflight().insert(next.custom_id.clone());
         tasks.spawn(async move {
             let _slot = slot;
-            one(&app, &storage, &id, &owner, endpoint, next, &running).await
+            let custom_id = next.custom_id.clone();
+            let done = one(&app, &storage, &id, &owner, endpoint, next, &running).await;
+            running.inflight().remove(&custom_id);
+            done
         });
         while let Some(done) = tasks.try_join_next() {
             if let Err(e) = reaped(done) {

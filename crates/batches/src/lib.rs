@@ -202,9 +202,16 @@ pub(crate) struct Running {
     /// Items recorded since this process took the batch up.
     done: AtomicU64,
     lanes: Mutex<BTreeSet<laneway_engine::label::Label>>,
+    /// Items running here by `custom_id`: a claim that hands one back (its lease ran out while
+    /// the store was down) does not start it twice.
+    inflight: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Running {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lanes(&self) -> Vec<String> {
         let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         lanes.iter().map(|l| l.to_string()).collect()

@@ -31,6 +31,7 @@ pub(crate) fn launch(app: &Arc<App>, storage: Arc<dyn Store>, id: String) {
             started: tokio::time::Instant::now(),
             done: AtomicU64::new(0),
             lanes: Mutex::default(),
+            inflight: Mutex::default(),
         });
         running.insert(id.clone(), r.clone());
         r

@@ -21,7 +21,7 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(c) => {
             println!("{}: valid", path.display());
             print!("{}", describe(&c));
-            ExitCode::SUCCESS
+            storage(&c.storage)
         }
         Err(e) => {
             let n = e.problems.len();
@@ -33,4 +33,47 @@ pub fn run(args: &Args) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Says whether the Batch API's database is reachable and at which schema version; a schema
+/// newer than this Laneway's fails the check (the gateway would refuse it at start).
+fn storage(c: &laneway_config::StorageConfig) -> ExitCode {
+    let (found, ours) = match &c.url {
+        // On a thread of its own: the database client waits with a runtime of its own, which
+        // cannot be done on this one's threads.
+        Some(url) => match std::thread::scope(|t| {
+            t.spawn(|| laneway_storage::Postgres::probe(url))
+                .join()
+                .unwrap_or_else(|_| Err(laneway_storage::Error::Invalid("the probe failed".into())))
+        }) {
+            Ok(v) => (v, laneway_storage::POSTGRES_SCHEMA_VERSION),
+            Err(e) => {
+                println!(
+                    "storage database: unreachable ({e}); the Batch API answers 503 until it is"
+                );
+                return ExitCode::SUCCESS;
+            }
+        },
+        None => match laneway_storage::sqlite_version(&c.path) {
+            Ok(v) => (v, laneway_storage::SCHEMA_VERSION),
+            Err(e) => {
+                println!("storage database: cannot be read ({e})");
+                return ExitCode::SUCCESS;
+            }
+        },
+    };
+    match found {
+        None => println!(
+            "storage database: reachable, no schema yet (created at start, version {ours})"
+        ),
+        Some(v) if v > ours => {
+            println!("storage database: schema version {v} is newer than this Laneway's {ours}; run a newer Laneway");
+            return ExitCode::from(2);
+        }
+        Some(v) if v < ours => {
+            println!("storage database: reachable, schema version {v} (brought to {ours} at start)")
+        }
+        Some(v) => println!("storage database: reachable, schema version {v}"),
+    }
+    ExitCode::SUCCESS
 }

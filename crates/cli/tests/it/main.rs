@@ -9,6 +9,7 @@ mod conns;
 mod control;
 mod endpoints;
 mod errors;
+mod fleet;
 mod hostile;
 mod mock;
 mod onwards;
