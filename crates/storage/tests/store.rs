@@ -1,6 +1,8 @@
 //! The same checks on both engines behind [`Store`]: SQLite in a temporary directory and a real
 //! PostgreSQL (see `pg/`). Whatever the Batch API relies on holds on either.
 
+#![allow(clippy::unwrap_used)]
+
 mod pg;
 
 use std::io::Read;

@@ -80,6 +80,7 @@ impl Postgres {
         })?;
         let rt = runtime()?;
         crate::private::ensure_dir(&spool)?;
+        remove_stale_spools(&spool);
         let mut inner = Inner {
             config,
             shown: laneway_core::redact_url(url).into_owned(),
@@ -114,6 +115,26 @@ impl Postgres {
             version: 0,
         };
         inner.call(schema::version)
+    }
+}
+
+/// Removes uploads a process that died left half-spooled. Only those untouched for an hour:
+/// another process on this machine may be spooling into the same directory right now.
+fn remove_stale_spools(spool: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    let hour = Duration::from_secs(3600);
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > hour);
+        if stale && e.file_name().to_string_lossy().ends_with(".part") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
