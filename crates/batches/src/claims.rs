@@ -1,7 +1,5 @@
 //! Running a batch's items: claimed from the store a few at a time (leased to this replica),
-//! sent through the lanes, each result recorded once. Beside it, what keeps a fleet's batches
-//! going ([`tend`]): this replica's leases renewed while it lives, and unfinished batches looked
-//! for, so that a batch made on another replica, or left by one that died, is taken up here.
+//! sent through the lanes, each result recorded once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -15,7 +13,7 @@ use laneway_storage::{BatchStatus, Item, ItemResult, Store};
 use tokio::task::JoinSet;
 
 use super::item::{self, Outcome};
-use super::{blocking, run, Running};
+use super::{blocking, Running};
 use crate::Api as App;
 
 pub(crate) enum End {
@@ -29,7 +27,7 @@ pub(crate) enum End {
 /// How often a replica looks again: for items whose lease ran out, for unfinished batches, for
 /// a store that was down. A third of the lease, so a dead replica's items are taken over soon
 /// after they are free.
-fn poll(app: &App) -> Duration {
+pub(crate) fn poll(app: &App) -> Duration {
     (app.batches.config.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
@@ -229,39 +227,4 @@ async fn one(
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Starts, once per process, the two tasks that keep a fleet's batches going: renewing the
-/// leases of the items this replica holds, and taking up unfinished batches no task here
-/// drives (made on another replica, left by one that died, or waiting for a store that was
-/// down). Both end when the gateway drains.
-pub(crate) fn tend(app: &Arc<App>, storage: &Arc<dyn Store>) {
-    if app.batches.tending.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let (app, storage) = (app.clone(), storage.clone());
-    tokio::spawn(async move {
-        let every = poll(&app);
-        let stopping = app.batches.stopping.clone();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stopping.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let (holder, lease) = (app.batches.holder.clone(), app.batches.config.lease);
-            if let Err(e) = blocking(&storage, move |s| s.renew(&holder, lease)).await {
-                tracing::debug!("could not renew item leases: {}", e.message);
-            }
-            match blocking(&storage, |s| s.unfinished()).await {
-                Ok(unfinished) => {
-                    for b in unfinished {
-                        run::launch(&app, storage.clone(), b.id);
-                    }
-                }
-                Err(e) => tracing::debug!("could not look for unfinished batches: {}", e.message),
-            }
-        }
-    });
 }

@@ -6,8 +6,9 @@
 //!
 //! - [`files`]: `/v1/files`, uploads streamed to disk.
 //! - [`api`]: `/v1/batches` and `/admin/batches`.
-//! - [`run`]: one batch from validation to its output files; resumed after a restart.
-//! - [`claims`]: a batch's items claimed, run and recorded; the fleet's leases and takeovers.
+//! - [`run`]: one batch from validation to its output files; resumed after a restart, taken up
+//!   from other replicas, this replica's item leases renewed.
+//! - [`claims`]: a batch's items claimed, run and recorded.
 //! - [`item`]: one item through the request path.
 //!
 //! Durability rests on one rule: an item's result is recorded, once, by its `custom_id`, in

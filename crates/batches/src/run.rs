@@ -3,7 +3,7 @@
 //! every move is conditional on it, so a restarted gateway picks a batch up wherever the
 //! previous process left it, and several replicas may drive one batch side by side.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use laneway_core::wire::Endpoint;
@@ -11,11 +11,9 @@ use laneway_core::ErrorCode;
 use laneway_storage::{validate, BatchStatus, Item, Store};
 use tokio_util::sync::CancellationToken;
 
-use super::claims::{items, End};
+use super::claims::{items, poll, End};
 use super::{blocking, Batches, Running};
 use crate::Api as App;
-
-pub(crate) use super::claims::tend;
 
 /// Starts driving `id` on the current runtime, once per batch and process.
 pub(crate) fn launch(app: &Arc<App>, storage: Arc<dyn Store>, id: String) {
@@ -201,4 +199,39 @@ async fn store_items(storage: &Arc<dyn Store>, id: String) -> Result<(), laneway
     })
     .await
     .map(drop)
+}
+
+/// Starts, once per process, the two tasks that keep a fleet's batches going: renewing the
+/// leases of the items this replica holds, and taking up unfinished batches no task here
+/// drives (made on another replica, left by one that died, or waiting for a store that was
+/// down). Both end when the gateway drains.
+pub(crate) fn tend(app: &Arc<App>, storage: &Arc<dyn Store>) {
+    if app.batches.tending.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let (app, storage) = (app.clone(), storage.clone());
+    tokio::spawn(async move {
+        let every = poll(&app);
+        let stopping = app.batches.stopping.clone();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (holder, lease) = (app.batches.holder.clone(), app.batches.config.lease);
+            if let Err(e) = blocking(&storage, move |s| s.renew(&holder, lease)).await {
+                tracing::debug!("could not renew item leases: {}", e.message);
+            }
+            match blocking(&storage, |s| s.unfinished()).await {
+                Ok(unfinished) => {
+                    for b in unfinished {
+                        launch(&app, storage.clone(), b.id);
+                    }
+                }
+                Err(e) => tracing::debug!("could not look for unfinished batches: {}", e.message),
+            }
+        }
+    });
 }

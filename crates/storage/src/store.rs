@@ -110,19 +110,6 @@ pub trait Store: Send + Sync + 'static {
     fn forget_response(&self, id: &str) -> Result<(), Error>;
 }
 
-/// The statuses a batch may end in `to` from.
-pub(crate) fn ends_from(to: BatchStatus) -> &'static [BatchStatus] {
-    match to {
-        BatchStatus::Completed => &[BatchStatus::Finalizing],
-        BatchStatus::Cancelled => &[BatchStatus::Cancelling],
-        _ => &[
-            BatchStatus::InProgress,
-            BatchStatus::Finalizing,
-            BatchStatus::Cancelling,
-        ],
-    }
-}
-
 /// Milliseconds since the Unix epoch, for leases.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

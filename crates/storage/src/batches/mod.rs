@@ -210,7 +210,8 @@ impl Storage {
                 params![f.id, f.owner, f.filename, f.purpose, i64::try_from(f.bytes).unwrap_or(i64::MAX), f.created_at],
             )?;
         }
-        let from = crate::store::ends_from(to)
+        let from = to
+            .ends_from()
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect::<Vec<_>>()

@@ -57,6 +57,15 @@ impl BatchStatus {
         }
     }
 
+    /// The statuses a batch may end in `self` from (when several drivers may end it).
+    pub(crate) fn ends_from(self) -> &'static [BatchStatus] {
+        match self {
+            Self::Completed => &[Self::Finalizing],
+            Self::Cancelled => &[Self::Cancelling],
+            _ => &[Self::InProgress, Self::Finalizing, Self::Cancelling],
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(
             self,

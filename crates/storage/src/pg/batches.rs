@@ -13,7 +13,7 @@ use crate::batches::object::COLUMNS;
 use crate::batches::{Batch, BatchStatus, ItemResult};
 use crate::db::Error;
 use crate::files::FileObject;
-use crate::store::{ends_from, NewBatch};
+use crate::store::NewBatch;
 
 /// Response ids are forgotten after this many seconds (the Redis record's 30 days).
 const RESPONSE_TTL: i64 = 30 * 24 * 3600;
@@ -150,7 +150,7 @@ impl Postgres {
 
     pub(crate) fn finalize(&self, id: &str, to: BatchStatus) -> Result<Batch, Error> {
         let b = self.batch(id, None)?;
-        let from = statuses(ends_from(to));
+        let from = statuses(to.ends_from());
         self.inner.call(|c| async move {
             c.batch_execute("BEGIN").await?;
             let out = write_output(&c, &b, true).await?;
