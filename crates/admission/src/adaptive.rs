@@ -5,11 +5,15 @@
 //!
 //! - **A refusal** (429, 503) of a request sent with `n` in flight says the capacity is below
 //!   `n`. Above every level that succeeded lately, that is the edge being found: the limit
-//!   becomes `n - 1`, no guessing. At or below a level that succeeded, the capacity fell: the
-//!   limit is cut to 70%, once per round trip — refusals of requests sent before the cut
-//!   carry no news and are not counted again. Finding the edge starts a new epoch too: the
-//!   requests granted under the higher limit are still out, and their successes above the
-//!   edge are no proof of room.
+//!   becomes `n - 1`, no guessing. At or below a level that succeeded, the capacity may have
+//!   fallen, or the upstream's own count may lag behind an answer it just gave (a slot it
+//!   answered still counted when the next request arrives). One such refusal is a strike: the
+//!   lane holds back an eighth of a request's time, so the next request does not meet the same
+//!   stale count, and a success at that level clears it. A second before such a success says
+//!   the capacity fell: the limit is cut to 70%, once per round trip — refusals of requests
+//!   sent before the cut carry no news and are not counted again. Finding the edge starts a
+//!   new epoch too: the requests granted under the higher limit are still out, and their
+//!   successes above the edge are no proof of room.
 //! - The count `n` is taken when the request is sent upstream ([`crate::Permit::begin`]), not
 //!   when its slot was granted: between the two, others may have finished.
 //! - **A success** at `n` in flight says the capacity is at least `n`.
@@ -23,9 +27,12 @@
 //! Growth: from [`START`] the limit grows sixteenfold per round trip, smoothly in time, until
 //! the first refusal (see [`Adaptive::grow`]); below a known ceiling it closes half the gap
 //! per round trip; at the ceiling, while requests wait, it probes one higher after
-//! [`PROBE_FIRST`] successes, backing off to [`PROBE_MAX`] while probes keep failing, so a
-//! steady capacity costs under 1% refusals and one that grew is found within that many
-//! answers. A success with fewer than a quarter of the slots in use says nothing about more.
+//! [`PROBE_FIRST`] successes or 16 round trips, whichever comes first, backing off to
+//! [`PROBE_MAX`] successes or 128 round trips while probes keep failing. Counting round trips
+//! matters at small limits: at a limit of 2, 64 successes are 32 round trips, and a capacity
+//! that doubled would wait that long to be seen. A steady capacity costs under 2% refusals and
+//! one that grew is found within one interval. A success with fewer than a quarter of the
+//! slots in use says nothing about more.
 
 use std::time::Duration;
 
@@ -49,6 +56,11 @@ pub const START: u32 = 4;
 pub const PROBE_FIRST: u32 = 64;
 /// The most successes between probes while they keep failing.
 pub const PROBE_MAX: u32 = 256;
+/// Round trips at the ceiling before the first probe: a small limit sees few answers per round
+/// trip, so counting answers alone would leave a capacity that grew unseen for many seconds.
+const PROBE_FIRST_RTTS: u32 = 16;
+/// The most round trips between probes while they keep failing.
+const PROBE_MAX_RTTS: u32 = 128;
 /// How much slow start multiplies the limit per round trip.
 const RAMP: f64 = 16.0;
 /// Slow start stays within this multiple of the highest count that succeeded.
@@ -75,7 +87,14 @@ pub struct Adaptive {
     epoch: u64,
     /// Successes at the ceiling since the last probe.
     at_ceiling: u32,
-    probe_every: u32,
+    /// How many times the probe interval doubled since probes last succeeded or the limit was
+    /// cut: the interval is `PROBE_FIRST << level` answers or `PROBE_FIRST_RTTS << level`
+    /// round trips, whichever comes first, within their maxima.
+    probe_level: u32,
+    /// A refusal at a level that succeeded lately, not yet confirmed: one alone may be the
+    /// upstream's own count lagging behind an answer it gave; a second before a success at or
+    /// above it says the capacity fell.
+    strike: Option<u32>,
     /// Latency averages (seconds): over about 16 answers and about 256.
     short: f64,
     long: f64,
@@ -99,7 +118,8 @@ impl Adaptive {
             passes: 0,
             epoch: 0,
             at_ceiling: 0,
-            probe_every: PROBE_FIRST,
+            probe_level: 0,
+            strike: None,
             short: 0.0,
             long: 0.0,
             ramp: None,
@@ -143,11 +163,14 @@ impl Adaptive {
                     (self.ceiling, self.passes) = (None, 0);
                     self.safe = c;
                     self.ramp_rate = RAMP_AGAIN;
-                    self.probe_every = PROBE_FIRST;
+                    self.probe_level = 0;
                 }
             }
             _ if fresh => self.safe = self.safe.max(n),
             _ => {}
+        }
+        if self.strike.is_some_and(|s| n >= s) {
+            self.strike = None;
         }
         if self.queueing(latency) && fresh {
             self.cut(EASE, n);
@@ -174,7 +197,7 @@ impl Adaptive {
                     (self.limit + gap / self.limit).min(top)
                 } else {
                     self.at_ceiling += 1;
-                    if self.at_ceiling >= self.probe_every && waiting {
+                    if self.at_ceiling >= self.probe_due() && waiting {
                         self.at_ceiling = 0;
                         f64::from(c)
                     } else {
@@ -227,12 +250,27 @@ impl Adaptive {
             .then(|| since + Duration::from_secs_f64(at.clamp(0.0, 3600.0)))
     }
 
-    /// A refusal for load (429, 503).
-    pub fn overload(&mut self, sent: Sent) {
+    /// Successes at the ceiling before the next probe.
+    fn probe_due(&self) -> u32 {
+        let answers = PROBE_FIRST
+            .saturating_mul(1 << self.probe_level.min(8))
+            .min(PROBE_MAX);
+        let rtts = PROBE_FIRST_RTTS
+            .saturating_mul(1 << self.probe_level.min(8))
+            .min(PROBE_MAX_RTTS);
+        // At the ceiling, a round trip brings about `limit` answers.
+        answers.min(rtts.saturating_mul(self.limit()))
+    }
+
+    /// A refusal for load (429, 503). Returns whether it came where there should have been room
+    /// (a level that succeeded lately) and was not yet taken as news: the caller holds the
+    /// lane back a moment, since the upstream's count may lag and the next request sent at once
+    /// would be refused too.
+    pub fn overload(&mut self, sent: Sent) -> bool {
         let n = sent.in_flight.max(1);
         if n > self.safe {
             if self.ceiling.is_some_and(|c| n >= c) {
-                self.probe_every = self.probe_every.saturating_mul(2).min(PROBE_MAX);
+                self.probe_level = (self.probe_level + 1).min(8);
             }
             self.passes = 0;
             if self.ceiling.is_none_or(|c| n < c) {
@@ -245,8 +283,15 @@ impl Adaptive {
             self.limit = self.limit.min(f64::from(n - 1)).max(1.0);
             self.at_ceiling = 0;
         } else if sent.epoch == self.epoch {
-            self.cut(CUT, n);
+            match self.strike {
+                Some(_) => self.cut(CUT, n),
+                None => {
+                    self.strike = Some(n);
+                    return true;
+                }
+            }
         }
+        false
     }
 
     /// The capacity fell (or the upstream queues) at `n` in flight: keep `factor` of the limit
@@ -262,7 +307,8 @@ impl Adaptive {
         self.passes = 0;
         self.epoch += 1;
         self.at_ceiling = 0;
-        self.probe_every = PROBE_FIRST;
+        self.probe_level = 0;
+        self.strike = None;
     }
 
     /// Feeds the latency averages; whether the recent answers are twice as slow as usual.

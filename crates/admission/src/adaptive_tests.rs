@@ -75,8 +75,12 @@ fn a_small_capacity_costs_two_refusals_at_the_start() {
     up.run(&mut a, 1);
     assert_eq!(a.limit(), 2);
     assert!((1..=2).contains(&up.refused), "{}", up.refused);
-    up.run(&mut a, PROBE_FIRST - 2);
-    assert!(up.refused <= 2, "no probe before its time");
+    // At a limit of 2 the first probe is due after sixteen round trips: 32 answers.
+    let at_start = up.refused;
+    up.run(&mut a, 32 - 2);
+    assert_eq!(up.refused, at_start, "no probe before its time");
+    up.run(&mut a, 8);
+    assert_eq!(up.refused, at_start + 1, "then one probe");
 }
 
 #[test]

@@ -1,7 +1,16 @@
 //! A whole adaptive lane against a simulated upstream with a hidden capacity, on paused time,
-//! over the matrix `bench/adaptive.py` measures against the real mock: capacity 2, 5, 16 and
-//! 64; latency 50 ms and 500 ms; 500 requests at once or at a steady rate; the capacity
-//! halving and doubling during a run. Every cell: makespan within 1.3× the ideal and at most 2%
+//! over the matrix `bench/adaptive.py` measures against the real mock: capacity 1, 2, 4, 5, 16
+//! and 64; latency 50 ms and 500 ms; 500 requests at once or at a steady rate; the capacity
+//! halving and doubling during a run; and an upstream whose own count lags (a slot it has
+//! answered is now and then still counted when the next request arrives, as a real server's
+//! may be), which at small capacities refuses a request the capacity has room for.
+//!
+//! Not asserted, by arithmetic: following a doubling within 5 s at 500 ms and a small
+//! capacity. It takes a probe above the limit every few seconds, and each probe the capacity
+//! has no room for is a refusal: at capacity 2 and 500 ms, one every 4 s is one refusal in 16
+//! answers, far above 2%. There a doubling is found within the probe interval (16 to 128 round
+//! trips). A count that lags during slow start at large capacities (64 at 50 ms) looks like the
+//! edge and costs up to a third more time (1.36× measured). Every cell: makespan within 1.3× the ideal and at most 2%
 //! of upstream calls refused; after a change, the limit follows within 5 s.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -20,6 +29,8 @@ struct Upstream {
     latency: Duration,
     calls: AtomicU32,
     refused: AtomicU32,
+    /// The share of answers whose slot the upstream frees a millisecond after answering.
+    lag: f64,
 }
 
 impl Upstream {
@@ -31,10 +42,22 @@ impl Upstream {
             self.refused.fetch_add(1, Relaxed);
             return Err(self.latency);
         }
-        let jitter = fastrand::Rng::with_seed(seq).f64() * 0.1 + 0.95;
-        sleep(self.latency.mul_f64(jitter)).await;
-        self.in_flight.fetch_sub(1, Relaxed);
+        let mut rng = fastrand::Rng::with_seed(seq);
+        sleep(self.latency.mul_f64(rng.f64() * 0.1 + 0.95)).await;
         Ok(())
+    }
+
+    /// Frees the slot of an answered call: at once, or now and then a moment later.
+    fn free(self: &Arc<Self>, seq: u64) {
+        if fastrand::Rng::with_seed(!seq).f64() < self.lag {
+            let up = self.clone();
+            tokio::spawn(async move {
+                sleep(Duration::from_millis(1)).await;
+                up.in_flight.fetch_sub(1, Relaxed);
+            });
+        } else {
+            self.in_flight.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -58,6 +81,7 @@ async fn client(lane: Arc<Lane>, key: Arc<Key>, up: Arc<Upstream>, seq: u64) {
         let sent = Instant::now();
         match up.call(seq * 64 + attempt).await {
             Ok(()) => {
+                up.free(seq * 64 + attempt);
                 permit.feedback(Feedback::Success {
                     latency: sent.elapsed(),
                     headroom: None,
@@ -90,6 +114,8 @@ struct Cell {
     requests: u32,
     arrival: Arrival,
     changes: &'static [(u64, u32)],
+    /// See [`Upstream::lag`].
+    lag: f64,
 }
 
 struct Outcome {
@@ -120,6 +146,7 @@ async fn run(cell: Cell) -> Outcome {
         latency,
         calls: AtomicU32::new(0),
         refused: AtomicU32::new(0),
+        lag: cell.lag,
     });
     let start = Instant::now();
     let interval = latency.div_f64(0.9 * f64::from(cell.capacity));
@@ -201,14 +228,15 @@ fn ideal(cell: &Cell, latency: Duration, interval: Duration) -> Duration {
 
 async fn check(cell: Cell) {
     let label = format!(
-        "capacity {} latency {} ms {} {}",
+        "capacity {} latency {} ms {} {}{}",
         cell.capacity,
         cell.latency_ms,
         match cell.arrival {
             Arrival::Burst => "burst",
             Arrival::Steady => "steady",
         },
-        cell.requests
+        cell.requests,
+        if cell.lag > 0.0 { " lagging" } else { "" }
     );
     let o = run(cell).await;
     let ratio = o.makespan.as_secs_f64() / o.ideal.as_secs_f64();
@@ -230,7 +258,7 @@ async fn check(cell: Cell) {
 }
 
 macro_rules! cells {
-    ($($name:ident: $capacity:expr, $latency:expr, $arrival:ident;)*) => {$(
+    ($($name:ident: $capacity:expr, $latency:expr, $arrival:ident $(, lag $lag:expr)?;)*) => {$(
         #[tokio::test(start_paused = true)]
         async fn $name() {
             check(Cell {
@@ -239,6 +267,7 @@ macro_rules! cells {
                 requests: 500,
                 arrival: Arrival::$arrival,
                 changes: &[],
+                lag: 0.0 $(+ $lag)?,
             })
             .await;
         }
@@ -246,6 +275,19 @@ macro_rules! cells {
 }
 
 cells! {
+    capacity_1_latency_50_burst: 1, 50, Burst;
+    capacity_1_latency_50_steady: 1, 50, Steady;
+    capacity_1_latency_500_burst: 1, 500, Burst;
+    capacity_1_latency_500_steady: 1, 500, Steady;
+    capacity_4_latency_50_burst: 4, 50, Burst;
+    capacity_4_latency_50_steady: 4, 50, Steady;
+    capacity_4_latency_500_burst: 4, 500, Burst;
+    capacity_4_latency_500_steady: 4, 500, Steady;
+    capacity_1_latency_50_burst_lagging: 1, 50, Burst, lag 0.01;
+    capacity_2_latency_50_burst_lagging: 2, 50, Burst, lag 0.01;
+    capacity_2_latency_500_burst_lagging: 2, 500, Burst, lag 0.01;
+    capacity_4_latency_50_burst_lagging: 4, 50, Burst, lag 0.01;
+    capacity_16_latency_50_burst_lagging: 16, 50, Burst, lag 0.01;
     capacity_2_latency_50_burst: 2, 50, Burst;
     capacity_2_latency_50_steady: 2, 50, Steady;
     capacity_2_latency_500_burst: 2, 500, Burst;
@@ -272,6 +314,7 @@ async fn capacity_16_halves_and_doubles_at_50_ms() {
         requests: 2400,
         arrival: Arrival::Burst,
         changes: &[(3, 8), (6, 16)],
+        lag: 0.0,
     })
     .await;
 }
@@ -284,6 +327,33 @@ async fn capacity_64_halves_and_doubles_at_500_ms() {
         requests: 2000,
         arrival: Arrival::Burst,
         changes: &[(6, 32), (12, 64)],
+        lag: 0.0,
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn capacity_2_halves_and_doubles_at_50_ms() {
+    check(Cell {
+        capacity: 2,
+        latency_ms: 50,
+        requests: 600,
+        arrival: Arrival::Burst,
+        changes: &[(4, 1), (8, 2)],
+        lag: 0.0,
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn capacity_4_halves_and_doubles_at_50_ms() {
+    check(Cell {
+        capacity: 4,
+        latency_ms: 50,
+        requests: 1200,
+        arrival: Arrival::Burst,
+        changes: &[(4, 2), (8, 4)],
+        lag: 0.0,
     })
     .await;
 }

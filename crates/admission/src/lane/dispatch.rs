@@ -28,7 +28,8 @@ impl Lane {
     /// where the request stood when it was sent.
     pub(crate) fn learn(self: &Arc<Self>, fb: Feedback, sent: Option<Sent>) -> Option<Duration> {
         let now = Instant::now();
-        let hinted = matches!(fb, Feedback::Overloaded { .. } | Feedback::Exhausted { .. });
+        // Only the upstream's own hints are news for other replicas.
+        let mut hinted = matches!(fb, Feedback::Overloaded { .. } | Feedback::Exhausted { .. });
         let paused = {
             let mut st = self.lock();
             let sent = sent.unwrap_or_else(|| st.sent());
@@ -45,11 +46,19 @@ impl Lane {
                 Feedback::Overloaded { retry_after } => {
                     pause = retry_after;
                     if let Some(a) = &mut st.adaptive {
-                        a.overload(sent);
+                        let unexpected = a.overload(sent);
                         // The lower limit is the answer to a refusal for concurrency; a hint no
                         // longer than a request takes says as much, and pausing the whole lane
                         // for it would only leave slots idle. A longer one is a spent budget.
                         pause = retry_after.filter(|h| *h > service.saturating_mul(2));
+                        // A refusal where there was room: the upstream may still count an
+                        // answer it gave, and a request sent into that moment is refused
+                        // too, and the one after it. An eighth of a request's time lets its
+                        // count catch up.
+                        if unexpected && pause.is_none() {
+                            pause = Some((service / 8).max(Duration::from_millis(1)));
+                            hinted = false;
+                        }
                     }
                 }
                 Feedback::Exhausted { reset } => pause = Some(reset),
