@@ -7,10 +7,11 @@ or at a steady 90% of what the upstream can serve; makespan against the ideal, t
 upstream calls refused. The change cells halve and then restore the capacity during the run
 (POST /mock/config) and report how long the lane's limit took to follow (GET /admin/lanes).
 
-Usage: python3 bench/adaptive.py [--quick | --slow] [--cap N] [--burst] [--rounds K]
+Usage: python3 bench/adaptive.py [--quick | --slow] [--cap N] [--burst] [--rounds K] [--requests N]
 (after `cargo build --release`). --quick runs the 50 ms cells only, --slow the 500 ms ones only
 (about twelve minutes); --cap one capacity only; --burst the 500-at-once cells only (no steady
-or change cells); --rounds repeats each cell, for the spread between runs.
+or change cells); --rounds repeats each cell, for the spread between runs; --requests sets the
+requests per cell (500 by default).
 """
 
 import json
@@ -132,8 +133,9 @@ def option(name, default):
 
 def main():
     quick, slow, burst = "--quick" in sys.argv, "--slow" in sys.argv, "--burst" in sys.argv
-    caps = [option("--cap", 0)] if "--cap" in sys.argv else [2, 5, 16, 64]
+    caps = [option("--cap", 0)] if "--cap" in sys.argv else [1, 2, 4, 16, 64]
     rounds = option("--rounds", 1)
+    n = option("--requests", 500)
     tmp = tempfile.mkdtemp(prefix="laneway-adaptive-")
     for latency in [50] if quick else [500] if slow else [50, 500]:
         for cap in caps:
@@ -141,8 +143,8 @@ def main():
                 for _ in range(rounds):
                     # The same load through a lane told the capacity: what this machine and
                     # load generator reach at best, measured in the same run.
-                    cell(tmp, cap, latency, 500, steady, oracle=True)
-                    cell(tmp, cap, latency, 500, steady)
+                    cell(tmp, cap, latency, n, steady, oracle=True)
+                    cell(tmp, cap, latency, n, steady)
     if burst or "--cap" in sys.argv:
         return
     if not slow:

@@ -27,12 +27,12 @@
 //! Growth: from [`START`] the limit grows sixteenfold per round trip, smoothly in time, until
 //! the first refusal (see [`Adaptive::grow`]); below a known ceiling it closes half the gap
 //! per round trip; at the ceiling, while requests wait, it probes one higher after
-//! [`PROBE_FIRST`] successes or 16 round trips, whichever comes first, backing off to
-//! [`PROBE_MAX`] successes or 128 round trips while probes keep failing. Counting round trips
-//! matters at small limits: at a limit of 2, 64 successes are 32 round trips, and a capacity
-//! that doubled would wait that long to be seen. A steady capacity costs under 2% refusals and
-//! one that grew is found within one interval. A success with fewer than a quarter of the
-//! slots in use says nothing about more.
+//! [`PROBE_FIRST`] successes, backing off to [`PROBE_MAX`] while probes keep failing. After a
+//! cut (a capacity that fell may come back) probes are also due after 16 round trips, backing
+//! off to 128: at a limit of 1 or 2, 64 successes are 32 to 64 round trips, and a capacity
+//! that doubled again would wait that long to be seen. A steady capacity costs under 2%
+//! refusals, and one that grew is found within one interval. A success with fewer than a
+//! quarter of the slots in use says nothing about more.
 
 use std::time::Duration;
 
@@ -91,6 +91,9 @@ pub struct Adaptive {
     /// cut: the interval is `PROBE_FIRST << level` answers or `PROBE_FIRST_RTTS << level`
     /// round trips, whichever comes first, within their maxima.
     probe_level: u32,
+    /// Whether the limit was cut since probes last succeeded: a capacity that fell may come
+    /// back, so probes are paced by round trips too, not by successes alone.
+    after_cut: bool,
     /// A refusal at a level that succeeded lately, not yet confirmed: one alone may be the
     /// upstream's own count lagging behind an answer it gave; a second before a success at or
     /// above it says the capacity fell.
@@ -119,6 +122,7 @@ impl Adaptive {
             epoch: 0,
             at_ceiling: 0,
             probe_level: 0,
+            after_cut: false,
             strike: None,
             short: 0.0,
             long: 0.0,
@@ -164,6 +168,7 @@ impl Adaptive {
                     self.safe = c;
                     self.ramp_rate = RAMP_AGAIN;
                     self.probe_level = 0;
+                    self.after_cut = false;
                 }
             }
             _ if fresh => self.safe = self.safe.max(n),
@@ -258,6 +263,9 @@ impl Adaptive {
         let rtts = PROBE_FIRST_RTTS
             .saturating_mul(1 << self.probe_level.min(8))
             .min(PROBE_MAX_RTTS);
+        if !self.after_cut {
+            return answers;
+        }
         // At the ceiling, a round trip brings about `limit` answers.
         answers.min(rtts.saturating_mul(self.limit()))
     }
@@ -308,6 +316,7 @@ impl Adaptive {
         self.epoch += 1;
         self.at_ceiling = 0;
         self.probe_level = 0;
+        self.after_cut = true;
         self.strike = None;
     }
 

@@ -125,6 +125,7 @@ async fn a_replica_killed_mid_batch_leaves_its_items_to_the_other() {
     every_custom_id_once(&out, 2000);
     // Sent twice: at most what A had in flight when it died.
     let sent = m.stats().requests;
+    eprintln!("{sent} upstream requests for 2000 items, A killed at 400 answers");
     assert!(
         (2000..=2000 + CONCURRENCY).contains(&sent),
         "{sent} requests reached the upstream for 2000 items"
