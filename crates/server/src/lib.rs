@@ -21,6 +21,7 @@
 //! The Batch API (`laneway-batches`) stands beside this crate; the router mounts its routes.
 
 pub mod admin;
+mod around;
 pub mod auth;
 pub mod catalog;
 pub mod conn;

@@ -28,6 +28,11 @@ async fn a_waiting_request_s_future_stays_small() {
         Endpoint::ChatCompletions,
         Request::new(Body::empty()),
     );
+    let whole = crate::server::serve_direct(
+        app.clone(),
+        Endpoint::ChatCompletions,
+        Request::new(Body::empty()),
+    );
     let topo = app.topo.load_full();
     let key = topo.key(None).cloned().unwrap();
     let ctx = RequestCtx::new(None);
@@ -57,6 +62,11 @@ async fn a_waiting_request_s_future_stays_small() {
     };
     let admitted = laneway_admission::acquire(&topo.routes[0].pool, ask);
     let sizes = [
+        (
+            "the handler with its middleware",
+            std::mem::size_of_val(&whole),
+            3584,
+        ),
         ("the handler", std::mem::size_of_val(&handler), 4096),
         ("admission to answer", std::mem::size_of_val(&relayed), 3072),
         ("admission", std::mem::size_of_val(&admitted), 1536),
