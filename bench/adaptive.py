@@ -7,10 +7,10 @@ or at a steady 90% of what the upstream can serve; makespan against the ideal, t
 upstream calls refused. The change cells halve and then restore the capacity during the run
 (POST /mock/config) and report how long the lane's limit took to follow (GET /admin/lanes).
 
-Usage: python3 bench/adaptive.py [--quick | --slow] [--cap N] [--burst] [--rounds K] [--requests N]
+Usage: python3 bench/adaptive.py [--quick | --slow] [--cap N] [--burst] [--changes] [--rounds K] [--requests N]
 (after `cargo build --release`). --quick runs the 50 ms cells only, --slow the 500 ms ones only
 (about twelve minutes); --cap one capacity only; --burst the 500-at-once cells only (no steady
-or change cells); --rounds repeats each cell, for the spread between runs; --requests sets the
+or change cells); --changes the change cells only; --rounds repeats each cell, for the spread between runs; --requests sets the
 requests per cell (500 by default).
 """
 
@@ -137,7 +137,8 @@ def main():
     rounds = option("--rounds", 1)
     n = option("--requests", 500)
     tmp = tempfile.mkdtemp(prefix="laneway-adaptive-")
-    for latency in [50] if quick else [500] if slow else [50, 500]:
+    changes_only = "--changes" in sys.argv
+    for latency in [] if changes_only else [50] if quick else [500] if slow else [50, 500]:
         for cap in caps:
             for steady in [False] if burst else [False, True]:
                 for _ in range(rounds):
@@ -148,6 +149,9 @@ def main():
     if burst or "--cap" in sys.argv:
         return
     if not slow:
+        # Halved and restored at capacities 2, 4 and 16 (the paused-time matrix's change cells).
+        cell(tmp, 2, 50, 600, changes=((4, 1), (8, 2)))
+        cell(tmp, 4, 50, 1200, changes=((4, 2), (8, 4)))
         cell(tmp, 16, 50, 2400, changes=((3, 8), (6, 16)))
     if not quick:
         cell(tmp, 64, 500, 2000, changes=((6, 32), (12, 64)))
