@@ -43,7 +43,12 @@ pub async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                // Every connection this loop registered hears of it on its own watchdog's bell,
+                // so a connection's task never polls the shutdown token itself.
+                conns.wake_all();
+                return;
+            }
         };
         let stream = match accepted {
             Ok((s, _)) => s,
@@ -135,6 +140,8 @@ async fn serve(
                 None => std::future::pending().await,
             }
         };
+        // Three branches, not four: shutdown rings `wake` too (`accept_loop`), and every branch
+        // here is polled on every wake-up of the connection's task.
         tokio::select! {
             r = http.as_mut() => {
                 if let Err(e) = r {
@@ -144,15 +151,15 @@ async fn serve(
             }
             () = conn.wake.notified() => {}
             () = expired => {}
-            () = shutdown.cancelled(), if !draining => {
-                // Idle and half-sent connections are not waited for; a request being served
-                // finishes, then the connection closes.
-                if conn.active.load(Relaxed) == 0 {
-                    return;
-                }
-                http.as_mut().graceful_shutdown();
-                draining = true;
+        }
+        if !draining && shutdown.is_cancelled() {
+            // Idle and half-sent connections are not waited for; a request being served
+            // finishes, then the connection closes.
+            if conn.active.load(Relaxed) == 0 {
+                return;
             }
+            http.as_mut().graceful_shutdown();
+            draining = true;
         }
         // Woken by an eviction, a timer or a change of state: close if nothing is served and
         // the connection was evicted or is past its deadline as it stands now.

@@ -30,7 +30,7 @@ pub(super) struct Conn {
     pub(super) head_since: AtomicU64,
     pub(super) served: AtomicBool,
     pub(super) evicted: AtomicBool,
-    /// Rung by an eviction only; the request path never wakes the watchdog.
+    /// Rung by an eviction or a shutdown only; the request path never wakes the watchdog.
     pub(super) wake: tokio::sync::Notify,
 }
 
@@ -81,6 +81,13 @@ impl Conns {
                 configured.min(usize::try_from(room).unwrap_or(usize::MAX))
             }
             None => configured,
+        }
+    }
+
+    /// Rings every connection's watchdog (the server is shutting down).
+    pub(super) fn wake_all(&self) {
+        for c in self.lock().values() {
+            c.wake.notify_one();
         }
     }
 
