@@ -118,10 +118,6 @@ impl Store for Storage {
         Storage::finalize(self, id, to)
     }
 
-    fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Batch, Error> {
-        Storage::cancel(self, id, owner)
-    }
-
     fn record_response(&self, id: &str, lane: &str, owner: &str) -> Result<(), Error> {
         Storage::record_response(self, id, lane, owner)
     }

@@ -100,8 +100,23 @@ pub trait Store: Send + Sync + 'static {
     /// Writes the output and error files and ends the batch in `to`, in one transaction, if
     /// it is still in a status that can end so (another replica may have ended it).
     fn finalize(&self, id: &str, to: BatchStatus) -> Result<Batch, Error>;
-    /// Marks a batch for cancelling; a batch that already ended cannot be.
-    fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Batch, Error>;
+    /// Marks a batch for cancelling; a batch that already ended cannot be. The same on every
+    /// store: a check and a conditional transition.
+    fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Batch, Error> {
+        let b = self.batch(id, owner)?;
+        if b.status.is_final() {
+            return Err(Error::Invalid(format!(
+                "batch `{id}` is already {} and cannot be cancelled",
+                b.status.as_str()
+            )));
+        }
+        self.transition(
+            id,
+            &[BatchStatus::Validating, BatchStatus::InProgress],
+            BatchStatus::Cancelling,
+        )?;
+        self.batch(id, None)
+    }
 
     /// Records that `lane` made response `id` for the key `owner`.
     fn record_response(&self, id: &str, lane: &str, owner: &str) -> Result<(), Error>;

@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use crate::store::Store;
 use crate::{validate, BatchStatus, Error, ItemResult, Storage};
 
 /// A directory of its own, removed when the test ends.

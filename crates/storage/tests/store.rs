@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Files up to 4 MiB: more than one PostgreSQL content chunk (1 MiB).
 const MAX: usize = 4 << 20;
 
-use laneway_storage::{BatchStatus, Item, ItemResult, NewBatch, Postgres, Storage, Store};
+use laneway_storage::{BatchStatus, Error, Item, ItemResult, NewBatch, Postgres, Storage, Store};
 
 fn sqlite() -> (Storage, PathGuard) {
     let dir = std::env::temp_dir().join(format!(
@@ -152,6 +152,32 @@ fn batches(s: &dyn Store) {
             .unwrap()
             .len(),
         2
+    );
+    assert!(
+        matches!(s.cancel(&b.id, Some("team")), Err(Error::Invalid(_))),
+        "an ended batch cannot be cancelled"
+    );
+    cancelled(s, &f.id);
+}
+
+fn cancelled(s: &dyn Store, input: &str) {
+    let b = s
+        .create_batch(&NewBatch {
+            owner: "team",
+            endpoint: "/v1/chat/completions",
+            input_file_id: input,
+            window_secs: 3600,
+            window: "1h",
+            metadata: None,
+        })
+        .unwrap();
+    assert!(
+        s.cancel(&b.id, Some("other")).is_err(),
+        "another key's batch is not found"
+    );
+    assert_eq!(
+        s.cancel(&b.id, Some("team")).unwrap().status,
+        BatchStatus::Cancelling
     );
 }
 

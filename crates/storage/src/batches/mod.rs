@@ -236,21 +236,4 @@ impl Storage {
         drop(conn);
         self.batch(id, None)
     }
-
-    /// Marks a batch for cancelling; a batch that already ended cannot be.
-    pub fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Batch, Error> {
-        let b = self.batch(id, owner)?;
-        if b.status.is_final() {
-            return Err(Error::Invalid(format!(
-                "batch `{id}` is already {} and cannot be cancelled",
-                b.status.as_str()
-            )));
-        }
-        self.transition(
-            id,
-            &[BatchStatus::Validating, BatchStatus::InProgress],
-            BatchStatus::Cancelling,
-        )?;
-        self.batch(id, None)
-    }
 }

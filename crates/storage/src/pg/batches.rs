@@ -178,22 +178,6 @@ impl Postgres {
         self.batch(id, None)
     }
 
-    pub(crate) fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Batch, Error> {
-        let b = self.batch(id, owner)?;
-        if b.status.is_final() {
-            return Err(Error::Invalid(format!(
-                "batch `{id}` is already {} and cannot be cancelled",
-                b.status.as_str()
-            )));
-        }
-        self.transition(
-            id,
-            &[BatchStatus::Validating, BatchStatus::InProgress],
-            BatchStatus::Cancelling,
-        )?;
-        self.batch(id, None)
-    }
-
     pub(crate) fn record_response(&self, id: &str, lane: &str, owner: &str) -> Result<(), Error> {
         let now = crate::now();
         // Forget old ids now and then, not on every insert.

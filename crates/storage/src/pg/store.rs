@@ -107,10 +107,6 @@ impl Store for Postgres {
         Postgres::finalize(self, id, to)
     }
 
-    fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Batch, Error> {
-        Postgres::cancel(self, id, owner)
-    }
-
     fn record_response(&self, id: &str, lane: &str, owner: &str) -> Result<(), Error> {
         Postgres::record_response(self, id, lane, owner)
     }
